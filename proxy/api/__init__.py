@@ -1,0 +1,1 @@
+"""HTTP and WebSocket routes, and the dependencies they share."""

@@ -1,0 +1,50 @@
+"""Dependencies shared by the routes, as `Annotated` aliases."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from proxy.core.errors import Forbidden
+from proxy.core.security import Principal
+from proxy.core.state import AppState
+
+bearer_scheme = HTTPBearer(auto_error=False, description="A JWT with `sub`, `role` and `exp`.")
+
+
+def get_state(request: Request) -> AppState:
+    state: AppState = request.app.state.proxy
+    return state
+
+
+StateDep = Annotated[AppState, Depends(get_state)]
+
+
+async def current_user(
+    state: StateDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
+) -> Principal:
+    # AuthError propagates to its handler, which answers 401 with WWW-Authenticate.
+    return await state.verifier.verify(credentials.credentials if credentials else None)
+
+
+CurrentUser = Annotated[Principal, Depends(current_user)]
+
+
+async def admin_user(user: CurrentUser) -> Principal:
+    if not user.is_admin:
+        raise Forbidden("this route requires the admin role")
+    return user
+
+
+AdminUser = Annotated[Principal, Depends(admin_user)]
+
+
+def request_id(request: Request) -> str:
+    value: str = request.scope.get("state", {}).get("request_id", "")
+    return value
+
+
+RequestId = Annotated[str, Depends(request_id)]

@@ -1,0 +1,1 @@
+"""Route modules; they are included in exactly one place, `proxy.api.router`."""

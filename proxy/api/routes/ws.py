@@ -1,0 +1,230 @@
+"""The WebSocket: several generations in flight on one socket, each addressed by a client `id`.
+
+Protocol (JSON text frames):
+    client → {"type": "auth", "token": "…"}                     (first frame, if no ?token=)
+    client → {"type": "generate", "id": "1", <GenerateRequest fields>}
+    client → {"type": "chat", "id": "2", <ChatRequest fields>}
+    client → {"type": "cancel", "id": "1"}
+    client → {"type": "ping"}
+    server → {"type": "ready", "user": …, "role": …}
+    server → {"id": …, "type": "token", "content": "…"}           (one per piece)
+    server → {"id": …, "type": "done", "done_reason", "usage", "timings", "request_id",
+              "context_id"}
+    server → {"id": …, "type": "error", "error": "…", "status": 4xx/5xx}
+    server → {"id": …, "type": "cancelled"}
+    server → {"type": "pong"}
+A bad frame gets an error frame and the socket stays open; failed auth closes it with 1008.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import uuid
+from typing import Any, Literal
+
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from proxy.core.errors import ProxyError
+from proxy.core.security import AuthError, Principal
+from proxy.core.state import AppState
+from proxy.schemas import ChatRequest, GenerateRequest
+from proxy.services.calls import PlannedCall, plan_chat, plan_generate
+from proxy.services.relay import Completion, relay
+
+router = APIRouter()
+
+AUTH_FRAME_TIMEOUT_SECONDS = 10.0
+MAX_IN_FLIGHT_PER_SOCKET = 8
+MAX_FRAME_BYTES = 1_048_576
+POLICY_VIOLATION = 1008
+
+ClientId = str
+
+
+class WsGenerate(GenerateRequest):
+    type: Literal["generate"]
+    id: ClientId = Field(..., min_length=1, max_length=64)
+
+
+class WsChat(ChatRequest):
+    type: Literal["chat"]
+    id: ClientId = Field(..., min_length=1, max_length=64)
+
+
+class WsCancel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["cancel"]
+    id: ClientId = Field(..., min_length=1, max_length=64)
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"])
+    return f"invalid frame: {where}: {err['msg']}" if where else f"invalid frame: {err['msg']}"
+
+
+class Session:
+    """One authenticated socket and the generations running on it."""
+
+    def __init__(self, websocket: WebSocket, state: AppState, user: Principal) -> None:
+        self.websocket = websocket
+        self.state = state
+        self.user = user
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+        self._send_lock = asyncio.Lock()
+
+    async def send(self, frame: dict[str, Any]) -> None:
+        # Frames from concurrent generations must not interleave mid-write.
+        async with self._send_lock:
+            await self.websocket.send_text(json.dumps(frame, ensure_ascii=False))
+
+    async def error(self, message: str, client_id: Any = None, status: int = 400) -> None:
+        frame: dict[str, Any] = {"type": "error", "error": message, "status": status}
+        if isinstance(client_id, str):
+            frame["id"] = client_id
+        await self.send(frame)
+
+    async def handle(self, raw: str) -> None:
+        if len(raw) > MAX_FRAME_BYTES:
+            await self.error(f"frame larger than {MAX_FRAME_BYTES} bytes", status=413)
+            return
+        try:
+            frame = json.loads(raw)
+        except ValueError as exc:
+            await self.error(f"malformed JSON: {exc}")
+            return
+        if not isinstance(frame, dict):
+            await self.error("a frame must be a JSON object")
+            return
+        kind = frame.get("type")
+        client_id = frame.get("id")
+        if kind == "ping":
+            await self.send({"type": "pong"})
+        elif kind == "cancel":
+            await self._cancel(frame)
+        elif kind in ("generate", "chat"):
+            await self._start(kind, frame)
+        elif kind == "auth":
+            await self.error("already authenticated", client_id)
+        else:
+            await self.error(f"unknown frame type {kind!r}", client_id)
+
+    async def _cancel(self, frame: dict[str, Any]) -> None:
+        try:
+            cancel = WsCancel.model_validate(frame)
+        except ValidationError as exc:
+            await self.error(_first_error(exc), frame.get("id"))
+            return
+        task = self.tasks.get(cancel.id)
+        if task is None:
+            await self.error(f"no request {cancel.id!r} in flight", cancel.id, status=404)
+            return
+        task.cancel()
+
+    async def _start(self, kind: str, frame: dict[str, Any]) -> None:
+        client_id = frame.get("id")
+        try:
+            request: WsGenerate | WsChat = (
+                WsGenerate.model_validate(frame) if kind == "generate"
+                else WsChat.model_validate(frame)
+            )
+        except ValidationError as exc:
+            await self.error(_first_error(exc), client_id, status=422)
+            return
+        if request.id in self.tasks:
+            await self.error(f"request {request.id!r} is already in flight", request.id, 409)
+            return
+        if len(self.tasks) >= MAX_IN_FLIGHT_PER_SOCKET:
+            await self.error(f"at most {MAX_IN_FLIGHT_PER_SOCKET} requests in flight per socket",
+                             request.id, status=429)
+            return
+        try:
+            planned = (
+                plan_generate(self.state, request) if isinstance(request, WsGenerate)
+                else await plan_chat(self.state, self.user, request)
+            )
+        except ProxyError as exc:
+            await self.error(exc.message, request.id, exc.status_code)
+            return
+        task = asyncio.create_task(self._run(request.id, planned))
+        self.tasks[request.id] = task
+
+    async def _run(self, client_id: str, planned: PlannedCall) -> None:
+        request_id = str(uuid.uuid4())
+        try:
+            async for item in relay(self.state.upstream, planned.call):
+                if isinstance(item, Completion):
+                    if planned.after is not None:
+                        await planned.after(item)
+                    await self.send({
+                        "id": client_id, "type": "done", "done_reason": item.done_reason,
+                        "request_id": request_id, "context_id": planned.context_id,
+                        "usage": item.usage.model_dump(), "timings": item.timings.model_dump(),
+                    })
+                    return
+                await self.send({"id": client_id, "type": "token", "content": item})
+        except ProxyError as exc:
+            with contextlib.suppress(Exception):
+                await self.error(exc.message, client_id, exc.status_code)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await self.send({"id": client_id, "type": "cancelled"})
+        finally:
+            self.tasks.pop(client_id, None)
+
+    async def close(self) -> None:
+        tasks = list(self.tasks.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _authenticate(websocket: WebSocket, state: AppState) -> Principal | None:
+    token = websocket.query_params.get("token")
+    if token is None:
+        try:
+            raw = await asyncio.wait_for(websocket.receive_text(), AUTH_FRAME_TIMEOUT_SECONDS)
+            frame = json.loads(raw)
+            token = frame.get("token") if isinstance(frame, dict) and \
+                frame.get("type") == "auth" else None
+        except (TimeoutError, ValueError):
+            token = None
+        if not isinstance(token, str):
+            await websocket.close(POLICY_VIOLATION, "first frame must be {\"type\": \"auth\", "
+                                                    "\"token\": …}")
+            return None
+    try:
+        return await state.verifier.verify(token)
+    except AuthError as exc:
+        await websocket.close(POLICY_VIOLATION, exc.message[:120])
+        return None
+
+
+@router.websocket("/api/llm/ws")
+async def websocket_endpoint(websocket: WebSocket) -> None:
+    state: AppState = websocket.app.state.proxy
+    await websocket.accept()
+    try:
+        user = await _authenticate(websocket, state)
+    except WebSocketDisconnect:
+        return
+    if user is None:
+        return
+    session = Session(websocket, state, user)
+    try:
+        await session.send({"type": "ready", "user": user.sub, "role": user.role})
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                break
+            if message.get("text") is not None:
+                await session.handle(message["text"])
+            else:
+                await session.error("frames must be JSON text, not binary")
+    except WebSocketDisconnect:
+        pass
+    finally:
+        await session.close()

@@ -1,0 +1,154 @@
+"""Command line: `python -m proxy [serve|token|migrate|check-config]`.
+
+`serve` is the default. In dev mode with no `OLLAMA_URL` in the environment it starts the
+built-in Ollama simulator next to the proxy, so a fresh checkout has something to talk to.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+from contextlib import ExitStack
+
+from pydantic import ValidationError
+
+from proxy import __version__
+from proxy.core.settings import Settings, get_settings
+
+EPILOG = """\
+configuration comes from environment variables (also read from ./.env); see .env.example.
+examples:
+  python -m proxy                              serve on 127.0.0.1:8000 (dev: simulator upstream)
+  OLLAMA_URL=http://gpu-host:11434 python -m proxy serve --host 0.0.0.0
+  python -m proxy token --sub alice --role admin --ttl 3600
+  python -m proxy migrate                      apply database migrations and exit
+"""
+
+
+def _load_settings() -> Settings:
+    try:
+        return get_settings()
+    except ValidationError as exc:
+        lines = [f"  {'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}"
+                 for e in exc.errors()]
+        sys.exit("configuration error:\n" + "\n".join(lines))
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from proxy.core.security import mint_token
+    from proxy.main import create_app
+
+    with ExitStack() as stack:
+        if "OLLAMA_URL" not in os.environ and os.environ.get("PROXY_ENV", "dev") == "dev" \
+                and not args.no_simulator:
+            from proxy.simulator.process import run_simulator
+
+            print("OLLAMA_URL is not set: starting the built-in Ollama simulator (dev only)...",
+                  flush=True)
+            simulator = stack.enter_context(run_simulator())
+            os.environ["OLLAMA_URL"] = simulator.url
+            get_settings.cache_clear()
+        settings = _load_settings()
+        host = args.host or settings.proxy_host
+        port = args.port or settings.proxy_port
+        app = create_app(settings)
+        base = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+        print(f"LLM proxy {__version__} ({settings.proxy_env} mode), "
+              f"upstream {settings.ollama_url}")
+        if settings.proxy_env == "dev" and settings.wants_symmetric:
+            if settings.jwt_secret is None:
+                print("JWT_SECRET is not set: using a random secret for this process only.")
+            token = mint_token(settings, sub="dev", role="admin", ttl_seconds=12 * 3600)
+            print(f"dev token (sub=dev, role=admin, 12 h):\n  {token}")
+            print(f"try:\n  curl -N -H 'Authorization: Bearer {token[:16]}…' "
+                  f"-d '{{\"model\":\"llama3.2\",\"prompt\":\"Hello\"}}' {base}/api/llm/generate")
+        print(f"open {base}/docs  (status: {base}/api/llm/status)", flush=True)
+        uvicorn.run(app, host=host, port=port, log_level=settings.proxy_log_level,
+                    proxy_headers=True, ws_max_size=2 * settings.proxy_max_body_bytes)
+    return 0
+
+
+def _token(args: argparse.Namespace) -> int:
+    from proxy.core.security import mint_token
+
+    settings = _load_settings()
+    if settings.jwt_secret is None:
+        print("JWT_SECRET is not set; a token signed with a random secret would be useless.",
+              file=sys.stderr)
+        return 2
+    print(mint_token(settings, sub=args.sub, role=args.role, ttl_seconds=args.ttl))
+    return 0
+
+
+def _migrate(_: argparse.Namespace) -> int:
+    from proxy.core.db import create_engine, migrate
+
+    settings = _load_settings()
+
+    async def run() -> None:
+        engine = create_engine(settings)
+        try:
+            await migrate(engine)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())
+    print(f"database at {settings.database_url.split('@')[-1]} is at the latest revision")
+    return 0
+
+
+def _check_config(_: argparse.Namespace) -> int:
+    settings = _load_settings()
+    print(f"mode: {settings.proxy_env}")
+    print(f"upstream: {settings.ollama_url}")
+    print(f"database: {settings.database_url.split('@')[-1]}")
+    print(f"jwt algorithms: {', '.join(settings.jwt_algorithms)}")
+    print("configuration is valid")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m proxy",
+        description="The authenticated LLM gateway in front of Ollama.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command")
+
+    serve = sub.add_parser("serve", help="run the proxy (default)")
+    serve.add_argument("--host", help="bind address (default PROXY_HOST or 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default PROXY_PORT or 8000)")
+    serve.add_argument("--no-simulator", action="store_true",
+                       help="in dev mode, do not start the simulator when OLLAMA_URL is unset")
+    serve.set_defaults(func=_serve)
+
+    token = sub.add_parser("token", help="mint an HS256 dev token signed with JWT_SECRET")
+    token.add_argument("--sub", required=True, help="user id (the `sub` claim)")
+    token.add_argument("--role", choices=["user", "admin"], default="user")
+    token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds")
+    token.set_defaults(func=_token)
+
+    migrate = sub.add_parser("migrate", help="apply database migrations and exit")
+    migrate.set_defaults(func=_migrate)
+
+    check = sub.add_parser("check-config", help="validate the configuration and exit")
+    check.set_defaults(func=_check_config)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    words = list(sys.argv[1:] if argv is None else argv)
+    commands = {"serve", "token", "migrate", "check-config"}
+    if not words or (words[0] not in commands and words[0] not in ("-h", "--help", "--version")):
+        words = ["serve", *words]
+    args = parser.parse_args(words)
+    result: int = args.func(args)
+    return result

@@ -1,0 +1,1 @@
+"""Settings, security, database and errors: what every route builds on."""

@@ -1,0 +1,119 @@
+"""The proxy's exception tree and the one place that turns upstream failures into HTTP answers.
+
+    ProxyError                      status, message -> {"error": message}
+    ├── NotFound                    404  (a conversation that is not yours, an unknown id)
+    ├── Forbidden                   403  (a user calling an admin route)
+    ├── PayloadTooLarge             413
+    ├── RequestInvalid              422  (limits that depend on settings)
+    └── UpstreamError               something went wrong talking to Ollama
+        ├── UpstreamUnavailable     503  could not connect, or Ollama's queue is full
+        ├── UpstreamTimeout         504  connect/read/write/pool timeout
+        ├── ModelNotFound           404  Ollama does not have the model (named in the message)
+        ├── UpstreamRejected        4xx  Ollama refused the request; its status is kept
+        └── UpstreamFailed          502  Ollama answered 5xx, broke the protocol, or failed
+                                         mid-stream
+
+`map_transport_error` and `error_from_upstream_response` are the only functions that know about
+httpx's exceptions and Ollama's error bodies; a test proves each branch.
+"""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+
+
+class ProxyError(Exception):
+    status_code = 500
+
+    def __init__(self, message: str, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if status_code is not None:
+            self.status_code = status_code
+
+    def headers(self) -> dict[str, str]:
+        return {}
+
+
+class NotFound(ProxyError):
+    status_code = 404
+
+
+class Forbidden(ProxyError):
+    status_code = 403
+
+
+class PayloadTooLarge(ProxyError):
+    status_code = 413
+
+
+class RequestInvalid(ProxyError):
+    status_code = 422
+
+
+class UpstreamError(ProxyError):
+    status_code = 502
+
+
+class UpstreamUnavailable(UpstreamError):
+    status_code = 503
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": "5"}
+
+
+class UpstreamTimeout(UpstreamError):
+    status_code = 504
+
+
+class ModelNotFound(UpstreamError):
+    status_code = 404
+
+    def __init__(self, model: str) -> None:
+        super().__init__(f"model '{model}' not found")
+        self.model = model
+
+
+class UpstreamRejected(UpstreamError):
+    """An upstream 4xx other than an unknown model: the status is passed through."""
+
+
+class UpstreamFailed(UpstreamError):
+    status_code = 502
+
+
+def map_transport_error(exc: httpx.HTTPError) -> UpstreamError:
+    """Map an httpx failure (no usable HTTP answer) to the proxy's error."""
+    if isinstance(exc, httpx.TimeoutException):
+        kind = type(exc).__name__.removesuffix("Timeout").lower() or "request"
+        return UpstreamTimeout(f"upstream timed out ({kind} timeout)")
+    if isinstance(exc, httpx.ConnectError):
+        return UpstreamUnavailable("upstream unavailable: cannot connect to Ollama")
+    if isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError | httpx.WriteError):
+        return UpstreamFailed("upstream closed the connection unexpectedly")
+    return UpstreamFailed(f"upstream request failed: {type(exc).__name__}")
+
+
+def upstream_error_text(body: bytes) -> str:
+    """Ollama's error text from a body that should be `{"error": "..."}`."""
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        return body.decode("utf-8", "replace").strip()[:500] or "no error text"
+    if isinstance(parsed, dict) and isinstance(parsed.get("error"), str):
+        return str(parsed["error"])
+    return body.decode("utf-8", "replace").strip()[:500]
+
+
+def error_from_upstream_response(status: int, body: bytes, model: str | None) -> UpstreamError:
+    """Map a non-2xx answer from Ollama to the proxy's error."""
+    text = upstream_error_text(body)
+    if status == 404 and model is not None:
+        return ModelNotFound(model)
+    if status == 503:
+        return UpstreamUnavailable(f"upstream busy: {text}")
+    if 400 <= status < 500:
+        return UpstreamRejected(f"upstream rejected the request: {text}", status_code=status)
+    return UpstreamFailed(f"upstream error ({status}): {text}")

@@ -1,0 +1,165 @@
+"""The proxy's configuration: one pydantic-settings class, read from the environment and `.env`.
+
+Naming scheme: the names other parts of the stack rely on are bare (`OLLAMA_URL`, `DATABASE_URL`,
+`REDIS_URL`, `JWT_*`); everything else about the proxy itself is `PROXY_*`, and Ollama client
+tuning is `OLLAMA_*`. Every variable is listed in `.env.example` and the README.
+
+There are no default secrets. In `dev` mode a missing `JWT_SECRET` is replaced by a random one
+that lives as long as the process (so nothing guessable is ever accepted); in `production` mode
+the proxy refuses to start without a real verification key.
+"""
+
+from __future__ import annotations
+
+import secrets
+from functools import lru_cache
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+MIN_SECRET_BYTES = 32
+# Values people paste from examples; accepting them in production would be a default secret.
+PLACEHOLDER_SECRETS = frozenset({"changeme", "change-me", "secret", "please-change-me"})
+SYMMETRIC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
+ASYMMETRIC_ALGORITHMS = frozenset(
+    {"RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "PS256", "PS384", "PS512", "EdDSA"}
+)
+
+
+class SettingsError(ValueError):
+    """The configuration cannot be used; the message says which variable and why."""
+
+
+def async_database_url(url: str) -> str:
+    """Turn a plain database URL into one for SQLAlchemy's async drivers."""
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url.removeprefix("postgres://")
+    if url.startswith("postgresql://"):
+        return "postgresql+asyncpg://" + url.removeprefix("postgresql://")
+    if url.startswith("sqlite://"):
+        return "sqlite+aiosqlite://" + url.removeprefix("sqlite://")
+    return url
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+    )
+
+    proxy_env: Literal["dev", "production"] = Field(
+        "dev", description="dev allows an ephemeral JWT secret; production demands real keys."
+    )
+    proxy_host: str = "127.0.0.1"
+    proxy_port: int = Field(8000, ge=1, le=65535)
+    proxy_log_level: str = "info"
+    proxy_max_body_bytes: int = Field(1_048_576, ge=1024, description="Larger bodies get 413.")
+    proxy_max_prompt_chars: int = Field(100_000, ge=1)
+    proxy_max_messages: int = Field(100, ge=1, description="Messages in one chat request.")
+    proxy_max_history_messages: int = Field(
+        200, ge=0, description="Stored turns sent upstream before new messages (latest kept)."
+    )
+    # Also the default when a caller asks for no limit: a shared GPU is never given away unbounded.
+    proxy_max_num_predict: int = Field(4096, ge=1)
+    proxy_auto_migrate: bool = Field(True, description="Apply Alembic migrations at startup.")
+
+    ollama_url: str = "http://127.0.0.1:11434"
+    ollama_connect_timeout: float = Field(5.0, gt=0)
+    # Time allowed between two chunks: a cold model load on a small GPU takes a while.
+    ollama_read_timeout: float = Field(300.0, gt=0)
+    ollama_write_timeout: float = Field(30.0, gt=0)
+    ollama_pool_timeout: float = Field(10.0, gt=0)
+    ollama_max_connections: int = Field(100, ge=1)
+
+    database_url: str = "sqlite+aiosqlite:///./proxy.db"
+    redis_url: str | None = None
+
+    jwt_secret: str | None = None
+    jwt_public_key: str | None = None
+    jwt_jwks_url: str | None = None
+    jwt_algorithms: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["HS256"])
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
+    jwt_leeway_seconds: int = Field(30, ge=0, le=300)
+
+    @field_validator("jwt_algorithms", mode="before")
+    @classmethod
+    def _split_algorithms(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("jwt_secret", "jwt_public_key", "jwt_jwks_url", "jwt_audience", "jwt_issuer",
+                     "redis_url", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _async_driver(cls, value: str) -> str:
+        return async_database_url(value)
+
+    @model_validator(mode="after")
+    def _check_keys(self) -> Settings:
+        unknown = set(self.jwt_algorithms) - SYMMETRIC_ALGORITHMS - ASYMMETRIC_ALGORITHMS
+        if not self.jwt_algorithms or unknown:
+            raise SettingsError(
+                f"JWT_ALGORITHMS must list algorithms from "
+                f"{sorted(SYMMETRIC_ALGORITHMS | ASYMMETRIC_ALGORITHMS)}; got {self.jwt_algorithms}"
+                " ('none' is never accepted)"
+            )
+        if self.wants_asymmetric and not (self.jwt_public_key or self.jwt_jwks_url):
+            raise SettingsError(
+                "JWT_ALGORITHMS allows an asymmetric algorithm but neither JWT_PUBLIC_KEY nor "
+                "JWT_JWKS_URL is set"
+            )
+        if self.proxy_env == "production":
+            self._check_production()
+        return self
+
+    def _check_production(self) -> None:
+        if not self.wants_symmetric:
+            return
+        if self.jwt_secret is None:
+            raise SettingsError(
+                "PROXY_ENV=production and JWT_ALGORITHMS allows HS*, but JWT_SECRET is not set"
+            )
+        if self.jwt_secret.strip().lower() in PLACEHOLDER_SECRETS:
+            raise SettingsError("JWT_SECRET is a placeholder value; generate a real secret")
+        if len(self.jwt_secret.encode()) < MIN_SECRET_BYTES:
+            raise SettingsError(
+                f"JWT_SECRET is too short for production: {len(self.jwt_secret.encode())} bytes, "
+                f"need at least {MIN_SECRET_BYTES} (e.g. `openssl rand -hex 32`)"
+            )
+
+    @property
+    def wants_symmetric(self) -> bool:
+        return bool(SYMMETRIC_ALGORITHMS.intersection(self.jwt_algorithms))
+
+    @property
+    def wants_asymmetric(self) -> bool:
+        return bool(ASYMMETRIC_ALGORITHMS.intersection(self.jwt_algorithms))
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+_ephemeral_secret = secrets.token_urlsafe(48)
+
+
+def effective_jwt_secret(settings: Settings) -> str | None:
+    """The HMAC secret in force: the configured one, or in dev mode a per-process random one."""
+    if settings.jwt_secret is not None:
+        return settings.jwt_secret
+    if settings.proxy_env == "dev" and settings.wants_symmetric:
+        return _ephemeral_secret
+    return None
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,125 @@
+"""The ASGI app: `proxy.main:app`. Built by `create_app`, so tests can pass their own settings."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse, RedirectResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from proxy import __version__
+from proxy.api.middleware import BodySizeLimitMiddleware, RequestIdMiddleware
+from proxy.api.router import api_router
+from proxy.core.db import migrate
+from proxy.core.errors import ProxyError
+from proxy.core.security import AuthError
+from proxy.core.settings import Settings, get_settings
+from proxy.core.state import AppState
+from proxy.schemas import StreamChunk, StreamDone, StreamError
+
+log = logging.getLogger("proxy")
+
+DESCRIPTION = """
+An authenticated gateway in front of Ollama. Every route except `/api/llm/status` needs a
+bearer JWT (`sub`, `role`, `exp`). Errors are `{"error": "…"}` with a meaningful status:
+401 (auth), 403 (admin only), 404 (unknown model or conversation), 413 (body too large),
+400/422 (bad input), 503 (Ollama unreachable or busy), 504 (Ollama timed out), 502 (other
+upstream failures).
+"""
+
+
+def _validation_response(exc: RequestValidationError) -> JSONResponse:
+    errors = exc.errors()
+    if any(e.get("type") == "json_invalid" for e in errors):
+        ctx = errors[0].get("ctx", {}) if errors else {}
+        return JSONResponse(
+            {"error": f"malformed JSON: {ctx.get('error', 'cannot parse body')}"}, status_code=400
+        )
+    if any(e.get("type") == "missing" and tuple(e.get("loc", ())) == ("body",) for e in errors):
+        return JSONResponse({"error": "missing request body"}, status_code=400)
+    first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+    where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+    message = f"{where}: {first.get('msg')}" if where else str(first.get("msg"))
+    detail = [{"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")}
+              for e in errors]
+    return JSONResponse({"error": f"invalid request: {message}", "detail": detail},
+                        status_code=422)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ProxyError)
+    async def proxy_error(_: Request, exc: ProxyError) -> JSONResponse:
+        return JSONResponse({"error": exc.message}, status_code=exc.status_code,
+                            headers=exc.headers())
+
+    @app.exception_handler(AuthError)
+    async def auth_error(_: Request, exc: AuthError) -> JSONResponse:
+        return JSONResponse(
+            {"error": exc.message, "reason": exc.reason}, status_code=401,
+            headers={"WWW-Authenticate": f'Bearer error="invalid_token", reason="{exc.reason}"'},
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return _validation_response(exc)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code,
+                            headers=getattr(exc, "headers", None))
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state = AppState.build(settings)
+        try:
+            if settings.proxy_auto_migrate:
+                await migrate(state.engine)
+            app.state.proxy = state
+            yield
+        finally:
+            await state.aclose()
+
+    app = FastAPI(
+        title="LLM proxy", version=__version__, description=DESCRIPTION, lifespan=lifespan
+    )
+    _install_error_handlers(app)
+    app.include_router(api_router)
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.proxy_max_body_bytes)
+    app.add_middleware(RequestIdMiddleware)
+
+    @app.get("/", include_in_schema=False)
+    async def root() -> RedirectResponse:
+        return RedirectResponse("/docs")
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version,
+                                 description=app.description, routes=app.routes)
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            for model in (StreamChunk, StreamDone, StreamError):
+                definition = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                components.update(definition.pop("$defs", {}))
+                components[model.__name__] = definition
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app
+
+
+def __getattr__(name: str) -> Any:
+    # `proxy.main:app` is built on first access, so importing this module for `create_app`
+    # (tests, the CLI) does not read the environment.
+    if name == "app":
+        return create_app()
+    raise AttributeError(name)

@@ -1,0 +1,210 @@
+"""Request and response models of the proxy's API; they are also its OpenAPI documentation.
+
+Limits that depend on settings (prompt length, number of messages, num_predict cap) are checked
+in `proxy.services.validation`, so that they can be configured without redefining these models.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+# Ollama model names: `name[:tag]`, optionally namespaced (`library/llama3.2`, `host/ns/name`).
+MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._\-/]{0,199}(:[A-Za-z0-9][A-Za-z0-9._\-]{0,127})?$"
+CONTEXT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,63}$"
+
+ModelName = Annotated[
+    str, Field(pattern=MODEL_NAME_PATTERN, description="Ollama model name, `name[:tag]`.",
+               examples=["llama3.2", "codellama:7b"])
+]
+
+
+class GenerationOptions(BaseModel):
+    """The sampling options a user may set. Anything else (e.g. `num_gpu`) is refused: the
+    operator, not the caller, decides how the GPU is used."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    top_p: float | None = Field(None, ge=0.0, le=1.0)
+    top_k: int | None = Field(None, ge=1, le=1000)
+    min_p: float | None = Field(None, ge=0.0, le=1.0)
+    num_predict: int | None = Field(None, ge=-1, description="-1 = until the model stops.")
+    seed: int | None = Field(None, ge=-1, le=2**31 - 1)
+    stop: list[Annotated[str, Field(min_length=1, max_length=100)]] | None = Field(
+        None, max_length=8
+    )
+    repeat_penalty: float | None = Field(None, ge=0.0, le=2.0)
+    presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    num_ctx: int | None = Field(None, ge=256, le=131072)
+
+
+class GenerateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: ModelName
+    prompt: str = Field(..., min_length=1, description="The prompt; must not be blank.")
+    system: str | None = Field(None, max_length=20_000)
+    options: GenerationOptions | None = None
+    stream: bool = Field(True, description="NDJSON stream (default) or one JSON object.")
+
+    @field_validator("prompt")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("prompt must not be blank")
+        return value
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    role: Literal["system", "user", "assistant"]
+    content: str = Field(..., max_length=100_000)
+
+
+class ChatRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: ModelName
+    messages: list[ChatMessage] = Field(..., min_length=1)
+    context_id: str | None = Field(
+        None, pattern=CONTEXT_ID_PATTERN,
+        description="Persist this conversation under this id (created on first use, owned by "
+                    "the caller); earlier turns are sent upstream before the new messages.",
+    )
+    options: GenerationOptions | None = None
+    stream: bool = True
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class Timings(BaseModel):
+    total_ms: float = Field(..., description="From request received to the last token.")
+    first_token_ms: float | None = Field(None, description="From request received to the first "
+                                                           "token (time to first token).")
+    tokens_per_second: float | None = Field(None, description="Upstream generation speed.")
+
+
+class StreamChunk(BaseModel):
+    """One NDJSON line of a stream: one piece of the answer."""
+
+    model: str
+    response: str | None = Field(None, description="Text piece (generate).")
+    message: ChatMessage | None = Field(None, description="Text piece (chat).")
+    done: Literal[False] = False
+
+
+class StreamDone(BaseModel):
+    """The last NDJSON line of a successful stream; the non-streamed answers extend it."""
+
+    model: str
+    done: Literal[True] = True
+    done_reason: str | None
+    request_id: str
+    context_id: str | None = None
+    usage: Usage
+    timings: Timings
+
+
+class StreamError(BaseModel):
+    """The last NDJSON line of a stream that failed after it had started (status stays 200)."""
+
+    error: str
+    status: int
+    done: Literal[True] = True
+
+
+class GenerateResponse(StreamDone):
+    response: str
+
+
+class ChatResponse(StreamDone):
+    message: ChatMessage
+
+
+class ModelInfo(BaseModel):
+    name: str
+    size: int | None = Field(None, description="Bytes on disk.")
+    family: str | None = None
+    parameter_size: str | None = None
+    quantization_level: str | None = None
+    modified_at: str | None = None
+    digest: str | None = None
+
+
+class ModelList(BaseModel):
+    models: list[ModelInfo]
+
+
+class ConversationSummary(BaseModel):
+    id: str
+    model: str
+    title: str
+    created_at: datetime
+    updated_at: datetime
+    message_count: int
+
+
+class ConversationList(BaseModel):
+    conversations: list[ConversationSummary]
+
+
+class StoredMessage(BaseModel):
+    role: str
+    content: str
+    created_at: datetime
+
+
+class ConversationDetail(BaseModel):
+    id: str
+    model: str
+    title: str
+    created_at: datetime
+    updated_at: datetime
+    messages: list[StoredMessage]
+
+
+class ComponentStatus(BaseModel):
+    ok: bool
+    error: str | None = None
+
+
+class UpstreamStatus(ComponentStatus):
+    url: str
+    version: str | None = None
+
+
+class StatusResponse(BaseModel):
+    status: Literal["ok", "degraded"]
+    version: str
+    upstream: UpstreamStatus
+    database: ComponentStatus
+    failing: list[str] = Field(default_factory=list, description="Names of failing parts.")
+
+
+class ErrorResponse(BaseModel):
+    error: str
+    detail: Any | None = None
+
+
+class PullRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: ModelName
+
+
+class ShowModelResponse(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    details: dict[str, Any] | None = None
+    parameters: str | None = None
+    template: str | None = None
+    capabilities: list[str] | None = None

@@ -1,0 +1,212 @@
+"""Reading Ollama request bodies the way Ollama's Go server does, down to its error texts.
+
+Ollama binds JSON into Go structs, so its 400s carry Go's messages: `missing request body` for an
+empty body, `unexpected EOF` / `invalid character 'x' looking for beginning of value` for broken
+JSON, `json: cannot unmarshal number into Go struct field GenerateRequest.prompt of type string`
+for a wrong type. A proxy that passes upstream errors through should see the same texts here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Any
+
+from starlette.requests import Request
+
+from proxy.simulator.state import SimulatorState
+
+
+class ApiError(Exception):
+    """An error Ollama reports before any output: a status and `{"error": message}`."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+_GO_TYPES: dict[type, str] = {str: "string", bool: "bool", list: "array", dict: "object"}
+
+_DECODER_CONTEXT = (
+    ("Expecting value", "looking for beginning of value"),
+    ("Expecting property name", "looking for beginning of object key string"),
+    ("Expecting ':'", "after object key"),
+    ("Expecting ','", "after object key:value pair"),
+    ("Extra data", "after top-level value"),
+    ("Invalid control character", "in string literal"),
+)
+
+
+def _json_kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int | float):
+        return "number"
+    return _GO_TYPES.get(type(value), "value")
+
+
+def go_decoder_message(error: json.JSONDecodeError) -> str:
+    """Translate Python's JSON error into what Go's encoding/json says for the same input."""
+    remaining = error.doc[error.pos :]
+    if not remaining.strip() or error.msg.startswith("Unterminated string"):
+        return "unexpected EOF"
+    for prefix, context in _DECODER_CONTEXT:
+        if error.msg.startswith(prefix):
+            return f"invalid character {remaining[0]!r} {context}"
+    return error.msg
+
+
+async def read_body(request: Request, sim: SimulatorState, struct: str) -> dict[str, Any]:
+    """Parse the JSON object body, recording it for `/__sim__/stats` whatever its shape."""
+    raw = await request.body()
+    text = raw.decode("utf-8", errors="replace")
+    try:
+        data = json.loads(text) if text.strip() else None
+    except json.JSONDecodeError as exc:
+        sim.stats.last_body[request.url.path] = text
+        raise ApiError(400, go_decoder_message(exc)) from exc
+    sim.stats.last_body[request.url.path] = data if data is not None else text
+    if not text.strip():
+        raise ApiError(400, "missing request body")
+    if not isinstance(data, dict):
+        raise ApiError(
+            400, f"json: cannot unmarshal {_json_kind(data)} into Go value of type api.{struct}"
+        )
+    return data
+
+
+class Fields:
+    """Typed access to a request object; a wrong type is Go's unmarshal error (400)."""
+
+    def __init__(self, data: dict[str, Any], struct: str) -> None:
+        self._data = data
+        self._struct = struct
+
+    def _wrong(self, name: str, value: Any, go_type: str) -> ApiError:
+        return ApiError(
+            400,
+            f"json: cannot unmarshal {_json_kind(value)} into Go struct field "
+            f"{self._struct}.{name} of type {go_type}",
+        )
+
+    def string(self, name: str) -> str:
+        value = self._data.get(name)
+        if value is None:  # Go leaves the zero value for null
+            return ""
+        if not isinstance(value, str):
+            raise self._wrong(name, value, "string")
+        return value
+
+    def flag(self, name: str) -> bool | None:
+        value = self._data.get(name)
+        if value is not None and not isinstance(value, bool):
+            raise self._wrong(name, value, "bool")
+        return value
+
+    def mapping(self, name: str) -> dict[str, Any]:
+        value = self._data.get(name)
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise self._wrong(name, value, "map[string]interface {}")
+        return value
+
+    def items(self, name: str, go_type: str) -> list[Any]:
+        value = self._data.get(name)
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            raise self._wrong(name, value, go_type)
+        return value
+
+    def ints(self, name: str) -> list[int]:
+        values = self.items(name, "[]int")
+        for value in values:
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise self._wrong(f"{name}", value, "int")
+        return values
+
+    def raw(self, name: str) -> Any:
+        return self._data.get(name)
+
+
+def messages_of(fields: Fields) -> list[dict[str, Any]]:
+    """The `messages` array of a chat request, each entry checked like api.Message."""
+    messages = fields.items("messages", "[]api.Message")
+    for message in messages:
+        if not isinstance(message, dict):
+            raise ApiError(
+                400,
+                f"json: cannot unmarshal {_json_kind(message)} into Go struct field "
+                "ChatRequest.messages of type api.Message",
+            )
+        inner = Fields(message, "ChatRequest.messages")
+        inner.string("role")
+        inner.string("content")
+    return messages
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+_UNIT_SECONDS = {
+    "ns": 1e-9,
+    "us": 1e-6,
+    "µs": 1e-6,
+    "ms": 1e-3,
+    "s": 1.0,
+    "m": 60.0,
+    "h": 3600.0,
+}
+
+
+def keep_alive_seconds(value: Any) -> float:
+    """`keep_alive` in seconds (inf: forever), accepting a number or a Go duration string."""
+    if value is None:
+        return 300.0
+    if isinstance(value, bool):
+        raise ApiError(400, "json: cannot unmarshal bool into Go value of type api.Duration")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str):
+        seconds = _parse_go_duration(value)
+    else:
+        raise ApiError(400, f"Unsupported type: '{type(value).__name__}'")
+    return math.inf if seconds < 0 else seconds
+
+
+def _parse_go_duration(text: str) -> float:
+    body = text[1:] if text[:1] in "+-" else text
+    if body == "0":
+        return 0.0
+    position, total = 0, 0.0
+    while position < len(body):
+        match = _DURATION_PART.match(body, position)
+        if match is None:
+            break
+        total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        position = match.end()
+    if not body or position != len(body):
+        raise ApiError(400, f'time: invalid duration "{text}"')
+    return -total if text.startswith("-") else total
+
+
+def int_option(options: dict[str, Any], name: str) -> int | None:
+    """An integer option, tolerating JSON floats with integral values like Go's decoder."""
+    value = options.get(name)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if isinstance(value, float) and not value.is_integer():
+        return None
+    return int(value)
+
+
+def stop_option(options: dict[str, Any]) -> list[str]:
+    value = options.get("stop")
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list):
+        return [v for v in value if isinstance(v, str)]
+    return []

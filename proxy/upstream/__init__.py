@@ -1,0 +1,1 @@
+"""Talking to the inference engine (Ollama) upstream of the proxy."""

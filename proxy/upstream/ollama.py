@@ -1,0 +1,101 @@
+"""A thin async client for Ollama's HTTP API on one shared connection pool.
+
+Only the proxy's own request body goes upstream: the client's headers (Authorization, cookies)
+are never copied, because the client is built with no default headers and every call passes an
+explicit JSON payload.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+
+from proxy.core.errors import (
+    UpstreamFailed,
+    error_from_upstream_response,
+    map_transport_error,
+)
+from proxy.core.settings import Settings
+
+
+class OllamaClient:
+    def __init__(self, settings: Settings, transport: httpx.AsyncBaseTransport | None = None):
+        self.base_url = settings.ollama_url.rstrip("/")
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url,
+            timeout=httpx.Timeout(
+                connect=settings.ollama_connect_timeout,
+                read=settings.ollama_read_timeout,
+                write=settings.ollama_write_timeout,
+                pool=settings.ollama_pool_timeout,
+            ),
+            limits=httpx.Limits(
+                max_connections=settings.ollama_max_connections,
+                max_keepalive_connections=min(20, settings.ollama_max_connections),
+            ),
+            transport=transport,
+            # Ollama is on a private network; never pick up a host-wide proxy for it.
+            trust_env=False,
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def request_json(
+        self, method: str, path: str, payload: dict[str, Any] | None = None,
+        model: str | None = None,
+    ) -> Any:
+        """One request, one JSON (or empty) answer; every failure raised as an UpstreamError."""
+        try:
+            response = await self._http.request(method, path, json=payload)
+        except httpx.HTTPError as exc:
+            raise map_transport_error(exc) from exc
+        if response.status_code >= 400:
+            raise error_from_upstream_response(response.status_code, response.content, model)
+        if not response.content:
+            return None
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise UpstreamFailed("upstream answered with invalid JSON") from exc
+
+    async def stream_lines(
+        self, path: str, payload: dict[str, Any], model: str | None
+    ) -> AsyncIterator[dict[str, Any]]:
+        """POST and yield each NDJSON object as it arrives, without buffering the answer.
+
+        A mid-stream `{"error": …}` line (Ollama keeps status 200 once output has started) is
+        raised as UpstreamFailed. Closing this generator closes the upstream connection, which
+        is how a client disconnect cancels the generation in Ollama.
+        """
+        try:
+            async with self._http.stream("POST", path, json=payload) as response:
+                if response.status_code >= 400:
+                    body = await response.aread()
+                    raise error_from_upstream_response(response.status_code, body, model)
+                async for line in response.aiter_lines():
+                    if not line.strip():
+                        continue
+                    try:
+                        obj = json.loads(line)
+                    except ValueError as exc:
+                        raise UpstreamFailed("upstream sent a line that is not JSON") from exc
+                    if not isinstance(obj, dict):
+                        raise UpstreamFailed("upstream sent a line that is not a JSON object")
+                    if "error" in obj:
+                        raise UpstreamFailed(f"upstream failed mid-stream: {obj['error']}")
+                    yield obj
+        except httpx.HTTPError as exc:
+            raise map_transport_error(exc) from exc
+
+    async def version(self) -> str:
+        data = await self.request_json("GET", "/api/version")
+        return str(data.get("version", "unknown")) if isinstance(data, dict) else "unknown"
+
+    async def tags(self) -> list[dict[str, Any]]:
+        data = await self.request_json("GET", "/api/tags")
+        models = data.get("models", []) if isinstance(data, dict) else []
+        return [m for m in models if isinstance(m, dict)]

@@ -1,0 +1,165 @@
+#!/usr/bin/env python3
+"""Measure the latency the proxy adds over calling Ollama (the simulator) directly.
+
+Starts the Ollama simulator and the proxy as separate processes on 127.0.0.1, then sends the same
+requests both ways, interleaved so that machine noise hits both sides alike:
+  - non-streaming generate: time to the complete answer;
+  - streaming generate: time to the first token line, and to the last line.
+Reports p50/p99 for each, the difference in milliseconds and the ratio proxy/direct, and writes a
+markdown table to proxy/BENCHMARK.md (or --output). Figures are for comparison within one run:
+the machine is shared and noisy, so absolute numbers vary between runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import jwt
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from proxy.simulator.process import run_simulator  # noqa: E402
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def start_proxy(ollama_url: str, workdir: Path, secret: str) -> tuple[subprocess.Popen[bytes], str]:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "OLLAMA_URL": ollama_url, "JWT_SECRET": secret, "PROXY_ENV": "dev",
+           "DATABASE_URL": f"sqlite+aiosqlite:///{workdir / 'bench.db'}",
+           "PROXY_LOG_LEVEL": "warning"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "proxy", "serve", "--no-simulator", "--port", str(port)],
+        cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(300):
+        try:
+            httpx.get(f"{url}/api/llm/status", timeout=1)
+            return process, url
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    process.kill()
+    raise SystemExit("the proxy did not start")
+
+
+def timed_stream(client: httpx.Client, url: str, body: dict[str, object],
+                 headers: dict[str, str]) -> tuple[float, float]:
+    start = time.perf_counter()
+    first = None
+    with client.stream("POST", url, json=body, headers=headers) as response:
+        response.raise_for_status()
+        for line in response.iter_lines():
+            if line and first is None:
+                first = time.perf_counter()
+    end = time.perf_counter()
+    assert first is not None
+    return (first - start) * 1000, (end - start) * 1000
+
+
+def timed_once(client: httpx.Client, url: str, body: dict[str, object],
+               headers: dict[str, str]) -> float:
+    start = time.perf_counter()
+    client.post(url, json=body, headers=headers).raise_for_status()
+    return (time.perf_counter() - start) * 1000
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=300, help="requests per series")
+    parser.add_argument("--tokens", type=int, default=32, help="num_predict per request")
+    parser.add_argument("--output", type=Path, default=REPO / "proxy" / "BENCHMARK.md")
+    args = parser.parse_args()
+
+    secret = "bench-" + "s" * 40
+    token = jwt.encode({"sub": "bench", "role": "user", "exp": int(time.time()) + 3600},
+                       secret, algorithm="HS256")
+    auth = {"Authorization": f"Bearer {token}"}
+    body_base = {"model": "llama3.2", "prompt": "benchmark",
+                 "options": {"num_predict": args.tokens}}
+
+    # A fast simulator, so that the proxy's own cost is not drowned by simulated generation.
+    with run_simulator(first_token_delay=0.0, tokens_per_second=5000) as sim, \
+            tempfile.TemporaryDirectory() as tmp:
+        proxy, proxy_url = start_proxy(sim.url, Path(tmp), secret)
+        try:
+            series: dict[str, list[float]] = {}
+
+            def record(name: str, value: float) -> None:
+                series.setdefault(name, []).append(value)
+
+            with httpx.Client(timeout=60) as client:
+                targets: list[tuple[str, str, dict[str, str]]] = [
+                    ("direct", f"{sim.url}/api/generate", {}),
+                    ("proxy", f"{proxy_url}/api/llm/generate", auth),
+                ]
+                for _ in range(20):  # warm-up: pools, imports, SQLite, JIT-free caches
+                    for _, url, headers in targets:
+                        timed_once(client, url, {**body_base, "stream": False}, headers)
+                print(f"measuring {args.requests} requests per series...", file=sys.stderr)
+                for i in range(args.requests):
+                    for side, url, headers in targets:
+                        record(f"{side} non-streaming total",
+                               timed_once(client, url, {**body_base, "stream": False}, headers))
+                        first, total = timed_stream(client, url, {**body_base, "stream": True},
+                                                    headers)
+                        record(f"{side} streaming first line", first)
+                        record(f"{side} streaming total", total)
+                    if (i + 1) % 50 == 0:
+                        print(f"  {i + 1}/{args.requests}", file=sys.stderr)
+        finally:
+            proxy.terminate()
+            proxy.wait(10)
+
+    rows = []
+    for what in ("non-streaming total", "streaming first line", "streaming total"):
+        direct, through = series[f"direct {what}"], series[f"proxy {what}"]
+        for q in (50, 99):
+            d, p = percentile(direct, q), percentile(through, q)
+            rows.append(f"| {what} | p{q} | {d:.2f} | {p:.2f} | {p - d:+.2f} | {p / d:.2f}× |")
+    stdev = statistics.pstdev(series["proxy non-streaming total"])
+    report = "\n".join([
+        "# Proxy overhead benchmark",
+        "",
+        f"Written by `scripts/bench_proxy.py` on {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC "
+        f"({platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}).",
+        "",
+        f"{args.requests} sequential requests per series, {args.tokens} tokens each, against the "
+        "Ollama simulator at 5000 tokens/s and no first-token delay, so the figures are dominated "
+        "by transport and proxy work (auth, validation, relay). Direct and proxied requests are "
+        "interleaved. Milliseconds; compare the ratio, not the absolute values, between runs.",
+        "",
+        "| measure | pct | direct ms | via proxy ms | added ms | ratio |",
+        "|---|---|---|---|---|---|",
+        *rows,
+        "",
+        f"Proxy non-streaming standard deviation: {stdev:.2f} ms.",
+        "",
+    ])
+    args.output.write_text(report)
+    print(report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,102 @@
+"""The command line: --help, dev tokens, migrations, the dev quick start path."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import jwt
+
+from tests.proxy.conftest import SECRET, free_port
+
+
+def run(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items()
+             if not k.startswith(("JWT_", "PROXY_", "OLLAMA_", "DATABASE_"))}
+    return subprocess.run([sys.executable, "-m", "proxy", *args], cwd=cwd, env={**clean, **env},
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_help_explains_the_commands(tmp_path: Path) -> None:
+    result = run(["--help"], tmp_path)
+    assert result.returncode == 0
+    for word in ("serve", "token", "migrate", "check-config", ".env.example"):
+        assert word in result.stdout
+
+
+def test_token_is_minted_with_the_configured_secret(tmp_path: Path) -> None:
+    result = run(["token", "--sub", "alice", "--role", "admin", "--ttl", "120"], tmp_path,
+                 JWT_SECRET=SECRET)
+    assert result.returncode == 0, result.stderr
+    claims = jwt.decode(result.stdout.strip(), SECRET, algorithms=["HS256"])
+    assert claims["sub"] == "alice"
+    assert claims["role"] == "admin"
+    assert 100 < claims["exp"] - time.time() <= 120
+
+
+def test_token_without_a_secret_is_refused(tmp_path: Path) -> None:
+    result = run(["token", "--sub", "alice"], tmp_path)
+    assert result.returncode == 2
+    assert "JWT_SECRET is not set" in result.stderr
+
+
+def test_migrate_creates_the_schema(tmp_path: Path) -> None:
+    db = tmp_path / "m.db"
+    result = run(["migrate"], tmp_path, DATABASE_URL=f"sqlite:///{db}")
+    assert result.returncode == 0, result.stderr
+    import sqlite3
+    with sqlite3.connect(db) as conn:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"conversations", "messages", "alembic_version"} <= tables
+
+
+def test_bad_configuration_is_reported_not_a_traceback(tmp_path: Path) -> None:
+    result = run(["check-config"], tmp_path, PROXY_PORT="not-a-port")
+    assert result.returncode != 0
+    assert "configuration error" in result.stderr
+    assert "proxy_port" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_dev_serve_starts_the_simulator_and_prints_a_working_token(tmp_path: Path) -> None:
+    port = free_port()
+    clean = {k: v for k, v in os.environ.items()
+             if not k.startswith(("JWT_", "PROXY_", "OLLAMA_", "DATABASE_"))}
+    process = subprocess.Popen([sys.executable, "-m", "proxy", "--port", str(port)],
+                               cwd=tmp_path, env=clean, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    try:
+        assert process.stdout is not None
+        output = []
+        token = None
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            line = process.stdout.readline()
+            output.append(line)
+            if line.startswith("  ey"):
+                token = line.strip()
+            if line.startswith("open "):
+                break
+        assert token, "".join(output)
+        assert f"http://127.0.0.1:{port}/docs" in "".join(output)
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(100):
+            try:
+                status = httpx.get(f"{base}/api/llm/status", timeout=2)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        assert status.status_code == 200, status.text
+        reply = httpx.post(f"{base}/api/llm/generate",
+                           headers={"Authorization": f"Bearer {token}"},
+                           json={"model": "llama3.2", "prompt": "hello", "stream": False},
+                           timeout=30)
+        assert reply.status_code == 200
+        assert reply.json()["response"]
+    finally:
+        process.terminate()
+        process.wait(15)

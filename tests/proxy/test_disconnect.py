@@ -1,0 +1,87 @@
+"""A caller that goes away cancels the upstream generation, streamed or not."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from collections.abc import Iterator
+from urllib.parse import urlparse
+
+import httpx
+import pytest
+
+from tests.proxy.conftest import ProxyProcess, auth, sim_stats
+
+
+@pytest.fixture
+def slow_sim(sim) -> Iterator[object]:
+    httpx.post(f"{sim.url}/__sim__/config", json={"tokens_per_second": 10}).raise_for_status()
+    yield sim
+    httpx.post(f"{sim.url}/__sim__/config", json={"tokens_per_second": 400}).raise_for_status()
+
+
+def wait_for_cancellation(sim, expected: int = 1, timeout: float = 10) -> dict[str, object]:
+    deadline = time.monotonic() + timeout
+    while True:
+        stats = sim_stats(sim)
+        if stats["cancelled"] >= expected and stats["active_streams"] == 0:
+            return stats
+        if time.monotonic() > deadline:
+            raise AssertionError(f"upstream generation was not cancelled: {stats}")
+        time.sleep(0.05)
+
+
+def test_disconnect_mid_stream_cancels_upstream(proxy_server: ProxyProcess, slow_sim) -> None:
+    with proxy_server.client() as client, client.stream(
+        "POST", "/api/llm/generate", headers=auth(),
+        json={"model": "llama3.2", "prompt": "a long story", "options": {"num_predict": 200}},
+    ) as response:
+        lines = response.iter_lines()
+        first = json.loads(next(lines))
+        assert first["done"] is False
+        assert sim_stats(slow_sim)["active_streams"] == 1
+    # Leaving the block closed the connection after one token of two hundred.
+    stats = wait_for_cancellation(slow_sim)
+    assert stats["completed"] == 0
+
+
+def _raw_request(url: str, body: dict[str, object]) -> socket.socket:
+    parsed = urlparse(url)
+    sock = socket.create_connection((parsed.hostname, parsed.port))
+    payload = json.dumps(body).encode()
+    headers = (f"POST /api/llm/generate HTTP/1.1\r\nHost: {parsed.netloc}\r\n"
+               f"Authorization: Bearer {auth()['Authorization'].split()[1]}\r\n"
+               f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n")
+    sock.sendall(headers.encode() + payload)
+    return sock
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_disconnect_before_any_output_cancels_upstream(proxy_server: ProxyProcess, slow_sim,
+                                                       stream: bool) -> None:
+    # Non-streamed: the proxy has sent nothing yet; streamed: it is waiting for the first token.
+    httpx.post(f"{slow_sim.url}/__sim__/config",
+               json={"first_token_delay": 1.0 if stream else 0.0}).raise_for_status()
+    try:
+        sock = _raw_request(proxy_server.url, {"model": "llama3.2", "prompt": "long",
+                                               "stream": stream,
+                                               "options": {"num_predict": 200}})
+        deadline = time.monotonic() + 5
+        while sim_stats(slow_sim)["active_streams"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert sim_stats(slow_sim)["active_streams"] == 1
+        sock.close()
+        stats = wait_for_cancellation(slow_sim)
+        assert stats["completed"] == 0
+    finally:
+        httpx.post(f"{slow_sim.url}/__sim__/config", json={"first_token_delay": 0.01})
+
+
+def test_proxy_keeps_serving_after_disconnects(proxy_server: ProxyProcess, sim) -> None:
+    with proxy_server.client() as client:
+        response = client.post("/api/llm/generate", headers=auth(),
+                               json={"model": "llama3.2", "prompt": "still there?",
+                                     "stream": False, "options": {"num_predict": 3}})
+    assert response.status_code == 200
+    assert response.json()["usage"]["completion_tokens"] == 3

@@ -1,0 +1,181 @@
+"""Every upstream failure maps to its documented answer: over real HTTP where the simulator can
+produce it, and through httpx's MockTransport for each branch of the one mapping function."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+
+from proxy.core import errors
+from proxy.core.errors import (
+    ModelNotFound,
+    UpstreamError,
+    UpstreamFailed,
+    UpstreamRejected,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+    error_from_upstream_response,
+    map_transport_error,
+)
+from proxy.core.settings import Settings
+from proxy.upstream.ollama import OllamaClient
+from tests.proxy.conftest import ProxyProcess, auth, free_port, sim_fault, sim_stats
+
+GENERATE = {"model": "llama3.2", "prompt": "hello", "stream": False}
+
+
+def post(proxy: ProxyProcess, body: dict[str, object] = GENERATE) -> httpx.Response:
+    with proxy.client() as client:
+        return client.post("/api/llm/generate", headers=auth(), json=body)
+
+
+def test_connect_error_is_503(proxy_factory) -> None:
+    proxy = proxy_factory(OLLAMA_URL=f"http://127.0.0.1:{free_port()}")
+    response = post(proxy)
+    assert response.status_code == 503
+    assert "cannot connect" in response.json()["error"]
+    assert response.headers["retry-after"]
+
+
+def test_timeout_is_504(proxy_factory, sim) -> None:
+    proxy = proxy_factory(OLLAMA_URL=sim.url, OLLAMA_READ_TIMEOUT="0.5")
+    sim_fault(sim, "hang", 1)
+    response = post(proxy)
+    assert response.status_code == 504
+    assert "timed out" in response.json()["error"]
+
+
+def test_unknown_model_is_404(proxy_server: ProxyProcess, sim) -> None:
+    response = post(proxy_server, {**GENERATE, "model": "ghost"})
+    assert response.status_code == 404
+    assert response.json()["error"] == "model 'ghost' not found"
+
+
+def test_upstream_500_is_502(proxy_server: ProxyProcess, sim) -> None:
+    sim_fault(sim, "error500", 1)
+    response = post(proxy_server)
+    assert response.status_code == 502
+    assert response.json()["error"].startswith("upstream error (500)")
+
+
+def test_upstream_queue_full_is_503(proxy_server: ProxyProcess, sim) -> None:
+    sim_fault(sim, "busy503", 1)
+    response = post(proxy_server)
+    assert response.status_code == 503
+    assert "server busy" in response.json()["error"]
+
+
+def test_upstream_dropping_the_connection_is_502(proxy_server: ProxyProcess, sim) -> None:
+    sim_fault(sim, "disconnect", 1)
+    response = post(proxy_server)
+    assert response.status_code == 502
+    assert "closed the connection" in response.json()["error"]
+
+
+def test_midstream_failure_ends_the_stream_with_an_error_line(
+    proxy_server: ProxyProcess, sim
+) -> None:
+    sim_fault(sim, "midstream_error", 1)
+    with proxy_server.client() as client:
+        response = client.post("/api/llm/generate", headers=auth(),
+                               json={**GENERATE, "stream": True})
+    assert response.status_code == 200
+    lines = [json.loads(line) for line in response.text.splitlines()]
+    assert any(line.get("response") for line in lines[:-1])
+    assert lines[-1]["done"] is True
+    assert lines[-1]["status"] == 502
+    assert "mid-stream" in lines[-1]["error"]
+
+
+def test_midstream_failure_without_streaming_is_502(proxy_server: ProxyProcess, sim) -> None:
+    sim_fault(sim, "midstream_error", 1)
+    response = post(proxy_server)
+    assert response.status_code == 502
+    assert sim_stats(sim)["requests"]["/api/generate"] >= 1
+
+
+# --- the mapping function, branch by branch ---------------------------------------------------
+
+def _client(handler) -> OllamaClient:
+    return OllamaClient(Settings(ollama_url="http://ollama.test"),
+                        transport=httpx.MockTransport(handler))
+
+
+def _raise(exc: Exception):
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise exc
+    return handler
+
+
+TRANSPORT_CASES = [
+    (httpx.ConnectError("refused"), UpstreamUnavailable, 503),
+    (httpx.ConnectTimeout("slow"), UpstreamTimeout, 504),
+    (httpx.ReadTimeout("slow"), UpstreamTimeout, 504),
+    (httpx.WriteTimeout("slow"), UpstreamTimeout, 504),
+    (httpx.PoolTimeout("full"), UpstreamTimeout, 504),
+    (httpx.RemoteProtocolError("eof"), UpstreamFailed, 502),
+    (httpx.ReadError("reset"), UpstreamFailed, 502),
+    (httpx.WriteError("reset"), UpstreamFailed, 502),
+    (httpx.UnsupportedProtocol("gopher"), UpstreamFailed, 502),
+]
+
+
+@pytest.mark.parametrize(("exc", "expected", "status"), TRANSPORT_CASES)
+async def test_transport_errors_map(exc: Exception, expected: type[UpstreamError],
+                                    status: int) -> None:
+    client = _client(_raise(exc))
+    with pytest.raises(expected) as caught:
+        await client.request_json("GET", "/api/tags")
+    assert caught.value.status_code == status
+    with pytest.raises(expected):
+        async for _ in client.stream_lines("/api/generate", {}, model="m"):
+            pass
+    await client.aclose()
+
+
+RESPONSE_CASES = [
+    (404, {"error": "model 'm' not found"}, "m", ModelNotFound, 404),
+    (404, {"error": "not here"}, None, UpstreamRejected, 404),
+    (400, {"error": "model is required"}, "m", UpstreamRejected, 400),
+    (499, {"error": "request canceled"}, "m", UpstreamRejected, 499),
+    (503, {"error": "server busy"}, "m", UpstreamUnavailable, 503),
+    (500, {"error": "boom"}, "m", UpstreamFailed, 502),
+    (502, "<html>bad gateway</html>", "m", UpstreamFailed, 502),
+]
+
+
+@pytest.mark.parametrize(("status", "body", "model", "expected", "mapped"), RESPONSE_CASES)
+async def test_upstream_statuses_map(status: int, body: object, model: str | None,
+                                     expected: type[UpstreamError], mapped: int) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if isinstance(body, dict):
+            return httpx.Response(status, json=body)
+        return httpx.Response(status, text=str(body))
+
+    client = _client(handler)
+    with pytest.raises(expected) as caught:
+        await client.request_json("POST", "/api/show", {"model": model}, model=model)
+    assert caught.value.status_code == mapped
+    if isinstance(body, dict) and expected is not ModelNotFound:
+        assert body["error"] in caught.value.message
+    await client.aclose()
+
+
+async def test_a_line_that_is_not_json_is_502() -> None:
+    client = _client(lambda request: httpx.Response(200, text='{"response":"a"}\nnot json\n'))
+    with pytest.raises(UpstreamFailed, match="not JSON"):
+        async for _ in client.stream_lines("/api/generate", {}, model="m"):
+            pass
+    await client.aclose()
+
+
+def test_every_upstream_error_class_is_produced_by_the_mapping() -> None:
+    produced = {type(map_transport_error(exc)) for exc, _, _ in TRANSPORT_CASES}
+    for status, body, model, _, _ in RESPONSE_CASES:
+        produced.add(type(error_from_upstream_response(status, json.dumps(body).encode(), model)))
+    declared = {cls for cls in vars(errors).values()
+                if isinstance(cls, type) and issubclass(cls, UpstreamError)
+                and cls is not UpstreamError}
+    assert declared == produced

@@ -1,0 +1,210 @@
+"""POST /api/llm/generate and /api/llm/models over real HTTP, proxy and simulator as processes."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import httpx
+import pytest
+
+from tests.proxy.conftest import ProxyProcess, auth, sim_stats
+
+pytestmark = pytest.mark.usefixtures("sim")
+
+
+def ndjson(response: httpx.Response) -> list[dict[str, object]]:
+    return [json.loads(line) for line in response.text.splitlines() if line.strip()]
+
+
+def test_streaming_generate_relays_chunks_then_a_final_object(proxy_server: ProxyProcess) -> None:
+    with proxy_server.client() as client:
+        response = client.post("/api/llm/generate", headers=auth(),
+                               json={"model": "llama3.2", "prompt": "Why is the sky blue?",
+                                     "options": {"num_predict": 12, "seed": 7}})
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("application/x-ndjson")
+    lines = ndjson(response)
+    chunks, final = lines[:-1], lines[-1]
+    assert len(chunks) == 12
+    assert all(c["done"] is False and isinstance(c["response"], str) for c in chunks)
+    assert final["done"] is True
+    assert final["done_reason"] == "length"
+    assert final["usage"]["completion_tokens"] == 12
+    assert final["usage"]["prompt_tokens"] > 0
+    assert final["usage"]["total_tokens"] == 12 + final["usage"]["prompt_tokens"]
+    timings = final["timings"]
+    assert 0 < timings["first_token_ms"] <= timings["total_ms"]
+    assert timings["tokens_per_second"] > 0
+    assert final["request_id"] == response.headers["x-request-id"]
+
+
+def test_streaming_is_incremental_not_buffered(proxy_server: ProxyProcess, sim) -> None:
+    httpx.post(f"{sim.url}/__sim__/config", json={"tokens_per_second": 20}).raise_for_status()
+    try:
+        arrivals: list[float] = []
+        with proxy_server.client() as client, client.stream(
+            "POST", "/api/llm/generate", headers=auth(),
+            json={"model": "llama3.2", "prompt": "count", "options": {"num_predict": 10}},
+        ) as response:
+            for line in response.iter_lines():
+                if line.strip():
+                    arrivals.append(time.monotonic())
+        # 10 tokens at 20/s take ~0.5 s upstream; a buffering proxy would deliver them at once.
+        assert len(arrivals) == 11
+        assert arrivals[-2] - arrivals[0] > 0.2
+    finally:
+        httpx.post(f"{sim.url}/__sim__/config", json={"tokens_per_second": 400})
+
+
+def test_non_streaming_generate_returns_one_object(proxy_server: ProxyProcess) -> None:
+    with proxy_server.client() as client:
+        streamed = ndjson(client.post(
+            "/api/llm/generate", headers=auth(),
+            json={"model": "llama3.2", "prompt": "same", "options": {"num_predict": 8, "seed": 3}},
+        ))
+        response = client.post(
+            "/api/llm/generate", headers=auth(),
+            json={"model": "llama3.2", "prompt": "same", "stream": False,
+                  "options": {"num_predict": 8, "seed": 3}},
+        )
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    body = response.json()
+    assert body["done"] is True
+    assert body["response"] == "".join(str(c["response"]) for c in streamed[:-1])
+    assert body["usage"]["completion_tokens"] == 8
+    assert body["timings"]["first_token_ms"] is not None
+
+
+def test_request_sent_upstream_is_the_proxys_own(proxy_server: ProxyProcess, sim) -> None:
+    headers = {**auth(), "Cookie": "session=secret-cookie", "X-Forwarded-For": "10.0.0.9"}
+    with proxy_server.client() as client:
+        response = client.post("/api/llm/generate", headers=headers, json={
+            "model": "llama3.2", "prompt": "hi", "system": "be brief", "stream": False,
+            "options": {"temperature": 0.2, "top_p": 0.5, "seed": 1, "num_predict": 4}})
+    assert response.status_code == 200
+    stats = sim_stats(sim)
+    sent = stats["last_body"]["/api/generate"]
+    assert sent["model"] == "llama3.2"
+    assert sent["prompt"] == "hi"
+    assert sent["system"] == "be brief"
+    assert sent["stream"] is True
+    assert sent["options"] == {"temperature": 0.2, "top_p": 0.5, "seed": 1, "num_predict": 4}
+    upstream_headers = {k.lower() for k in stats["last_headers"]["/api/generate"]}
+    assert "authorization" not in upstream_headers
+    assert "cookie" not in upstream_headers
+
+
+def test_num_predict_defaults_to_the_cap(proxy_server: ProxyProcess, sim) -> None:
+    with proxy_server.client() as client:
+        client.post("/api/llm/generate", headers=auth(),
+                    json={"model": "llama3.2", "prompt": "x", "stream": False,
+                          "options": {"num_predict": -1}}).raise_for_status()
+    sent = sim_stats(sim)["last_body"]["/api/generate"]
+    assert sent["options"]["num_predict"] == 4096
+
+
+def test_models_lists_what_upstream_has(proxy_server: ProxyProcess) -> None:
+    with proxy_server.client() as client:
+        response = client.get("/api/llm/models", headers=auth())
+    assert response.status_code == 200
+    models = {m["name"]: m for m in response.json()["models"]}
+    assert {"llama3.2:latest", "mistral:latest", "codellama:7b"} <= set(models)
+    llama = models["llama3.2:latest"]
+    assert llama["size"] == 2019393189
+    assert llama["family"] == "llama"
+    assert llama["parameter_size"] == "3.2B"
+    assert llama["quantization_level"] == "Q4_K_M"
+
+
+def test_unknown_model_is_404_naming_it(proxy_server: ProxyProcess) -> None:
+    with proxy_server.client() as client:
+        for stream in (True, False):
+            response = client.post("/api/llm/generate", headers=auth(),
+                                   json={"model": "nosuch:1b", "prompt": "x", "stream": stream})
+            assert response.status_code == 404
+            assert response.json() == {"error": "model 'nosuch:1b' not found"}
+
+
+BAD_BODIES = [
+    ({"prompt": "x"}, 422, "model"),
+    ({"model": "llama3.2"}, 422, "prompt"),
+    ({"model": "llama3.2", "prompt": ""}, 422, "prompt"),
+    ({"model": "llama3.2", "prompt": "   "}, 422, "blank"),
+    ({"model": "bad model!", "prompt": "x"}, 422, "model"),
+    ({"model": "llama3.2", "prompt": "x", "options": {"temperature": 5}}, 422, "temperature"),
+    ({"model": "llama3.2", "prompt": "x", "options": {"top_p": -0.1}}, 422, "top_p"),
+    ({"model": "llama3.2", "prompt": "x", "options": {"num_predict": 100000}}, 422,
+     "num_predict"),
+    ({"model": "llama3.2", "prompt": "x", "options": {"num_gpu": 99}}, 422, "num_gpu"),
+    ({"model": "llama3.2", "prompt": "x", "unknown": 1}, 422, "unknown"),
+    ({"model": "llama3.2", "prompt": "x", "stream": "yes please"}, 422, "stream"),
+]
+
+
+@pytest.mark.parametrize(("body", "status", "mentions"), BAD_BODIES)
+def test_bad_input_is_refused_clearly(proxy_server: ProxyProcess, sim, body: dict[str, object],
+                                      status: int, mentions: str) -> None:
+    before = sim_stats(sim)["requests"].get("/api/generate", 0)
+    with proxy_server.client() as client:
+        response = client.post("/api/llm/generate", headers=auth(), json=body)
+    assert response.status_code == status
+    assert mentions in response.json()["error"]
+    assert sim_stats(sim)["requests"].get("/api/generate", 0) == before
+
+
+def test_malformed_json_and_missing_body_are_400(proxy_server: ProxyProcess) -> None:
+    with proxy_server.client() as client:
+        malformed = client.post("/api/llm/generate", headers={**auth(),
+                                "Content-Type": "application/json"}, content=b'{"model": ')
+        empty = client.post("/api/llm/generate", headers={**auth(),
+                            "Content-Type": "application/json"})
+    assert malformed.status_code == 400
+    assert "malformed JSON" in malformed.json()["error"]
+    assert empty.status_code == 400
+    assert empty.json()["error"] == "missing request body"
+
+
+def test_oversized_body_is_413(proxy_server: ProxyProcess, sim) -> None:
+    prompt = "a" * 1_100_000
+    with proxy_server.client() as client:
+        declared = client.post("/api/llm/generate", headers=auth(),
+                               json={"model": "llama3.2", "prompt": prompt})
+
+        def chunks():  # no Content-Length: the cap must hold for chunked bodies too
+            body = json.dumps({"model": "llama3.2", "prompt": prompt}).encode()
+            for i in range(0, len(body), 65536):
+                yield body[i:i + 65536]
+
+        chunked = client.post("/api/llm/generate", headers=auth(), content=chunks())
+    for response in (declared, chunked):
+        assert response.status_code == 413
+        assert "PROXY_MAX_BODY_BYTES" in response.json()["error"]
+
+
+def test_prompt_over_the_configured_limit_is_422(proxy_factory, simulator) -> None:
+    proxy = proxy_factory(OLLAMA_URL=simulator.url, PROXY_MAX_PROMPT_CHARS="10")
+    with proxy.client() as client:
+        response = client.post("/api/llm/generate", headers=auth(),
+                               json={"model": "llama3.2", "prompt": "x" * 11})
+    assert response.status_code == 422
+    assert "limit is 10" in response.json()["error"]
+
+
+def test_openapi_documents_every_route_with_models(proxy_server: ProxyProcess) -> None:
+    with proxy_server.client() as client:
+        spec = client.get("/openapi.json").json()
+    schemas = spec["components"]["schemas"]
+    for name in ("GenerateRequest", "GenerateResponse", "ChatRequest", "ChatResponse",
+                 "StreamChunk", "StreamDone", "StreamError", "ModelList", "StatusResponse",
+                 "ConversationList", "ConversationDetail", "ErrorResponse", "GenerationOptions"):
+        assert name in schemas, name
+    for path, methods in spec["paths"].items():
+        for method, operation in methods.items():
+            assert operation.get("summary"), f"{method} {path} has no summary"
+            responses = operation["responses"]
+            ok = responses.get("200") or responses.get("204")
+            assert ok is not None, f"{method} {path} documents no success response"
+            if method == "post":
+                assert "requestBody" in operation, f"{method} {path} documents no body"

@@ -1,0 +1,195 @@
+"""WebSocket /api/llm/ws with a real client: auth, concurrent requests, cancel, bad frames."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import ClientConnection, connect
+
+from tests.proxy.conftest import ProxyProcess, make_token, sim_stats
+
+pytestmark = pytest.mark.usefixtures("sim")
+
+
+def ws_url(proxy: ProxyProcess, token: str | None = None) -> str:
+    base = proxy.url.replace("http://", "ws://") + "/api/llm/ws"
+    return f"{base}?token={token}" if token is not None else base
+
+
+@pytest.fixture
+def socket(proxy_server: ProxyProcess) -> Iterator[ClientConnection]:
+    with connect(ws_url(proxy_server, make_token("wendy")), open_timeout=10) as ws:
+        assert receive(ws) == {"type": "ready", "user": "wendy", "role": "user"}
+        yield ws
+
+
+def receive(ws: ClientConnection, timeout: float = 10) -> dict[str, Any]:
+    frame: dict[str, Any] = json.loads(ws.recv(timeout=timeout))
+    return frame
+
+
+def until_done(ws: ClientConnection, ids: set[str]) -> dict[str, list[dict[str, Any]]]:
+    frames: dict[str, list[dict[str, Any]]] = {i: [] for i in ids}
+    open_ids = set(ids)
+    while open_ids:
+        frame = receive(ws)
+        frames[frame["id"]].append(frame)
+        if frame["type"] in ("done", "error", "cancelled"):
+            open_ids.discard(frame["id"])
+    return frames
+
+
+def test_generate_streams_tokens_then_done(socket: ClientConnection) -> None:
+    socket.send(json.dumps({"type": "generate", "id": "g1", "model": "llama3.2",
+                            "prompt": "hi", "options": {"num_predict": 5}}))
+    frames = until_done(socket, {"g1"})["g1"]
+    tokens, done = frames[:-1], frames[-1]
+    assert [f["type"] for f in tokens] == ["token"] * 5
+    assert all(f["content"] for f in tokens)
+    assert done["type"] == "done"
+    assert done["usage"]["completion_tokens"] == 5
+    assert done["timings"]["first_token_ms"] > 0
+
+
+def test_auth_frame_instead_of_query_token(proxy_server: ProxyProcess) -> None:
+    with connect(ws_url(proxy_server), open_timeout=10) as ws:
+        ws.send(json.dumps({"type": "auth", "token": make_token("frank", "admin")}))
+        assert receive(ws) == {"type": "ready", "user": "frank", "role": "admin"}
+
+
+@pytest.mark.parametrize("how", ["bad query token", "bad auth frame", "no auth frame",
+                                 "expired"])
+def test_failed_auth_closes_with_1008(proxy_server: ProxyProcess, how: str) -> None:
+    url = {"bad query token": ws_url(proxy_server, "nope"),
+           "expired": ws_url(proxy_server, make_token(ttl=-300))}.get(how, ws_url(proxy_server))
+    with connect(url, open_timeout=10) as ws:
+        if how == "bad auth frame":
+            ws.send(json.dumps({"type": "auth", "token": "nope"}))
+        elif how == "no auth frame":
+            ws.send(json.dumps({"type": "generate", "id": "1", "model": "llama3.2",
+                                "prompt": "x"}))
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=10)
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == 1008
+
+
+def test_several_requests_in_flight_on_one_socket(socket: ClientConnection, sim) -> None:
+    httpx.post(f"{sim.url}/__sim__/config", json={"tokens_per_second": 40}).raise_for_status()
+    try:
+        for request_id, prompt in (("a", "first"), ("b", "second")):
+            socket.send(json.dumps({"type": "generate", "id": request_id, "model": "llama3.2",
+                                    "prompt": prompt, "options": {"num_predict": 8}}))
+        order: list[str] = []
+        open_ids = {"a", "b"}
+        while open_ids:
+            frame = receive(socket)
+            order.append(frame["id"])
+            if frame["type"] == "done":
+                open_ids.discard(frame["id"])
+        assert order.count("a") == order.count("b") == 9
+        # Interleaved, not one after the other: b's first token comes before a's last.
+        assert order.index("b") < len(order) - 1 - order[::-1].index("a")
+    finally:
+        httpx.post(f"{sim.url}/__sim__/config", json={"tokens_per_second": 400})
+
+
+def test_cancel_stops_one_request(socket: ClientConnection, sim) -> None:
+    httpx.post(f"{sim.url}/__sim__/config", json={"tokens_per_second": 10}).raise_for_status()
+    try:
+        socket.send(json.dumps({"type": "generate", "id": "long", "model": "llama3.2",
+                                "prompt": "go on", "options": {"num_predict": 200}}))
+        assert receive(socket)["type"] == "token"
+        socket.send(json.dumps({"type": "cancel", "id": "long"}))
+        frame = receive(socket)
+        while frame["type"] == "token":
+            frame = receive(socket)
+        assert frame == {"id": "long", "type": "cancelled"}
+        deadline = time.monotonic() + 10
+        while (stats := sim_stats(sim))["cancelled"] < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert stats["cancelled"] == 1
+        assert stats["active_streams"] == 0
+        socket.send(json.dumps({"type": "ping"}))
+        assert receive(socket) == {"type": "pong"}
+    finally:
+        httpx.post(f"{sim.url}/__sim__/config", json={"tokens_per_second": 400})
+
+
+BAD_FRAMES: list[tuple[str, str, int]] = [
+    ("{not json", "malformed JSON", 400),
+    ("[1, 2]", "JSON object", 400),
+    (json.dumps({"type": "dance", "id": "1"}), "unknown frame type", 400),
+    (json.dumps({"type": "generate", "model": "llama3.2", "prompt": "x"}), "id", 422),
+    (json.dumps({"type": "generate", "id": "1", "model": "llama3.2", "prompt": ""}),
+     "prompt", 422),
+    (json.dumps({"type": "generate", "id": "1", "model": "llama3.2", "prompt": "x",
+                 "options": {"temperature": 9}}), "temperature", 422),
+    (json.dumps({"type": "chat", "id": "1", "model": "llama3.2", "messages": []}),
+     "messages", 422),
+    (json.dumps({"type": "cancel", "id": "never-started"}), "no request", 404),
+    (json.dumps({"type": "generate", "id": "1", "model": "ghost", "prompt": "x"}),
+     "model 'ghost' not found", 404),
+]
+
+
+@pytest.mark.parametrize(("raw", "mentions", "status"), BAD_FRAMES)
+def test_bad_frames_get_an_error_frame_and_the_socket_lives(
+    socket: ClientConnection, raw: str, mentions: str, status: int
+) -> None:
+    socket.send(raw)
+    frame = receive(socket)
+    assert frame["type"] == "error"
+    assert mentions in frame["error"]
+    assert frame["status"] == status
+    socket.send(json.dumps({"type": "ping"}))
+    assert receive(socket) == {"type": "pong"}
+
+
+def test_binary_frame_is_an_error_not_a_drop(socket: ClientConnection) -> None:
+    socket.send(b"\x00\x01")
+    assert "binary" in receive(socket)["error"]
+    socket.send(json.dumps({"type": "ping"}))
+    assert receive(socket) == {"type": "pong"}
+
+
+def test_duplicate_id_in_flight_is_refused(socket: ClientConnection, sim) -> None:
+    httpx.post(f"{sim.url}/__sim__/config", json={"tokens_per_second": 20}).raise_for_status()
+    try:
+        frame = json.dumps({"type": "generate", "id": "dup", "model": "llama3.2",
+                            "prompt": "x", "options": {"num_predict": 10}})
+        socket.send(frame)
+        socket.send(frame)
+        seen = []
+        while True:
+            received = receive(socket)
+            seen.append(received)
+            if received["type"] == "done":
+                break
+        errors = [f for f in seen if f["type"] == "error"]
+        assert len(errors) == 1
+        assert errors[0]["status"] == 409
+    finally:
+        httpx.post(f"{sim.url}/__sim__/config", json={"tokens_per_second": 400})
+
+
+def test_chat_with_context_over_the_socket_is_persisted(socket: ClientConnection,
+                                                        proxy_server: ProxyProcess) -> None:
+    cid = uuid.uuid4().hex
+    socket.send(json.dumps({"type": "chat", "id": "c1", "model": "llama3.2",
+                            "context_id": cid, "options": {"num_predict": 4},
+                            "messages": [{"role": "user", "content": "remember this"}]}))
+    done = until_done(socket, {"c1"})["c1"][-1]
+    assert done["type"] == "done"
+    assert done["context_id"] == cid
+    with proxy_server.client() as client:
+        detail = client.get(f"/api/llm/conversations/{cid}",
+                            headers={"Authorization": f"Bearer {make_token('wendy')}"}).json()
+    assert [m["role"] for m in detail["messages"]] == ["user", "assistant"]
