@@ -65,7 +65,7 @@ def _serve(args: argparse.Namespace) -> int:
                 print("JWT_SECRET is not set: using a random secret for this process only.")
             token = mint_token(settings, sub="dev", role="admin", ttl_seconds=12 * 3600)
             print(f"dev token (sub=dev, role=admin, 12 h):\n  {token}")
-            print(f"try:\n  curl -N -H 'Authorization: Bearer {token[:16]}…' "
+            print(f"try:\n  TOKEN={token}\n  curl -N -H \"Authorization: Bearer $TOKEN\" "
                   f"-d '{{\"model\":\"llama3.2\",\"prompt\":\"Hello\"}}' {base}/api/llm/generate")
         print(f"open {base}/docs  (status: {base}/api/llm/status)", flush=True)
         uvicorn.run(app, host=host, port=port, log_level=settings.proxy_log_level,

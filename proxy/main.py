@@ -14,7 +14,11 @@ from fastapi.responses import JSONResponse, RedirectResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from proxy import __version__
-from proxy.api.middleware import BodySizeLimitMiddleware, RequestIdMiddleware
+from proxy.api.middleware import (
+    BodySizeLimitMiddleware,
+    JsonBodyMiddleware,
+    RequestIdMiddleware,
+)
 from proxy.api.router import api_router
 from proxy.core.db import migrate
 from proxy.core.errors import ProxyError
@@ -94,6 +98,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     _install_error_handlers(app)
     app.include_router(api_router)
+    app.add_middleware(JsonBodyMiddleware)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.proxy_max_body_bytes)
     app.add_middleware(RequestIdMiddleware)
 

@@ -1,4 +1,5 @@
-"""ASGI middleware: a request id on every request, and the request body size cap (413)."""
+"""ASGI middleware: a request id on every request, JSON bodies whatever their declared type,
+and the request body size cap (413)."""
 
 from __future__ import annotations
 
@@ -84,3 +85,23 @@ class BodySizeLimitMiddleware:
                     "headers": [(b"content-type", b"application/json"),
                                 (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
+
+
+class JsonBodyMiddleware:
+    """Treat every API request body as JSON, as Ollama does.
+
+    `curl -d '{…}'` declares `application/x-www-form-urlencoded`; refusing that would break the
+    commands people copy from Ollama's documentation. Bodies are parsed as JSON and validated
+    either way, so nothing is accepted that would not be accepted as JSON.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (scope["type"] == "http" and scope["method"] in ("POST", "PUT", "PATCH")
+                and scope["path"].startswith("/api/")):
+            headers = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
+            headers.append((b"content-type", b"application/json"))
+            scope = {**scope, "headers": headers}
+        await self.app(scope, receive, send)

@@ -208,3 +208,15 @@ def test_openapi_documents_every_route_with_models(proxy_server: ProxyProcess) -
             assert ok is not None, f"{method} {path} documents no success response"
             if method == "post":
                 assert "requestBody" in operation, f"{method} {path} documents no body"
+
+
+def test_body_is_json_whatever_curl_declares(proxy_server: ProxyProcess) -> None:
+    # `curl -d '{…}'` sends application/x-www-form-urlencoded, as Ollama's own examples do.
+    with proxy_server.client() as client:
+        response = client.post(
+            "/api/llm/generate",
+            headers={**auth(), "Content-Type": "application/x-www-form-urlencoded"},
+            content=b'{"model": "llama3.2", "prompt": "hi", "stream": false}',
+        )
+    assert response.status_code == 200
+    assert response.json()["response"]
