@@ -9,11 +9,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 # Ollama model names: `name[:tag]`, optionally namespaced (`library/llama3.2`, `host/ns/name`).
 MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._\-/]{0,199}(:[A-Za-z0-9][A-Za-z0-9._\-]{0,127})?$"
 CONTEXT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,63}$"
+TEMPLATE_NAME_PATTERN = r"^[a-z0-9][a-z0-9_\-]{0,99}$"
 
 ModelName = Annotated[
     str, Field(pattern=MODEL_NAME_PATTERN, description="Ollama model name, `name[:tag]`.",
@@ -46,17 +47,30 @@ class GenerateRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: ModelName
-    prompt: str = Field(..., min_length=1, description="The prompt; must not be blank.")
+    prompt: str | None = Field(None, min_length=1, description="The prompt; must not be blank. "
+                                                              "Give either this or `template`.")
+    template: str | None = Field(None, pattern=TEMPLATE_NAME_PATTERN,
+                                 description="Name of a stored prompt template to render.")
+    variables: dict[str, str | int | float | bool] | None = Field(
+        None, description="Values for the template's variables.", max_length=100)
     system: str | None = Field(None, max_length=20_000)
     options: GenerationOptions | None = None
     stream: bool = Field(True, description="NDJSON stream (default) or one JSON object.")
 
     @field_validator("prompt")
     @classmethod
-    def _not_blank(cls, value: str) -> str:
-        if not value.strip():
+    def _not_blank(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
             raise ValueError("prompt must not be blank")
         return value
+
+    @model_validator(mode="after")
+    def _prompt_or_template(self) -> GenerateRequest:
+        if (self.prompt is None) == (self.template is None):
+            raise ValueError("give exactly one of `prompt` and `template`")
+        if self.variables is not None and self.template is None:
+            raise ValueError("`variables` needs a `template`")
+        return self
 
 
 class ChatMessage(BaseModel):
@@ -208,3 +222,22 @@ class ShowModelResponse(BaseModel):
     parameters: str | None = None
     template: str | None = None
     capabilities: list[str] | None = None
+
+
+class TemplateIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(..., pattern=TEMPLATE_NAME_PATTERN)
+    template: str = Field(..., min_length=1, max_length=50_000,
+                          description="Jinja2 source, rendered in a sandbox.")
+    description: str = Field("", max_length=500)
+
+
+class TemplateOut(TemplateIn):
+    created_by: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class TemplateList(BaseModel):
+    templates: list[TemplateOut]

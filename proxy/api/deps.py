@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from proxy.api.accounting import audit_record
 from proxy.core.errors import Forbidden
 from proxy.core.security import Principal
 from proxy.core.state import AppState
@@ -23,11 +24,16 @@ StateDep = Annotated[AppState, Depends(get_state)]
 
 
 async def current_user(
+    request: Request,
     state: StateDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
 ) -> Principal:
     # AuthError propagates to its handler, which answers 401 with WWW-Authenticate.
-    return await state.verifier.verify(credentials.credentials if credentials else None)
+    user = await state.verifier.verify(credentials.credentials if credentials else None)
+    record = audit_record(request.scope)
+    if record is not None:
+        record.user, record.role = user.sub, user.role
+    return user
 
 
 CurrentUser = Annotated[Principal, Depends(current_user)]

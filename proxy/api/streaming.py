@@ -79,6 +79,9 @@ async def ndjson_response(
             async for line in iterator:
                 yield ndjson_line(line)
         except ProxyError as exc:
+            record = request.scope.get("state", {}).get("audit")
+            if record is not None:
+                record.fail(exc.status_code, exc.message)
             yield error_line(exc)
         finally:
             await _close(iterator)

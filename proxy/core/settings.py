@@ -62,6 +62,39 @@ class Settings(BaseSettings):
     # Also the default when a caller asks for no limit: a shared GPU is never given away unbounded.
     proxy_max_num_predict: int = Field(4096, ge=1)
     proxy_auto_migrate: bool = Field(True, description="Apply Alembic migrations at startup.")
+    # Empty = every model upstream has; otherwise only these (name or name:tag) may be used.
+    proxy_model_allowlist: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    # Rate limits apply to generation (generate, chat, WebSocket requests): they cost GPU time.
+    proxy_rate_limit: str = Field("10/minute", description="Per user, moving window.")
+    proxy_rate_limit_roles: dict[str, str] = Field(default_factory=dict)
+    proxy_rate_limit_users: dict[str, str] = Field(default_factory=dict)
+    proxy_concurrency_limit: int = Field(2, ge=1, description="Generations at once, per user.")
+    proxy_concurrency_limit_roles: dict[str, int] = Field(default_factory=dict)
+    proxy_concurrency_limit_users: dict[str, int] = Field(default_factory=dict)
+    # A concurrency slot held in Redis by a process that died is freed after this long.
+    proxy_concurrency_lease_seconds: int = Field(900, ge=10)
+    # What to do when Redis (limits, cache) cannot be reached: refuse (503) or admit and count.
+    proxy_limiter_failure_mode: Literal["closed", "open"] = "closed"
+
+    proxy_metrics_token: str | None = None
+
+    proxy_audit_store_prompts: bool = Field(False, description="Store prompt text in the audit.")
+    proxy_audit_spool_path: str = "./audit-spool.jsonl"
+    proxy_audit_batch_size: int = Field(200, ge=1, le=5000)
+    proxy_audit_flush_seconds: float = Field(0.25, gt=0, le=10)
+    proxy_audit_retry_seconds: float = Field(2.0, gt=0, le=300)
+
+    proxy_cache_ttl_seconds: int = Field(300, ge=0, description="0 disables the response cache.")
+    proxy_cache_max_entries: int = Field(10_000, ge=1, description="In-memory cache only.")
+
+    # Cost model: "gpu_time" prices generation seconds, "tokens" prices tokens per model.
+    proxy_cost_mode: Literal["gpu_time", "tokens"] = "gpu_time"
+    proxy_cost_gpu_hour: float = Field(0.0, ge=0, description="Energy/rental per GPU hour.")
+    proxy_cost_hardware_month: float = Field(0.0, ge=0, description="Amortised hardware/month.")
+    # {"llama3.2": {"prompt": 0.0001, "completion": 0.0002}, "*": {...}} per 1K tokens.
+    proxy_cost_per_1k_tokens: dict[str, dict[str, float]] = Field(default_factory=dict)
+    proxy_cost_currency: str = "USD"
 
     ollama_url: str = "http://127.0.0.1:11434"
     ollama_connect_timeout: float = Field(5.0, gt=0)
@@ -82,7 +115,7 @@ class Settings(BaseSettings):
     jwt_issuer: str | None = None
     jwt_leeway_seconds: int = Field(30, ge=0, le=300)
 
-    @field_validator("jwt_algorithms", mode="before")
+    @field_validator("jwt_algorithms", "proxy_model_allowlist", mode="before")
     @classmethod
     def _split_algorithms(cls, value: object) -> object:
         if isinstance(value, str):
@@ -90,11 +123,29 @@ class Settings(BaseSettings):
         return value
 
     @field_validator("jwt_secret", "jwt_public_key", "jwt_jwks_url", "jwt_audience", "jwt_issuer",
-                     "redis_url", mode="before")
+                     "redis_url", "proxy_metrics_token", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         if isinstance(value, str) and not value.strip():
             return None
+        return value
+
+    @field_validator("proxy_rate_limit")
+    @classmethod
+    def _rate_limit_parses(cls, value: str) -> str:
+        from limits import parse_many
+
+        try:
+            parse_many(value)
+        except ValueError as exc:
+            raise ValueError(f"not a rate limit like '10/minute': {value!r}") from exc
+        return value
+
+    @field_validator("proxy_rate_limit_roles", "proxy_rate_limit_users")
+    @classmethod
+    def _rate_limits_parse(cls, value: dict[str, str]) -> dict[str, str]:
+        for limit in value.values():
+            cls._rate_limit_parses(limit)
         return value
 
     @field_validator("database_url")

@@ -30,6 +30,7 @@ class Completion:
     total_ms: float
     first_token_ms: float | None
     tokens_per_second: float | None
+    upstream_ms: float = 0.0
 
     @property
     def usage(self) -> Usage:
@@ -139,6 +140,7 @@ async def relay(upstream: OllamaClient, call: UpstreamCall) -> AsyncIterator[str
                     None if first_token_at is None else (first_token_at - call.started) * 1000
                 ),
                 tokens_per_second=eval_count / eval_ns * 1e9 if eval_ns > 0 else None,
+                upstream_ms=_int(obj, "total_duration") / 1e6,
             )
             return
     raise UpstreamFailed("upstream stream ended before the final object")

@@ -1,10 +1,43 @@
-"""Checks on requests whose limits come from settings rather than from the schema."""
+"""Checks on requests whose limits come from settings rather than from the schema.
+
+Control characters: text with C0/C1 control characters other than tab, newline and carriage
+return is refused (422) rather than silently stripped, so the caller learns that their input
+was not what they thought, and what is audited is exactly what was sent.
+"""
 
 from __future__ import annotations
 
-from proxy.core.errors import RequestInvalid
+import re
+
+from proxy.core.errors import Forbidden, RequestInvalid
 from proxy.core.settings import Settings
+from proxy.core.state import full_model_name
 from proxy.schemas import ChatRequest, GenerateRequest, GenerationOptions
+
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def check_model(model: str, settings: Settings) -> None:
+    allowed = settings.proxy_model_allowlist
+    if allowed and full_model_name(model) not in {full_model_name(m) for m in allowed}:
+        raise Forbidden(f"model '{model}' is not allowed on this proxy "
+                        f"(allowed: {', '.join(allowed)})")
+
+
+def check_text(field: str, text: str) -> None:
+    found = CONTROL_CHARACTERS.search(text)
+    if found:
+        raise RequestInvalid(
+            f"{field} contains a control character (U+{ord(found.group()):04X}) at position "
+            f"{found.start()}; only tab, newline and carriage return are allowed"
+        )
+
+
+def check_prompt_text(prompt: str, settings: Settings) -> None:
+    limit = settings.proxy_max_prompt_chars
+    if len(prompt) > limit:
+        raise RequestInvalid(f"prompt is {len(prompt)} characters; the limit is {limit}")
+    check_text("prompt", prompt)
 
 
 def bounded_options(options: GenerationOptions | None, settings: Settings) -> GenerationOptions:
@@ -19,13 +52,16 @@ def bounded_options(options: GenerationOptions | None, settings: Settings) -> Ge
 
 
 def check_generate(request: GenerateRequest, settings: Settings) -> GenerationOptions:
-    limit = settings.proxy_max_prompt_chars
-    if len(request.prompt) > limit:
-        raise RequestInvalid(f"prompt is {len(request.prompt)} characters; the limit is {limit}")
+    check_model(request.model, settings)
+    if request.prompt is not None:
+        check_prompt_text(request.prompt, settings)
+    if request.system is not None:
+        check_text("system", request.system)
     return bounded_options(request.options, settings)
 
 
 def check_chat(request: ChatRequest, settings: Settings) -> GenerationOptions:
+    check_model(request.model, settings)
     if len(request.messages) > settings.proxy_max_messages:
         raise RequestInvalid(
             f"too many messages: {len(request.messages)}; the limit is "
@@ -36,6 +72,8 @@ def check_chat(request: ChatRequest, settings: Settings) -> GenerationOptions:
         raise RequestInvalid(
             f"messages total {total} characters; the limit is {settings.proxy_max_prompt_chars}"
         )
+    for index, message in enumerate(request.messages):
+        check_text(f"messages[{index}].content", message.content)
     if not any(m.content.strip() for m in request.messages if m.role == "user"):
         raise RequestInvalid("messages must include a non-blank user message")
     return bounded_options(request.options, settings)

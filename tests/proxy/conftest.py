@@ -75,6 +75,11 @@ def start_proxy(tmp_path: Path, env: dict[str, str], wait: bool = True) -> Proxy
         "JWT_SECRET": SECRET,
         "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / f'proxy-{port}.db'}",
         "PROXY_LOG_LEVEL": "warning",
+        # Functional tests send far more than 10 requests a minute as one user; the limits
+        # themselves are tested with their defaults in test_limits.py.
+        "PROXY_RATE_LIMIT": "100000/minute",
+        "PROXY_CONCURRENCY_LIMIT": "50",
+        "PROXY_AUDIT_SPOOL_PATH": str(tmp_path / "audit-spool.jsonl"),
         **env,
     }
     log_path = tmp_path / f"proxy-{port}.log"

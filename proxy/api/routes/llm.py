@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
+from proxy.api.accounting import audit_record
 from proxy.api.deps import CurrentUser, RequestId, StateDep
 from proxy.api.streaming import ndjson_response, until_disconnected
-from proxy.core.state import AppState
+from proxy.audit.record import AuditRecord
+from proxy.core.cache import cache_key, is_deterministic
+from proxy.core.security import Principal
+from proxy.core.state import AppState, full_model_name
 from proxy.schemas import (
     ChatMessage,
     ChatRequest,
@@ -24,7 +28,7 @@ from proxy.schemas import (
     StreamDone,
     StreamError,
 )
-from proxy.services.calls import PlannedCall, plan_chat, plan_generate
+from proxy.services.calls import PlannedCall, admit, plan_chat, plan_generate
 from proxy.services.relay import Completion, collect, relay
 
 router = APIRouter(prefix="/api/llm", tags=["llm"])
@@ -61,11 +65,13 @@ def _stream_doc(final: type[Any]) -> dict[int | str, dict[str, Any]]:
 
 
 async def _lines(
-    state: AppState, planned: PlannedCall, request_id: str
+    state: AppState, planned: PlannedCall, request_id: str, record: AuditRecord | None
 ) -> AsyncIterator[dict[str, Any]]:
     call = planned.call
     async for item in relay(state.upstream, call):
         if isinstance(item, Completion):
+            if record is not None:
+                planned.account_completion(record, item)
             if planned.after is not None:
                 await planned.after(item)
             yield StreamDone(
@@ -81,32 +87,71 @@ async def _lines(
             ).model_dump(exclude_none=True)
 
 
-async def _complete(request: Request, state: AppState, planned: PlannedCall) -> Completion:
+def _cacheable(request: Request, state: AppState, planned: PlannedCall) -> str | None:
+    """The cache key, if this non-streamed request may be answered from (and stored in) cache."""
+    if not state.cache.enabled or planned.after is not None:
+        return None
+    if request.headers.get("x-cache-bypass") or "no-cache" in request.headers.get(
+            "cache-control", ""):
+        return None
+    return cache_key(planned.call.payload) if is_deterministic(planned.call.payload) else None
+
+
+async def _answer(
+    request: Request, state: AppState, user: Principal, planned: PlannedCall,
+    stream: bool, request_id: str, shape: Callable[[Completion], dict[str, Any]],
+) -> JSONResponse | StreamingResponse:
+    """The common path of generate and chat: account, admit, cache, relay."""
+    record = audit_record(request.scope)
+    if record is not None:
+        planned.account_request(record, state.settings)
+    key = None if stream else _cacheable(request, state, planned)
+    if key is not None:
+        cached = await state.cache.get(key)
+        if cached is not None:
+            if record is not None:
+                record.cached = True
+                usage = cached.get("usage", {})
+                record.prompt_tokens = int(usage.get("prompt_tokens", 0))
+                record.completion_tokens = int(usage.get("completion_tokens", 0))
+            return JSONResponse({**cached, "request_id": request_id},
+                                headers={"X-Cache": "HIT"})
+    if record is not None:
+        await admit(state, user, record)
+    if stream:
+        return await ndjson_response(request, _lines(state, planned, request_id, record),
+                                     {"X-Request-ID": request_id})
     completion = await until_disconnected(request, collect(state.upstream, planned.call))
+    if record is not None:
+        planned.account_completion(record, completion)
     if planned.after is not None:
         await planned.after(completion)
-    return completion
+    body = shape(completion)
+    if key is not None:
+        await state.cache.put(key, body)
+    return JSONResponse({**body, "request_id": request_id},
+                        headers={"X-Cache": "MISS"} if key is not None else None)
 
 
 @router.post(
     "/generate",
     response_model=GenerateResponse,
     responses=_stream_doc(GenerateResponse),
-    summary="Complete a prompt",
+    summary="Complete a prompt (or a stored template)",
 )
 async def generate(
     body: GenerateRequest, request: Request, state: StateDep, user: CurrentUser,
     request_id: RequestId,
-) -> GenerateResponse | StreamingResponse:
-    planned = plan_generate(state, body)
-    if body.stream:
-        return await ndjson_response(request, _lines(state, planned, request_id),
-                                     {"X-Request-ID": request_id})
-    done = await _complete(request, state, planned)
-    return GenerateResponse(
-        model=body.model, response=done.text, done_reason=done.done_reason,
-        request_id=request_id, usage=done.usage, timings=done.timings,
-    )
+) -> JSONResponse | StreamingResponse:
+    planned = await plan_generate(state, body)
+
+    def shape(done: Completion) -> dict[str, Any]:
+        return GenerateResponse(
+            model=body.model, response=done.text, done_reason=done.done_reason,
+            request_id=request_id, usage=done.usage, timings=done.timings,
+        ).model_dump(mode="json")
+
+    return await _answer(request, state, user, planned, body.stream, request_id, shape)
 
 
 @router.post(
@@ -118,17 +163,17 @@ async def generate(
 async def chat(
     body: ChatRequest, request: Request, state: StateDep, user: CurrentUser,
     request_id: RequestId,
-) -> ChatResponse | StreamingResponse:
+) -> JSONResponse | StreamingResponse:
     planned = await plan_chat(state, user, body)
-    if body.stream:
-        return await ndjson_response(request, _lines(state, planned, request_id),
-                                     {"X-Request-ID": request_id})
-    done = await _complete(request, state, planned)
-    return ChatResponse(
-        model=body.model, message=ChatMessage(role="assistant", content=done.text),
-        done_reason=done.done_reason, request_id=request_id, context_id=body.context_id,
-        usage=done.usage, timings=done.timings,
-    )
+
+    def shape(done: Completion) -> dict[str, Any]:
+        return ChatResponse(
+            model=body.model, message=ChatMessage(role="assistant", content=done.text),
+            done_reason=done.done_reason, request_id=request_id, context_id=body.context_id,
+            usage=done.usage, timings=done.timings,
+        ).model_dump(mode="json")
+
+    return await _answer(request, state, user, planned, body.stream, request_id, shape)
 
 
 def model_info(raw: dict[str, Any]) -> ModelInfo:
@@ -147,7 +192,14 @@ def model_info(raw: dict[str, Any]) -> ModelInfo:
 
 @router.get("/models", response_model=ModelList, responses=ERRORS, summary="Models upstream has")
 async def models(state: StateDep, user: CurrentUser) -> ModelList:
-    return ModelList(models=[model_info(m) for m in await state.upstream.tags()])
+    tags = await state.upstream.tags()
+    state.known_models.update([str(m.get("name", "")) for m in tags])
+    allowed = state.settings.proxy_model_allowlist
+    infos = [model_info(m) for m in tags]
+    if allowed:
+        names = {full_model_name(a) for a in allowed}
+        infos = [i for i in infos if full_model_name(i.name) in names]
+    return ModelList(models=infos)
 
 
 # Referenced from the NDJSON docs above; listed so that OpenAPI includes their schemas.

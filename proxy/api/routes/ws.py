@@ -27,11 +27,13 @@ from typing import Any, Literal
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from proxy.api.accounting import finish
+from proxy.audit.record import AuditRecord
 from proxy.core.errors import ProxyError
 from proxy.core.security import AuthError, Principal
 from proxy.core.state import AppState
 from proxy.schemas import ChatRequest, GenerateRequest
-from proxy.services.calls import PlannedCall, plan_chat, plan_generate
+from proxy.services.calls import PlannedCall, admit, plan_chat, plan_generate
 from proxy.services.relay import Completion, relay
 
 router = APIRouter()
@@ -71,6 +73,7 @@ class Session:
 
     def __init__(self, websocket: WebSocket, state: AppState, user: Principal) -> None:
         self.websocket = websocket
+        self.client = websocket.client.host if websocket.client else None
         self.state = state
         self.user = user
         self.tasks: dict[str, asyncio.Task[None]] = {}
@@ -143,20 +146,36 @@ class Session:
             return
         try:
             planned = (
-                plan_generate(self.state, request) if isinstance(request, WsGenerate)
+                await plan_generate(self.state, request) if isinstance(request, WsGenerate)
                 else await plan_chat(self.state, self.user, request)
             )
         except ProxyError as exc:
             await self.error(exc.message, request.id, exc.status_code)
             return
-        task = asyncio.create_task(self._run(request.id, planned))
+        record = AuditRecord(id=str(uuid.uuid4()), endpoint="/api/llm/ws", client=self.client,
+                             user=self.user.sub, role=self.user.role)
+        planned.account_request(record, self.state.settings)
+        try:
+            await admit(self.state, self.user, record)
+        except ProxyError as exc:
+            record.error = exc.message
+            await finish(self.state, record, exc.status_code)
+            refusal: dict[str, Any] = {"type": "error", "id": request.id, "error": exc.message,
+                                       "status": exc.status_code}
+            if exc.status_code == 429:
+                refusal["retry_after"] = int(exc.headers().get("Retry-After", "1"))
+            await self.send(refusal)
+            return
+        task = asyncio.create_task(self._run(request.id, planned, record))
         self.tasks[request.id] = task
 
-    async def _run(self, client_id: str, planned: PlannedCall) -> None:
-        request_id = str(uuid.uuid4())
+    async def _run(self, client_id: str, planned: PlannedCall, record: AuditRecord) -> None:
+        request_id = record.id
+        status = 200
         try:
             async for item in relay(self.state.upstream, planned.call):
                 if isinstance(item, Completion):
+                    planned.account_completion(record, item)
                     if planned.after is not None:
                         await planned.after(item)
                     await self.send({
@@ -167,13 +186,16 @@ class Session:
                     return
                 await self.send({"id": client_id, "type": "token", "content": item})
         except ProxyError as exc:
+            status, record.error = exc.status_code, exc.message[:500]
             with contextlib.suppress(Exception):
                 await self.error(exc.message, client_id, exc.status_code)
         except asyncio.CancelledError:
+            status, record.error = 499, "cancelled by the client"
             with contextlib.suppress(Exception):
                 await self.send({"id": client_id, "type": "cancelled"})
         finally:
             self.tasks.pop(client_id, None)
+            await finish(self.state, record, status)
 
     async def close(self) -> None:
         tasks = list(self.tasks.values())
@@ -183,24 +205,35 @@ class Session:
 
 
 async def _authenticate(websocket: WebSocket, state: AppState) -> Principal | None:
+    """The caller, or None after closing the socket with 1008 (and auditing the failure)."""
     token = websocket.query_params.get("token")
-    if token is None:
-        try:
-            raw = await asyncio.wait_for(websocket.receive_text(), AUTH_FRAME_TIMEOUT_SECONDS)
-            frame = json.loads(raw)
-            token = frame.get("token") if isinstance(frame, dict) and \
-                frame.get("type") == "auth" else None
-        except (TimeoutError, ValueError):
-            token = None
-        if not isinstance(token, str):
-            await websocket.close(POLICY_VIOLATION, "first frame must be {\"type\": \"auth\", "
-                                                    "\"token\": …}")
-            return None
     try:
+        if token is None:
+            token = await _auth_frame_token(websocket)
         return await state.verifier.verify(token)
     except AuthError as exc:
+        state.metrics.auth_failures.labels(reason=exc.reason).inc()
+        client = websocket.client.host if websocket.client else None
+        record = AuditRecord(id=str(uuid.uuid4()), endpoint="/api/llm/ws", client=client,
+                             error=f"auth: {exc.reason}: {exc.message}"[:500])
+        await finish(state, record, 401)
         await websocket.close(POLICY_VIOLATION, exc.message[:120])
         return None
+
+
+async def _auth_frame_token(websocket: WebSocket) -> str:
+    try:
+        raw = await asyncio.wait_for(websocket.receive_text(), AUTH_FRAME_TIMEOUT_SECONDS)
+        frame = json.loads(raw)
+    except (TimeoutError, ValueError, KeyError) as exc:
+        raise AuthError("missing_token", "first frame must be {\"type\": \"auth\", "
+                                         "\"token\": …}") from exc
+    token = frame.get("token") if isinstance(frame, dict) and frame.get("type") == "auth" \
+        else None
+    if not isinstance(token, str):
+        raise AuthError("missing_token", "first frame must be {\"type\": \"auth\", "
+                                         "\"token\": …}")
+    return token
 
 
 @router.websocket("/api/llm/ws")

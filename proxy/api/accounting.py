@@ -1,0 +1,95 @@
+"""Every API request, accounted once: an audit row, metrics, and its limit slot given back.
+
+The middleware opens an AuditRecord before anything else can refuse the request (so 401, 413,
+422 and 429 are audited too); routes fill in who, which model, tokens and timings; whatever way
+the request ends (answer, error, client gone, cancellation), `finish` runs exactly once.
+WebSocket requests are accounted per request frame through the same `finish`.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from proxy.audit.record import AuditRecord
+from proxy.core.state import AppState
+
+# Health and scrape endpoints are polled constantly; auditing them would bury the real traffic.
+NOT_AUDITED = frozenset({"/api/llm/status", "/metrics"})
+
+
+def audit_record(scope: Scope) -> AuditRecord | None:
+    record: AuditRecord | None = scope.get("state", {}).get("audit")
+    return record
+
+
+def model_label(state: AppState, model: str | None) -> str:
+    if not model:
+        return "none"
+    return model if state.known_models.contains(model) else "unknown"
+
+
+async def finish(state: AppState, record: AuditRecord, status: int) -> None:
+    """Close the books on one request: release slots, record metrics, queue the audit row."""
+    for release in record.on_finish:
+        await release()
+    record.on_finish.clear()
+    record.status = record.status_override or status
+    record.duration_ms = (time.perf_counter() - record.started) * 1000
+    model = model_label(state, record.model)
+    m = state.metrics
+    m.requests.labels(endpoint=record.endpoint, model=model, status=str(record.status)).inc()
+    m.request_duration.labels(endpoint=record.endpoint, model=model).observe(
+        record.duration_ms / 1000)
+    if not record.cached and record.status < 400:
+        if record.ttft_ms is not None:
+            m.time_to_first_token.labels(model=model).observe(record.ttft_ms / 1000)
+        if record.prompt_tokens:
+            m.prompt_tokens.labels(model=model).inc(record.prompt_tokens)
+        if record.completion_tokens:
+            m.generation_tokens.labels(model=model).inc(record.completion_tokens)
+        if record.tokens_per_second is not None:
+            m.tokens_per_second.labels(model=model).observe(record.tokens_per_second)
+    state.audit.submit(record)
+
+
+class AccountingMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or not path.startswith("/api/") or path in NOT_AUDITED:
+            await self.app(scope, receive, send)
+            return
+        state: AppState = scope["app"].state.proxy
+        scope_state: dict[str, Any] = scope.setdefault("state", {})
+        client = scope.get("client")
+        record = AuditRecord(id=scope_state.get("request_id", ""), endpoint=path,
+                             client=client[0] if client else None)
+        scope_state["audit"] = record
+        status = 500
+
+        async def send_accounted(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                if record.response_headers:
+                    message["headers"] = [
+                        *message.get("headers", []),
+                        *((k.lower().encode(), v.encode())
+                          for k, v in record.response_headers.items()),
+                    ]
+            await send(message)
+
+        endpoint_gauge = state.metrics.in_flight.labels(endpoint=state.route_label(path))
+        endpoint_gauge.inc()
+        try:
+            await self.app(scope, receive, send_accounted)
+        finally:
+            endpoint_gauge.dec()
+            route = scope.get("route")
+            record.endpoint = getattr(route, "path", None) or state.route_label(path)
+            await finish(state, record, status)

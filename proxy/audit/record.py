@@ -1,0 +1,62 @@
+"""What is recorded about one request, filled in as the request goes along."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+
+@dataclass
+class AuditRecord:
+    id: str
+    endpoint: str
+    client: str | None = None
+    at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    user: str | None = None
+    role: str | None = None
+    model: str | None = None
+    prompt_chars: int = 0
+    prompt_sha256: str | None = None
+    prompt_text: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    ttft_ms: float | None = None
+    duration_ms: float = 0.0
+    upstream_ms: float = 0.0
+    status: int = 0
+    error: str | None = None
+    cached: bool = False
+    # Not stored: bookkeeping for the request in progress.
+    started: float = field(default_factory=time.perf_counter, repr=False)
+    status_override: int | None = field(default=None, repr=False)
+    on_finish: list[Callable[[], Awaitable[None]]] = field(default_factory=list, repr=False)
+    response_headers: dict[str, str] = field(default_factory=dict, repr=False)
+    tokens_per_second: float | None = field(default=None, repr=False)
+
+    def set_prompt(self, text: str, keep_text: bool) -> None:
+        self.prompt_chars = len(text)
+        self.prompt_sha256 = hashlib.sha256(text.encode()).hexdigest()
+        self.prompt_text = text if keep_text else None
+
+    def fail(self, status: int, error: str) -> None:
+        """Record a failure that happened after the HTTP status was sent (mid-stream)."""
+        self.status_override = status
+        self.error = error[:500]
+
+    def row(self) -> dict[str, Any]:
+        data = asdict(self)
+        for key in ("started", "status_override", "on_finish", "response_headers",
+                    "tokens_per_second"):
+            data.pop(key)
+        return data
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> AuditRecord:
+        data = dict(row)
+        if isinstance(data.get("at"), str):
+            data["at"] = datetime.fromisoformat(data["at"])
+        return cls(**data)

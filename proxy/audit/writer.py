@@ -1,0 +1,207 @@
+"""The audit writer: batches rows off the request path; nothing accepted is lost.
+
+- Requests only `submit()` (a queue put); one background task writes batches of up to
+  `PROXY_AUDIT_BATCH_SIZE` rows, at least every `PROXY_AUDIT_FLUSH_SECONDS`.
+- When the database refuses a batch, the batch is appended to a local spool file (JSON lines,
+  fsynced) and later batches follow it there, so order is kept. Every
+  `PROXY_AUDIT_RETRY_SECONDS` the spool is replayed into the database; the file is emptied only
+  after every row in it is stored. Inserts ignore ids already present, so a replay interrupted
+  halfway can simply run again.
+- A spool left behind by an earlier process is replayed at startup.
+- `close()` (graceful shutdown) drains the queue to the database or, failing that, to the spool.
+- A hard-killed process loses only the rows still in the in-memory queue: at most the requests
+  that finished in the last flush interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import insert
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from proxy.audit.record import AuditRecord
+from proxy.core.metrics import ProxyMetrics
+from proxy.core.models import AuditEntry
+from proxy.core.settings import Settings
+
+log = logging.getLogger("proxy.audit")
+
+DB_WRITE_TIMEOUT_SECONDS = 10.0
+REPLAY_CHUNK = 500
+
+
+class AuditWriter:
+    def __init__(self, engine: AsyncEngine, settings: Settings, metrics: ProxyMetrics) -> None:
+        self._engine = engine
+        self._metrics = metrics
+        self._spool = Path(settings.proxy_audit_spool_path)
+        self._batch_size = settings.proxy_audit_batch_size
+        self._flush_seconds = settings.proxy_audit_flush_seconds
+        self._retry_seconds = settings.proxy_audit_retry_seconds
+        self._queue: asyncio.Queue[AuditRecord] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self._spooled = self._count_spooled()
+        self._last_replay = 0.0
+        self._closing = False
+        metrics.audit_spooled_rows.set(self._spooled)
+
+    @property
+    def spooled(self) -> int:
+        return self._spooled
+
+    def submit(self, record: AuditRecord) -> None:
+        self._queue.put_nowait(record)
+        self._metrics.audit_queue_depth.set(self._queue.qsize())
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="audit-writer")
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        rows = self._drain()
+        if self._spooled:
+            await self._replay()
+        if rows:
+            await self._store(rows)
+
+    async def flush(self) -> None:
+        """Write what is queued now (tests and shutdown)."""
+        rows = self._drain()
+        if rows:
+            await self._store(rows)
+
+    def _drain(self) -> list[AuditRecord]:
+        rows: list[AuditRecord] = []
+        while not self._queue.empty():
+            rows.append(self._queue.get_nowait())
+        self._metrics.audit_queue_depth.set(0)
+        return rows
+
+    async def _run(self) -> None:
+        while True:
+            batch = await self._next_batch()
+            try:
+                if self._spooled and time.monotonic() - self._last_replay >= self._retry_seconds:
+                    await self._replay()
+                if batch:
+                    await self._store(batch)
+            except Exception:  # the writer must outlive any single failure
+                log.exception("audit writer failed; retrying")
+
+    async def _next_batch(self) -> list[AuditRecord]:
+        timeout = self._flush_seconds if not self._spooled else min(
+            self._flush_seconds, self._retry_seconds)
+        batch: list[AuditRecord] = []
+        try:
+            batch.append(await asyncio.wait_for(self._queue.get(), timeout))
+        except TimeoutError:
+            return batch
+        deadline = time.monotonic() + self._flush_seconds
+        while len(batch) < self._batch_size:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+            except TimeoutError:
+                break
+        self._metrics.audit_queue_depth.set(self._queue.qsize())
+        return batch
+
+    async def _store(self, batch: list[AuditRecord]) -> None:
+        rows = [record.row() for record in batch]
+        if self._spooled:
+            # The database is (or was just) down: keep order by queueing behind the spool.
+            await self._append_to_spool(rows)
+            return
+        try:
+            await self._insert(rows)
+        except Exception as exc:
+            log.warning("audit database write failed (%s); spooling %d rows to %s",
+                        type(exc).__name__, len(rows), self._spool)
+            await self._append_to_spool(rows)
+
+    async def _insert(self, rows: list[dict[str, Any]]) -> None:
+        dialect = self._engine.dialect.name
+        statement: Any
+        if dialect == "postgresql":
+            statement = postgresql.insert(AuditEntry).on_conflict_do_nothing(
+                index_elements=["id"])
+        elif dialect == "sqlite":
+            statement = sqlite.insert(AuditEntry).on_conflict_do_nothing(index_elements=["id"])
+        else:
+            statement = insert(AuditEntry)
+
+        async def run() -> None:
+            async with self._engine.begin() as connection:
+                await connection.execute(statement, rows)
+
+        await asyncio.wait_for(run(), DB_WRITE_TIMEOUT_SECONDS)
+        self._metrics.audit_written.inc(len(rows))
+
+    async def _append_to_spool(self, rows: list[dict[str, Any]]) -> None:
+        lines = "".join(json.dumps(row, default=str) + "\n" for row in rows)
+        await asyncio.to_thread(self._append_sync, lines)
+        self._spooled += len(rows)
+        self._metrics.audit_spooled_rows.set(self._spooled)
+
+    def _append_sync(self, lines: str) -> None:
+        self._spool.parent.mkdir(parents=True, exist_ok=True)
+        with self._spool.open("a", encoding="utf-8") as handle:
+            handle.write(lines)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    async def _replay(self) -> None:
+        self._last_replay = time.monotonic()
+        rows = await asyncio.to_thread(self._read_spool)
+        try:
+            for start in range(0, len(rows), REPLAY_CHUNK):
+                chunk = [AuditRecord.from_row(r).row() for r in rows[start:start + REPLAY_CHUNK]]
+                await self._insert(chunk)
+        except Exception as exc:
+            log.info("audit database still unavailable (%s); %d rows stay spooled",
+                     type(exc).__name__, self._spooled)
+            return
+        await asyncio.to_thread(self._truncate_spool)
+        log.info("replayed %d spooled audit rows into the database", len(rows))
+        self._spooled = 0
+        self._metrics.audit_spooled_rows.set(0)
+
+    def _read_spool(self) -> list[dict[str, Any]]:
+        if not self._spool.exists():
+            return []
+        rows = []
+        with self._spool.open(encoding="utf-8") as handle:
+            for line in handle:
+                if line.strip():
+                    try:
+                        rows.append(json.loads(line))
+                    except ValueError:
+                        # A line cut short by a crash mid-write is the one row not acknowledged.
+                        log.warning("skipping a truncated line in the audit spool")
+        return rows
+
+    def _truncate_spool(self) -> None:
+        with self._spool.open("w", encoding="utf-8") as handle:
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def _count_spooled(self) -> int:
+        if not self._spool.exists():
+            return 0
+        with self._spool.open(encoding="utf-8") as handle:
+            return sum(1 for line in handle if line.strip())

@@ -1,0 +1,74 @@
+"""Prometheus metrics of the proxy (prometheus-client, one registry per app).
+
+Ollama has no /metrics, so the proxy is where latency, time to first token and tokens per second
+become measurable. Names follow vLLM's vocabulary where one exists. Labels are bounded: endpoint
+is a route template, model is a model upstream knows (or "unknown"/"none"), status a status code;
+never a user id or a prompt.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+PREFIX = "llm_proxy"
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30, 60, 120, 300)
+TTFT_BUCKETS = (0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 30)
+TPS_BUCKETS = (1, 5, 10, 15, 20, 25, 30, 35, 40, 50, 60, 80, 100, 150, 200, 400)
+
+
+class ProxyMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            f"{PREFIX}_requests", "Requests handled, by endpoint, model and status.",
+            ["endpoint", "model", "status"], registry=r)
+        self.request_duration = Histogram(
+            f"{PREFIX}_request_duration_seconds",
+            "End-to-end request latency, from receipt to the last byte sent.",
+            ["endpoint", "model"], buckets=LATENCY_BUCKETS, registry=r)
+        self.time_to_first_token = Histogram(
+            f"{PREFIX}_time_to_first_token_seconds",
+            "From request receipt to the first generated token.",
+            ["model"], buckets=TTFT_BUCKETS, registry=r)
+        self.prompt_tokens = Counter(
+            f"{PREFIX}_prompt_tokens", "Prompt tokens evaluated upstream.", ["model"], registry=r)
+        self.generation_tokens = Counter(
+            f"{PREFIX}_generation_tokens", "Tokens generated upstream.", ["model"], registry=r)
+        self.tokens_per_second = Histogram(
+            f"{PREFIX}_generation_tokens_per_second",
+            "Upstream generation speed per request (eval_count / eval_duration).",
+            ["model"], buckets=TPS_BUCKETS, registry=r)
+        self.in_flight = Gauge(
+            f"{PREFIX}_requests_in_flight", "Requests being handled now.", ["endpoint"],
+            registry=r)
+        self.rate_limited = Counter(
+            f"{PREFIX}_rate_limited", "Requests refused by a limit (rate or concurrency).",
+            ["limit"], registry=r)
+        self.limiter_errors = Counter(
+            f"{PREFIX}_limiter_backend_errors",
+            "Limit checks that could not reach their storage (Redis).", ["mode"], registry=r)
+        self.auth_failures = Counter(
+            f"{PREFIX}_auth_failures", "Failed authentications, by reason.", ["reason"],
+            registry=r)
+        self.cache = Counter(
+            f"{PREFIX}_cache_requests", "Response cache lookups, by result (hit/miss).",
+            ["result"], registry=r)
+        self.upstream_up = Gauge(
+            f"{PREFIX}_upstream_up", "1 if the last contact with Ollama succeeded.", registry=r)
+        self.audit_queue_depth = Gauge(
+            f"{PREFIX}_audit_queue_depth", "Audit rows waiting to be written.", registry=r)
+        self.audit_spooled_rows = Gauge(
+            f"{PREFIX}_audit_spooled_rows",
+            "Audit rows in the local spool file, waiting for the database.", registry=r)
+        self.audit_written = Counter(
+            f"{PREFIX}_audit_rows_written", "Audit rows stored in the database.", registry=r)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,105 @@
+"""Prompt templates: named Jinja2 templates stored in the database, rendered in a sandbox.
+
+The sandbox refuses attribute tricks (`{{ ''.__class__ }}`), and StrictUndefined makes a missing
+variable an error instead of an empty string in the prompt.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError
+from jinja2.exceptions import SecurityError
+from jinja2.sandbox import SandboxedEnvironment
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from proxy.core.errors import NotFound, ProxyError, RequestInvalid
+from proxy.core.models import PromptTemplate, utcnow
+from proxy.schemas import TemplateIn, TemplateOut
+
+ENVIRONMENT = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+
+
+class TemplateExists(ProxyError):
+    status_code = 409
+
+
+def _out(row: PromptTemplate) -> TemplateOut:
+    return TemplateOut(name=row.name, template=row.template, description=row.description,
+                       created_by=row.created_by, created_at=row.created_at,
+                       updated_at=row.updated_at)
+
+
+def check_syntax(source: str) -> None:
+    try:
+        ENVIRONMENT.parse(source)
+    except TemplateSyntaxError as exc:
+        raise RequestInvalid(f"template syntax error on line {exc.lineno}: {exc.message}") \
+            from exc
+
+
+async def render(factory: async_sessionmaker[AsyncSession], name: str,
+                 variables: dict[str, Any]) -> str:
+    async with factory() as session:
+        row = await session.get(PromptTemplate, name)
+    if row is None:
+        raise NotFound(f"template '{name}' not found")
+    try:
+        text = ENVIRONMENT.from_string(row.template).render(**variables)
+    except SecurityError as exc:
+        raise RequestInvalid(f"template '{name}' tried something unsafe: {exc}") from exc
+    except TemplateError as exc:
+        raise RequestInvalid(f"template '{name}' could not be rendered: {exc}") from exc
+    if not text.strip():
+        raise RequestInvalid(f"template '{name}' rendered an empty prompt")
+    return text
+
+
+async def list_all(factory: async_sessionmaker[AsyncSession]) -> list[TemplateOut]:
+    async with factory() as session:
+        rows = await session.scalars(select(PromptTemplate).order_by(PromptTemplate.name))
+        return [_out(r) for r in rows]
+
+
+async def get(factory: async_sessionmaker[AsyncSession], name: str) -> TemplateOut:
+    async with factory() as session:
+        row = await session.get(PromptTemplate, name)
+    if row is None:
+        raise NotFound(f"template '{name}' not found")
+    return _out(row)
+
+
+async def create(factory: async_sessionmaker[AsyncSession], body: TemplateIn,
+                 author: str) -> TemplateOut:
+    check_syntax(body.template)
+    async with factory() as session, session.begin():
+        if await session.get(PromptTemplate, body.name) is not None:
+            raise TemplateExists(f"template '{body.name}' already exists; use PUT to change it")
+        now = utcnow()
+        row = PromptTemplate(name=body.name, template=body.template,
+                             description=body.description, created_by=author,
+                             created_at=now, updated_at=now)
+        session.add(row)
+    return _out(row)
+
+
+async def update(factory: async_sessionmaker[AsyncSession], name: str, body: TemplateIn
+                 ) -> TemplateOut:
+    if body.name != name:
+        raise RequestInvalid("the name in the body must match the name in the path")
+    check_syntax(body.template)
+    async with factory() as session, session.begin():
+        row = await session.get(PromptTemplate, name)
+        if row is None:
+            raise NotFound(f"template '{name}' not found")
+        row.template, row.description, row.updated_at = body.template, body.description, utcnow()
+    return _out(row)
+
+
+async def delete(factory: async_sessionmaker[AsyncSession], name: str) -> None:
+    async with factory() as session, session.begin():
+        row = await session.get(PromptTemplate, name)
+        if row is None:
+            raise NotFound(f"template '{name}' not found")
+        await session.delete(row)
