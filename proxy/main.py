@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import hmac
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -10,10 +13,11 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from proxy import __version__
+from proxy.api.accounting import AccountingMiddleware, audit_record
 from proxy.api.middleware import (
     BodySizeLimitMiddleware,
     JsonBodyMiddleware,
@@ -58,25 +62,51 @@ def _validation_response(exc: RequestValidationError) -> JSONResponse:
 
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ProxyError)
-    async def proxy_error(_: Request, exc: ProxyError) -> JSONResponse:
+    async def proxy_error(request: Request, exc: ProxyError) -> JSONResponse:
+        record = audit_record(request.scope)
+        if record is not None:
+            record.error = exc.message[:500]
         return JSONResponse({"error": exc.message}, status_code=exc.status_code,
                             headers=exc.headers())
 
     @app.exception_handler(AuthError)
-    async def auth_error(_: Request, exc: AuthError) -> JSONResponse:
+    async def auth_error(request: Request, exc: AuthError) -> JSONResponse:
+        request.app.state.proxy.metrics.auth_failures.labels(reason=exc.reason).inc()
+        record = audit_record(request.scope)
+        if record is not None:
+            record.error = f"auth: {exc.reason}: {exc.message}"[:500]
         return JSONResponse(
             {"error": exc.message, "reason": exc.reason}, status_code=401,
             headers={"WWW-Authenticate": f'Bearer error="invalid_token", reason="{exc.reason}"'},
         )
 
     @app.exception_handler(RequestValidationError)
-    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return _validation_response(exc)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        response = _validation_response(exc)
+        record = audit_record(request.scope)
+        if record is not None:
+            record.error = bytes(response.body).decode()[:500]
+        return response
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code,
                             headers=getattr(exc, "headers", None))
+
+
+UPSTREAM_PROBE_SECONDS = 15.0
+
+
+async def _probe_upstream(state: AppState) -> None:
+    """Keep `upstream_up` and the known model names current, even with no traffic."""
+    while True:
+        try:
+            models = await state.upstream.tags()
+            state.known_models.update([str(m.get("name", "")) for m in models])
+            state.metrics.upstream_up.set(1)
+        except ProxyError:
+            state.metrics.upstream_up.set(0)
+        await asyncio.sleep(UPSTREAM_PROBE_SECONDS)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -85,12 +115,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state = AppState.build(settings)
+        probe: asyncio.Task[None] | None = None
         try:
             if settings.proxy_auto_migrate:
                 await migrate(state.engine)
+            await state.audit.start()
+            probe = asyncio.create_task(_probe_upstream(state), name="upstream-probe")
             app.state.proxy = state
             yield
         finally:
+            if probe is not None:
+                probe.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await probe
             await state.aclose()
 
     app = FastAPI(
@@ -98,9 +135,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     _install_error_handlers(app)
     app.include_router(api_router)
+    # Outermost last: request id, then accounting (so that 413s are audited), then the cap.
     app.add_middleware(JsonBodyMiddleware)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.proxy_max_body_bytes)
+    app.add_middleware(AccountingMiddleware)
     app.add_middleware(RequestIdMiddleware)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics(request: Request) -> PlainTextResponse:
+        token = settings.proxy_metrics_token
+        if token is None and settings.proxy_env == "production":
+            return PlainTextResponse("metrics disabled: set PROXY_METRICS_TOKEN", 403)
+        if token is not None:
+            supplied = request.headers.get("authorization", "")
+            if not hmac.compare_digest(supplied.encode(), f"Bearer {token}".encode()):
+                return PlainTextResponse("a valid scrape token is required", 401,
+                                         headers={"WWW-Authenticate": "Bearer"})
+        state: AppState = request.app.state.proxy
+        return PlainTextResponse(state.metrics.render(),
+                                 media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @app.get("/", include_in_schema=False)
     async def root() -> RedirectResponse:

@@ -1,0 +1,99 @@
+"""Usage analytics and cost over the audit log.
+
+Aggregation happens in Python over the rows of the requested range, the same on SQLite and
+Postgres (p95 needs the individual latencies anyway). Cost is computed at query time from the
+cost model in settings, identically for streamed and non-streamed requests because both store
+tokens and upstream time the same way; answers served from the cache cost nothing.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import datetime
+from typing import Any, Literal
+
+from sqlalchemy import Select, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from proxy.core.models import AuditEntry
+from proxy.core.settings import Settings
+
+GroupBy = Literal["user", "model", "day", "endpoint"]
+SECONDS_PER_MONTH = 30 * 24 * 3600
+MAX_ROWS = 1_000_000
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, -(-len(ordered) * q // 100))  # nearest-rank, ceil without floats
+    return ordered[int(rank) - 1]
+
+
+def _key(entry: AuditEntry, group_by: list[GroupBy]) -> tuple[str, ...]:
+    parts = []
+    for part in group_by:
+        if part == "day":
+            parts.append(entry.at.date().isoformat())
+        else:
+            parts.append(getattr(entry, part) or "-")
+    return tuple(parts)
+
+
+def filtered(start: datetime | None, end: datetime | None, user: str | None = None,
+             model: str | None = None) -> Select[AuditEntry]:
+    query = select(AuditEntry)
+    if start is not None:
+        query = query.where(AuditEntry.at >= start)
+    if end is not None:
+        query = query.where(AuditEntry.at < end)
+    if user is not None:
+        query = query.where(AuditEntry.user == user)
+    if model is not None:
+        query = query.where(AuditEntry.model == model)
+    return query
+
+
+async def _entries(factory: async_sessionmaker[AsyncSession], query: Select[AuditEntry]
+                   ) -> list[AuditEntry]:
+    async with factory() as session:
+        return list(await session.scalars(query.limit(MAX_ROWS)))
+
+
+def cost_of(entry: AuditEntry, settings: Settings) -> float:
+    if entry.cached:
+        return 0.0
+    if settings.proxy_cost_mode == "gpu_time":
+        per_second = (settings.proxy_cost_gpu_hour / 3600
+                      + settings.proxy_cost_hardware_month / SECONDS_PER_MONTH)
+        return entry.upstream_ms / 1000 * per_second
+    prices = settings.proxy_cost_per_1k_tokens
+    price = prices.get(entry.model or "") or prices.get("*") or {}
+    return (entry.prompt_tokens * price.get("prompt", 0.0)
+            + entry.completion_tokens * price.get("completion", 0.0)) / 1000
+
+
+async def usage(factory: async_sessionmaker[AsyncSession], settings: Settings,
+                group_by: list[GroupBy], start: datetime | None, end: datetime | None,
+                user: str | None, model: str | None) -> list[dict[str, Any]]:
+    groups: dict[tuple[str, ...], list[AuditEntry]] = defaultdict(list)
+    for entry in await _entries(factory, filtered(start, end, user, model)):
+        groups[_key(entry, group_by)].append(entry)
+    rows = []
+    for key, entries in sorted(groups.items()):
+        latencies = [e.duration_ms for e in entries if e.status < 400]
+        labels: dict[str, Any] = dict(zip(group_by, key, strict=True))
+        rows.append({
+            **labels,
+            "requests": len(entries),
+            "prompt_tokens": sum(e.prompt_tokens for e in entries),
+            "completion_tokens": sum(e.completion_tokens for e in entries),
+            "mean_latency_ms": round(sum(latencies) / len(latencies), 3) if latencies else None,
+            "p95_latency_ms": _percentile(latencies, 95),
+            "errors": sum(1 for e in entries if e.status >= 400 and e.status != 429),
+            "rate_limited": sum(1 for e in entries if e.status == 429),
+            "cached": sum(1 for e in entries if e.cached),
+            "cost": round(sum(cost_of(e, settings) for e in entries), 6),
+        })
+    return rows
