@@ -48,6 +48,10 @@ class AuditWriter:
         self._flush_seconds = settings.proxy_audit_flush_seconds
         self._retry_seconds = settings.proxy_audit_retry_seconds
         self._queue: asyncio.Queue[AuditRecord] = asyncio.Queue()
+        # Rows taken off the queue and not yet stored. Kept on the instance, not in a local, so
+        # that cancelling the writer at shutdown cannot drop them; storing twice is harmless
+        # because inserts ignore ids already present.
+        self._pending: list[AuditRecord] = []
         self._task: asyncio.Task[None] | None = None
         self._spooled = self._count_spooled()
         self._last_replay = 0.0
@@ -60,7 +64,7 @@ class AuditWriter:
 
     def submit(self, record: AuditRecord) -> None:
         self._queue.put_nowait(record)
-        self._metrics.audit_queue_depth.set(self._queue.qsize())
+        self._metrics.audit_queue_depth.set(self._queue.qsize() + len(self._pending))
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="audit-writer")
@@ -71,15 +75,10 @@ class AuditWriter:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        rows = self._drain()
+        rows = self._pending + self._drain()
+        self._pending = []
         if self._spooled:
             await self._replay()
-        if rows:
-            await self._store(rows)
-
-    async def flush(self) -> None:
-        """Write what is queued now (tests and shutdown)."""
-        rows = self._drain()
         if rows:
             await self._store(rows)
 
@@ -92,34 +91,36 @@ class AuditWriter:
 
     async def _run(self) -> None:
         while True:
-            batch = await self._next_batch()
+            await self._fill_pending()
             try:
                 if self._spooled and time.monotonic() - self._last_replay >= self._retry_seconds:
                     await self._replay()
-                if batch:
-                    await self._store(batch)
+                if self._pending:
+                    await self._store(self._pending)
+                    self._pending = []
             except Exception:  # the writer must outlive any single failure
                 log.exception("audit writer failed; retrying")
+                await asyncio.sleep(self._retry_seconds)
 
-    async def _next_batch(self) -> list[AuditRecord]:
+    async def _fill_pending(self) -> None:
+        """Take up to one batch off the queue, waiting at most one flush interval."""
         timeout = self._flush_seconds if not self._spooled else min(
             self._flush_seconds, self._retry_seconds)
-        batch: list[AuditRecord] = []
-        try:
-            batch.append(await asyncio.wait_for(self._queue.get(), timeout))
-        except TimeoutError:
-            return batch
+        if not self._pending:
+            try:
+                self._pending.append(await asyncio.wait_for(self._queue.get(), timeout))
+            except TimeoutError:
+                return
         deadline = time.monotonic() + self._flush_seconds
-        while len(batch) < self._batch_size:
+        while len(self._pending) < self._batch_size:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
             try:
-                batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+                self._pending.append(await asyncio.wait_for(self._queue.get(), remaining))
             except TimeoutError:
                 break
-        self._metrics.audit_queue_depth.set(self._queue.qsize())
-        return batch
+        self._metrics.audit_queue_depth.set(self._queue.qsize() + len(self._pending))
 
     async def _store(self, batch: list[AuditRecord]) -> None:
         rows = [record.row() for record in batch]
@@ -129,6 +130,7 @@ class AuditWriter:
             return
         try:
             await self._insert(rows)
+            self._metrics.audit_queue_depth.set(self._queue.qsize())
         except Exception as exc:
             log.warning("audit database write failed (%s); spooling %d rows to %s",
                         type(exc).__name__, len(rows), self._spool)

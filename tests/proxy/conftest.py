@@ -191,3 +191,30 @@ def proxy_factory(tmp_path_factory: pytest.TempPathFactory
 def proxy_server(simulator: SimulatorProcess, proxy_factory: Callable[..., ProxyProcess]
                  ) -> ProxyProcess:
     return proxy_factory(OLLAMA_URL=simulator.url)
+
+
+@pytest.fixture(scope="module")
+def postgres_url() -> Iterator[str]:
+    """A fresh Postgres database for this module (for tests that only make sense on Postgres)."""
+    yield from _postgres_database()
+
+
+def count_rows(database_url: str, sql: str, *args: object) -> int:
+    """Run a COUNT query directly against the database (not through the proxy)."""
+    import asyncio
+    import sqlite3
+
+    if database_url.startswith("sqlite"):
+        path = database_url.split("///", 1)[1]
+        with sqlite3.connect(path) as conn:
+            return int(conn.execute(sql.replace("$1", "?").replace("$2", "?"), args)
+                       .fetchone()[0])
+
+    async def run() -> int:
+        conn = await asyncpg.connect(database_url.replace("+asyncpg", ""))
+        try:
+            return int(await conn.fetchval(sql, *args))
+        finally:
+            await conn.close()
+
+    return asyncio.run(run())

@@ -1,0 +1,217 @@
+"""The audit log loses nothing: N requests give N rows, across a database outage, a graceful
+restart, and (for spooled rows) a hard kill.
+
+The bound a hard kill can lose is the rows still in the writer's in-memory queue: requests that
+finished within the last PROXY_AUDIT_FLUSH_SECONDS. `test_hard_kill_keeps_every_spooled_row`
+proves rows already spooled survive SIGKILL; `test_hard_kill_after_flush_keeps_every_row`
+proves rows older than one flush interval are in the database.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import signal
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.proxy.conftest import (
+    ProxyProcess,
+    auth,
+    count_rows,
+    make_token,
+    start_proxy,
+    stop_proxy,
+)
+from tests.proxy.outage import TcpOutage
+
+pytestmark = pytest.mark.usefixtures("sim")
+
+ROWS_FOR = 'SELECT count(*) FROM audit_log WHERE "user" = $1'
+
+
+def generate(proxy: ProxyProcess, user: str, prompt: str = "audit me", **body: object
+             ) -> httpx.Response:
+    with proxy.client() as client:
+        return client.post("/api/llm/generate", headers=auth(user),
+                           json={"model": "llama3.2", "prompt": prompt, "stream": False,
+                                 "options": {"num_predict": 3}, **body})
+
+
+def metric(proxy: ProxyProcess, name: str) -> float:
+    text = httpx.get(f"{proxy.url}/metrics", timeout=10).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name:
+                return float(sample.value)
+    raise AssertionError(f"{name} not in /metrics")
+
+
+def wait_rows(database_url: str, user: str, expected: int, timeout: float = 20) -> int:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            found = count_rows(database_url, ROWS_FOR, user)
+        except Exception:
+            found = -1
+        if found == expected or time.monotonic() > deadline:
+            return found
+        time.sleep(0.1)
+
+
+def test_every_kind_of_request_gets_exactly_one_row(proxy_factory, simulator,
+                                                    database_url: str) -> None:
+    proxy = proxy_factory(OLLAMA_URL=simulator.url, DATABASE_URL=database_url,
+                          PROXY_RATE_LIMIT="3/minute")
+    user = f"u-{uuid.uuid4().hex[:8]}"
+    statuses = [generate(proxy, user).status_code for _ in range(3)]       # 200 ×3
+    statuses.append(generate(proxy, user).status_code)                     # 429
+    statuses.append(generate(proxy, user, model="x y").status_code)        # 422
+    with proxy.client() as client:
+        statuses.append(client.post("/api/llm/generate", json={"model": "llama3.2"}).status_code)
+    assert statuses == [200, 200, 200, 429, 422, 401]
+    assert wait_rows(database_url, user, 5) == 5
+    # The 401 has no user: find it by its reason.
+    assert count_rows(database_url,
+                      "SELECT count(*) FROM audit_log WHERE status = 401 AND error LIKE $1",
+                      "%missing_token%") >= 1
+    assert count_rows(database_url, 'SELECT count(*) FROM audit_log WHERE "user" = $1 '
+                      "AND status = 429", user) == 1
+    digest = hashlib.sha256(b"audit me").hexdigest()
+    assert count_rows(database_url,
+                      'SELECT count(*) FROM audit_log WHERE "user" = $1 AND prompt_sha256 = $2 '
+                      "AND prompt_text IS NULL AND completion_tokens = 3 AND ttft_ms > 0",
+                      user, digest) == 3
+
+
+def test_rows_survive_a_database_outage(simulator, postgres_url: str, tmp_path: Path) -> None:
+    host, port = "127.0.0.1", int(postgres_url.split("@")[1].split("/")[0].split(":")[1])
+    database = postgres_url.rsplit("/", 1)[1]
+    user = f"u-{uuid.uuid4().hex[:8]}"
+    with TcpOutage(host, port) as link:
+        url = f"postgresql://postgres@127.0.0.1:{link.port}/{database}"
+        proxy = start_proxy(tmp_path, {"OLLAMA_URL": simulator.url, "DATABASE_URL": url,
+                                       "PROXY_AUDIT_RETRY_SECONDS": "0.5"})
+        try:
+            for _ in range(5):
+                assert generate(proxy, user).status_code == 200
+            assert wait_rows(postgres_url, user, 5) == 5
+            link.cut()
+            for _ in range(20):
+                assert generate(proxy, user).status_code == 200
+            deadline = time.monotonic() + 15
+            while metric(proxy, "llm_proxy_audit_spooled_rows") < 20:
+                assert time.monotonic() < deadline, "rows were not spooled during the outage"
+                time.sleep(0.1)
+            spool = tmp_path / "audit-spool.jsonl"
+            assert len(spool.read_text().splitlines()) == 20
+            assert count_rows(postgres_url, ROWS_FOR, user) == 5
+            link.restore()
+            assert wait_rows(postgres_url, user, 25) == 25
+            assert metric(proxy, "llm_proxy_audit_spooled_rows") == 0
+            assert spool.read_text() == ""
+        finally:
+            stop_proxy(proxy)
+
+
+def test_graceful_restart_flushes_the_queue(simulator, database_url: str,
+                                            tmp_path: Path) -> None:
+    user = f"u-{uuid.uuid4().hex[:8]}"
+    # A long flush interval keeps the rows queued until shutdown.
+    proxy = start_proxy(tmp_path, {"OLLAMA_URL": simulator.url, "DATABASE_URL": database_url,
+                                   "PROXY_AUDIT_FLUSH_SECONDS": "10"})
+    try:
+        for _ in range(12):
+            assert generate(proxy, user).status_code == 200
+        assert count_rows(database_url, ROWS_FOR, user) == 0
+        assert metric(proxy, "llm_proxy_audit_queue_depth") > 0
+    finally:
+        proxy.process.send_signal(signal.SIGTERM)
+        proxy.process.wait(30)
+    assert count_rows(database_url, ROWS_FOR, user) == 12
+
+
+def test_shutdown_during_an_outage_spools_then_the_next_process_replays(
+    simulator, postgres_url: str, tmp_path: Path
+) -> None:
+    port = int(postgres_url.split("@")[1].split("/")[0].split(":")[1])
+    database = postgres_url.rsplit("/", 1)[1]
+    user = f"u-{uuid.uuid4().hex[:8]}"
+    with TcpOutage("127.0.0.1", port) as link:
+        env = {"OLLAMA_URL": simulator.url,
+               "DATABASE_URL": f"postgresql://postgres@127.0.0.1:{link.port}/{database}",
+               "PROXY_AUDIT_FLUSH_SECONDS": "10"}
+        proxy = start_proxy(tmp_path, env)
+        for _ in range(7):
+            assert generate(proxy, user).status_code == 200
+        link.cut()
+        proxy.process.send_signal(signal.SIGTERM)
+        proxy.process.wait(30)
+        assert len((tmp_path / "audit-spool.jsonl").read_text().splitlines()) == 7
+        link.restore()
+        successor = start_proxy(tmp_path, {**env, "PROXY_AUDIT_FLUSH_SECONDS": "0.25"})
+        try:
+            assert wait_rows(postgres_url, user, 7) == 7
+        finally:
+            stop_proxy(successor)
+
+
+def test_hard_kill_keeps_every_spooled_row(simulator, postgres_url: str,
+                                           tmp_path: Path) -> None:
+    port = int(postgres_url.split("@")[1].split("/")[0].split(":")[1])
+    database = postgres_url.rsplit("/", 1)[1]
+    user = f"u-{uuid.uuid4().hex[:8]}"
+    with TcpOutage("127.0.0.1", port) as link:
+        env = {"OLLAMA_URL": simulator.url,
+               "DATABASE_URL": f"postgresql://postgres@127.0.0.1:{link.port}/{database}"}
+        proxy = start_proxy(tmp_path, env)
+        link.cut()
+        for _ in range(9):
+            assert generate(proxy, user).status_code == 200
+        deadline = time.monotonic() + 15
+        while metric(proxy, "llm_proxy_audit_spooled_rows") < 9:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        proxy.process.send_signal(signal.SIGKILL)
+        proxy.process.wait(10)
+        link.restore()
+        successor = start_proxy(tmp_path, env)
+        try:
+            assert wait_rows(postgres_url, user, 9) == 9
+        finally:
+            stop_proxy(successor)
+
+
+def test_hard_kill_after_flush_keeps_every_row(simulator, database_url: str,
+                                               tmp_path: Path) -> None:
+    user = f"u-{uuid.uuid4().hex[:8]}"
+    proxy = start_proxy(tmp_path, {"OLLAMA_URL": simulator.url, "DATABASE_URL": database_url})
+    for _ in range(15):
+        assert generate(proxy, user).status_code == 200
+    # Rows older than one flush interval (0.25 s) have left the in-memory queue.
+    deadline = time.monotonic() + 10
+    while metric(proxy, "llm_proxy_audit_queue_depth") > 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    time.sleep(0.5)
+    proxy.process.send_signal(signal.SIGKILL)
+    proxy.process.wait(10)
+    assert count_rows(database_url, ROWS_FOR, user) == 15
+
+
+def test_auth_failures_are_audited_with_their_reason(proxy_factory, simulator,
+                                                     database_url: str) -> None:
+    proxy = proxy_factory(OLLAMA_URL=simulator.url, DATABASE_URL=database_url)
+    expired = make_token("eve", ttl=-300)
+    with proxy.client() as client:
+        assert client.get("/api/llm/models",
+                          headers={"Authorization": f"Bearer {expired}"}).status_code == 401
+    deadline = time.monotonic() + 10
+    while count_rows(database_url, "SELECT count(*) FROM audit_log WHERE status = 401 AND "
+                     "error LIKE $1", "%expired%") < 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)

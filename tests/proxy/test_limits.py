@@ -1,0 +1,263 @@
+"""Rate limits and concurrency caps, over HTTP and WebSocket, in memory and shared through the
+real Redis; slots come back on every exit path; Redis down fails closed or open as configured."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from websockets.sync.client import connect
+
+from tests.proxy.conftest import ProxyProcess, auth, free_port, make_token, sim_fault
+
+pytestmark = pytest.mark.usefixtures("sim")
+
+REDIS = "redis://127.0.0.1:6379/0"
+LIMIT_ENV = {"PROXY_RATE_LIMIT": "10/minute", "PROXY_CONCURRENCY_LIMIT": "2"}
+
+
+def fresh_user() -> str:
+    # Redis keeps windows between test runs; a new user id starts with an empty window.
+    return f"user-{uuid.uuid4().hex[:10]}"
+
+
+def generate(proxy: ProxyProcess, user: str, role: str = "user", **body: object
+             ) -> httpx.Response:
+    with proxy.client() as client:
+        return client.post("/api/llm/generate", headers=auth(user, role),
+                           json={"model": "llama3.2", "prompt": "hi", "stream": False,
+                                 "options": {"num_predict": 2}, **body})
+
+
+def metric(proxy: ProxyProcess, name: str, **labels: str) -> float:
+    text = httpx.get(f"{proxy.url}/metrics", timeout=10).text
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                total += sample.value
+    return total
+
+
+@pytest.fixture(scope="module", params=["memory", "redis"])
+def limited(request: pytest.FixtureRequest, proxy_factory, simulator) -> ProxyProcess:
+    env = {**LIMIT_ENV, "OLLAMA_URL": simulator.url}
+    if request.param == "redis":
+        env["REDIS_URL"] = REDIS
+    return proxy_factory(**env)
+
+
+def test_the_eleventh_request_in_a_minute_is_429(limited: ProxyProcess) -> None:
+    user = fresh_user()
+    remaining = []
+    for _ in range(10):
+        response = generate(limited, user)
+        assert response.status_code == 200
+        assert response.headers["x-ratelimit-limit"] == "10"
+        remaining.append(int(response.headers["x-ratelimit-remaining"]))
+    assert remaining == list(range(9, -1, -1))
+    refused = generate(limited, user)
+    assert refused.status_code == 429
+    assert "rate limit exceeded: 10 requests per minute" in refused.json()["error"]
+    assert refused.headers["x-ratelimit-limit"] == "10"
+    assert refused.headers["x-ratelimit-remaining"] == "0"
+    assert 0 < int(refused.headers["retry-after"]) <= 60
+    assert int(refused.headers["x-ratelimit-reset"]) > time.time()
+    # Another user is not affected.
+    assert generate(limited, fresh_user()).status_code == 200
+    assert metric(limited, "llm_proxy_rate_limited_total", limit="rate") >= 1
+
+
+def test_limits_per_role_and_per_user(proxy_factory, simulator) -> None:
+    proxy = proxy_factory(OLLAMA_URL=simulator.url, **LIMIT_ENV,
+                          PROXY_RATE_LIMIT_ROLES='{"admin": "3/minute"}',
+                          PROXY_RATE_LIMIT_USERS='{"vip-user": "5/minute"}')
+    admin = fresh_user()
+    assert [generate(proxy, admin, "admin").status_code for _ in range(4)] == [200] * 3 + [429]
+    assert [generate(proxy, "vip-user").status_code for _ in range(6)] == [200] * 5 + [429]
+
+
+def open_stream(proxy: ProxyProcess, user: str, tokens: int = 200
+                ) -> tuple[httpx.Client, httpx.Response]:
+    client = httpx.Client(base_url=proxy.url, timeout=30)
+    request = client.build_request(
+        "POST", "/api/llm/generate", headers=auth(user),
+        json={"model": "llama3.2", "prompt": "long", "options": {"num_predict": tokens}})
+    response = client.send(request, stream=True)
+    return client, response
+
+
+@pytest.fixture
+def slow(sim) -> Iterator[None]:
+    httpx.post(f"{sim.url}/__sim__/config", json={"tokens_per_second": 10}).raise_for_status()
+    yield
+
+
+def test_concurrency_cap_per_user(limited: ProxyProcess, slow) -> None:
+    user = fresh_user()
+    streams = [open_stream(limited, user) for _ in range(2)]
+    try:
+        assert all(r.status_code == 200 for _, r in streams)
+        third = generate(limited, user)
+        assert third.status_code == 429
+        assert "at most 2 per user" in third.json()["error"]
+        assert generate(limited, fresh_user()).status_code == 200
+    finally:
+        for client, response in streams:
+            response.close()
+            client.close()
+    # Both slots come back once the streams are gone.
+    deadline = time.monotonic() + 10
+    while generate(limited, user, options={"num_predict": 1}).status_code != 200:
+        assert time.monotonic() < deadline, "slots were not released"
+        time.sleep(0.1)
+
+
+def _disconnect_mid_stream(proxy: ProxyProcess, user: str, sim) -> None:
+    client, response = open_stream(proxy, user)
+    next(response.iter_lines())
+    response.close()
+    client.close()
+
+
+def _upstream_error(proxy: ProxyProcess, user: str, sim) -> None:
+    sim_fault(sim, "error500", 1)
+    assert generate(proxy, user).status_code == 502
+
+
+def _midstream_error(proxy: ProxyProcess, user: str, sim) -> None:
+    sim_fault(sim, "midstream_error", 1)
+    with proxy.client() as client:
+        lines = client.post("/api/llm/generate", headers=auth(user),
+                            json={"model": "llama3.2", "prompt": "x"}).text.splitlines()
+    assert json.loads(lines[-1])["status"] == 502
+
+
+def _success(proxy: ProxyProcess, user: str, sim) -> None:
+    assert generate(proxy, user).status_code == 200
+
+
+def _non_streamed_disconnect(proxy: ProxyProcess, user: str, sim) -> None:
+    def call() -> None:
+        try:
+            httpx.post(f"{proxy.url}/api/llm/generate", headers=auth(user), timeout=0.5,
+                       json={"model": "llama3.2", "prompt": "x", "stream": False,
+                             "options": {"num_predict": 200}})
+        except httpx.TimeoutException:
+            pass
+    call()
+
+
+def _websocket_cancel(proxy: ProxyProcess, user: str, sim) -> None:
+    url = proxy.url.replace("http://", "ws://") + f"/api/llm/ws?token={make_token(user)}"
+    with connect(url, open_timeout=10) as ws:
+        ws.recv(timeout=10)
+        ws.send(json.dumps({"type": "generate", "id": "1", "model": "llama3.2",
+                            "prompt": "x", "options": {"num_predict": 200}}))
+        assert json.loads(ws.recv(timeout=10))["type"] == "token"
+        ws.send(json.dumps({"type": "cancel", "id": "1"}))
+        while json.loads(ws.recv(timeout=10))["type"] != "cancelled":
+            pass
+
+
+def _websocket_closed(proxy: ProxyProcess, user: str, sim) -> None:
+    url = proxy.url.replace("http://", "ws://") + f"/api/llm/ws?token={make_token(user)}"
+    with connect(url, open_timeout=10) as ws:
+        ws.recv(timeout=10)
+        ws.send(json.dumps({"type": "generate", "id": "1", "model": "llama3.2",
+                            "prompt": "x", "options": {"num_predict": 200}}))
+        assert json.loads(ws.recv(timeout=10))["type"] == "token"
+
+
+EXIT_PATHS: list[Callable[[ProxyProcess, str, object], None]] = [
+    _success, _upstream_error, _midstream_error, _disconnect_mid_stream,
+    _non_streamed_disconnect, _websocket_cancel, _websocket_closed,
+]
+
+
+@pytest.fixture(scope="module", params=["memory", "redis"])
+def one_slot(request: pytest.FixtureRequest, proxy_factory, simulator) -> ProxyProcess:
+    env = {"OLLAMA_URL": simulator.url, "PROXY_CONCURRENCY_LIMIT": "1",
+           "PROXY_RATE_LIMIT": "1000/minute"}
+    if request.param == "redis":
+        env["REDIS_URL"] = REDIS
+    return proxy_factory(**env)
+
+
+@pytest.mark.parametrize("exit_path", EXIT_PATHS, ids=lambda f: f.__name__.strip("_"))
+def test_the_slot_is_released_on_every_exit_path(one_slot: ProxyProcess, slow, sim,
+                                                  exit_path) -> None:
+    user = fresh_user()
+    exit_path(one_slot, user, sim)
+    # With a cap of one, a new generation is admitted only if the slot came back.
+    deadline = time.monotonic() + 10
+    while True:
+        response = generate(one_slot, user, options={"num_predict": 1})
+        if response.status_code == 200:
+            break
+        assert response.status_code == 429, response.text
+        assert time.monotonic() < deadline, f"slot not released after {exit_path.__name__}"
+        time.sleep(0.1)
+
+
+def test_websocket_requests_are_limited_too(proxy_factory, simulator) -> None:
+    proxy = proxy_factory(OLLAMA_URL=simulator.url, PROXY_RATE_LIMIT="2/minute")
+    user = fresh_user()
+    url = proxy.url.replace("http://", "ws://") + f"/api/llm/ws?token={make_token(user)}"
+    with connect(url, open_timeout=10) as ws:
+        ws.recv(timeout=10)
+        outcomes = []
+        for i in range(3):
+            ws.send(json.dumps({"type": "generate", "id": str(i), "model": "llama3.2",
+                                "prompt": "x", "options": {"num_predict": 1}}))
+            while True:
+                frame = json.loads(ws.recv(timeout=10))
+                if frame["type"] in ("done", "error"):
+                    outcomes.append(frame)
+                    break
+    assert [f["type"] for f in outcomes] == ["done", "done", "error"]
+    assert outcomes[2]["status"] == 429
+    assert outcomes[2]["retry_after"] > 0
+    # The HTTP and WebSocket paths share one window.
+    assert generate(proxy, user).status_code == 429
+
+
+def test_two_replicas_on_one_redis_admit_exactly_the_limit(proxy_factory, simulator) -> None:
+    env = {"OLLAMA_URL": simulator.url, "REDIS_URL": REDIS, "PROXY_RATE_LIMIT": "10/minute",
+           "PROXY_CONCURRENCY_LIMIT": "100"}
+    replicas = [proxy_factory(**env), proxy_factory(**env)]
+    user = fresh_user()
+    barrier = threading.Barrier(30)
+
+    def fire(i: int) -> int:
+        barrier.wait()
+        return generate(replicas[i % 2], user).status_code
+
+    with ThreadPoolExecutor(max_workers=30) as pool:
+        statuses = list(pool.map(fire, range(30)))
+    assert statuses.count(200) == 10
+    assert statuses.count(429) == 20
+
+
+def test_redis_down_fails_closed_by_default(proxy_factory, simulator) -> None:
+    proxy = proxy_factory(OLLAMA_URL=simulator.url,
+                          REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
+    response = generate(proxy, fresh_user())
+    assert response.status_code == 503
+    assert "rate limiter unavailable" in response.json()["error"]
+    assert metric(proxy, "llm_proxy_limiter_backend_errors_total", mode="closed") >= 1
+
+
+def test_redis_down_fails_open_when_configured(proxy_factory, simulator) -> None:
+    proxy = proxy_factory(OLLAMA_URL=simulator.url, PROXY_LIMITER_FAILURE_MODE="open",
+                          REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
+    response = generate(proxy, fresh_user())
+    assert response.status_code == 200
+    assert metric(proxy, "llm_proxy_limiter_backend_errors_total", mode="open") >= 1
