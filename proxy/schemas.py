@@ -201,6 +201,7 @@ class StatusResponse(BaseModel):
     version: str
     upstream: UpstreamStatus
     database: ComponentStatus
+    redis: ComponentStatus | None = Field(None, description="Present when REDIS_URL is set.")
     failing: list[str] = Field(default_factory=list, description="Names of failing parts.")
 
 

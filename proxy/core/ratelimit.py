@@ -205,6 +205,11 @@ class Limiter:
             f"too many generations at once: at most {cap} per user; wait for one to finish",
             cap, 0, time.time() + 1)
 
+    async def ping(self) -> None:
+        """Raise if the shared storage cannot be reached (no-op without Redis)."""
+        if self._redis is not None:
+            await self._redis.ping()
+
     async def in_use(self, user_sub: str) -> int:
         """Slots held by a user now (tests and diagnostics)."""
         if self._redis is None:

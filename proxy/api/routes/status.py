@@ -22,7 +22,8 @@ CHECK_TIMEOUT_SECONDS = 3.0
     "/status",
     response_model=StatusResponse,
     responses={503: {"model": StatusResponse, "description": "A part is failing; see `failing`."}},
-    summary="Proxy version, upstream reachability and version, database health (no auth)",
+    summary="Proxy version, upstream reachability and version, database and Redis health "
+            "(no auth)",
 )
 async def status(state: StateDep) -> JSONResponse:
     upstream = UpstreamStatus(ok=False, url=state.upstream.base_url)
@@ -41,10 +42,20 @@ async def status(state: StateDep) -> JSONResponse:
         database.error = f"no answer within {CHECK_TIMEOUT_SECONDS:g}s"
     except Exception as exc:  # any driver error means "not ok"; the text says which
         database.error = f"{type(exc).__name__}: {exc}"[:300]
-    failing = [name for name, part in (("upstream", upstream), ("database", database))
-               if not part.ok]
+    redis: ComponentStatus | None = None
+    if state.limiter.shared:
+        redis = ComponentStatus(ok=False)
+        try:
+            await asyncio.wait_for(state.limiter.ping(), CHECK_TIMEOUT_SECONDS)
+            redis.ok = True
+        except TimeoutError:
+            redis.error = f"no answer within {CHECK_TIMEOUT_SECONDS:g}s"
+        except Exception as exc:  # any client error means "not ok"; the text says which
+            redis.error = f"{type(exc).__name__}: {exc}"[:300]
+    parts = [("upstream", upstream), ("database", database), ("redis", redis)]
+    failing = [name for name, part in parts if part is not None and not part.ok]
     body = StatusResponse(
         status="degraded" if failing else "ok", version=__version__, upstream=upstream,
-        database=database, failing=failing,
+        database=database, redis=redis, failing=failing,
     )
     return JSONResponse(body.model_dump(mode="json"), status_code=503 if failing else 200)
