@@ -1,0 +1,53 @@
+"""The stack's three Docker networks, and how a service joins them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_docker as docker
+
+
+@dataclass
+class NetworksArgs:
+    name_prefix: str
+
+
+class Networks(pulumi.ComponentResource):
+    """`backend` (internal: no route off the host), `frontend` and `egress` (normal bridges).
+
+    Ollama, Redis and Postgres live on `backend`, which cannot publish ports. The proxy,
+    Prometheus and Grafana publish through `frontend`. `egress` exists only so that Ollama can
+    pull models without joining the network whose ports are published.
+    """
+
+    def __init__(
+        self, name: str, args: NetworksArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("llm-stack:infra:Networks", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        self.backend = docker.Network(
+            "backend", name=f"{args.name_prefix}_backend", internal=True, opts=child
+        )
+        self.frontend = docker.Network("frontend", name=f"{args.name_prefix}_frontend", opts=child)
+        self.egress = docker.Network("egress", name=f"{args.name_prefix}_egress", opts=child)
+        self.register_outputs(
+            {
+                "backend": self.backend.name,
+                "frontend": self.frontend.name,
+                "egress": self.egress.name,
+            }
+        )
+
+    def attach(
+        self, service: str, *networks: docker.Network
+    ) -> list[docker.ContainerNetworksAdvancedArgs]:
+        """Join `networks` under the service's name, which is what other services resolve.
+
+        Compose gives every container its service name as a DNS alias; the same alias here lets
+        prometheus.yml and the proxy's URLs (`ollama:11434`, `postgres:5432`) work unchanged.
+        """
+        return [
+            docker.ContainerNetworksAdvancedArgs(name=network.name, aliases=[service])
+            for network in networks
+        ]

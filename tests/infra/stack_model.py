@@ -1,0 +1,196 @@
+"""One shape for the stack, built from either side, so that Compose and Pulumi can be compared.
+
+What is compared, per service: image (and for the proxy the build: context, Dockerfile, args),
+networks, published ports (host ip, host port, container port, protocol), environment (keys and
+values: both sides get the same dummy secrets), named volumes and their mount points, files
+placed in the container (Compose bind mounts expanded to files with a content hash; Pulumi
+uploads hashed the same way), secret files, GPU device requests, memory limit in bytes,
+healthcheck, command and restart policy. Plus the stack's networks (internal or not) and volumes.
+
+Docker names are mapped back to Compose's logical names: Pulumi's `llm-stack_backend` network is
+`backend`, its `llm-stack_ollama-models` volume is `ollama-models`; containers are named after
+their Compose service.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+from tests.infra.mocked_program import REPO_ROOT, Deployment
+
+SECRETS_DIR = "/run/secrets/"
+
+
+def _digest(text: str | bytes) -> str:
+    data = text.encode() if isinstance(text, str) else text
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def _bind_files(source: Path, target: str) -> dict[str, str]:
+    if source.is_file():
+        return {target: _digest(source.read_bytes())}
+    return {
+        f"{target}/{path.relative_to(source).as_posix()}": _digest(path.read_bytes())
+        for path in sorted(source.rglob("*"))
+        if path.is_file()
+    }
+
+
+def _relative(path: str) -> str:
+    resolved = (REPO_ROOT / path).resolve()
+    return resolved.relative_to(REPO_ROOT).as_posix() or "."
+
+
+def _healthcheck(check: dict[str, Any] | None, test_key: str) -> dict[str, Any] | None:
+    if not check:
+        return None
+    return {
+        "test": list(check[test_key]),
+        "interval": check.get("interval"),
+        "timeout": check.get("timeout"),
+        "retries": int(check["retries"]) if check.get("retries") is not None else None,
+        "start_period": check.get("start_period", check.get("startPeriod")),
+    }
+
+
+def _gpu(devices: list[dict[str, Any]] | None) -> list[tuple[str, int, tuple[str, ...]]]:
+    return sorted(
+        (d["driver"], int(d["count"]), tuple(sorted(d["capabilities"]))) for d in devices or []
+    )
+
+
+def from_compose(rendered: dict[str, Any]) -> dict[str, Any]:
+    services: dict[str, Any] = {}
+    for name, svc in rendered["services"].items():
+        volumes: list[tuple[str, str]] = []
+        files: dict[str, str] = {}
+        for mount in svc.get("volumes", []):
+            if mount["type"] == "volume":
+                volumes.append((mount["source"], mount["target"]))
+            elif mount["type"] == "bind":
+                files |= _bind_files(Path(mount["source"]), mount["target"])
+            else:
+                raise AssertionError(f"{name}: unexpected mount type {mount['type']!r}")
+        resources = svc.get("deploy", {}).get("resources", {})
+        memory = resources.get("limits", {}).get("memory")
+        build = svc.get("build")
+        services[name] = {
+            "image": svc.get("image"),
+            "build": None
+            if build is None
+            else {
+                "context": _relative(build["context"]),
+                "dockerfile": build.get("dockerfile", "Dockerfile"),
+                "args": dict(build.get("args", {})),
+            },
+            "networks": sorted(svc.get("networks", {})),
+            "ports": sorted(
+                (
+                    p.get("host_ip", "0.0.0.0"),
+                    int(p["published"]),
+                    int(p["target"]),
+                    p.get("protocol", "tcp"),
+                )
+                for p in svc.get("ports", [])
+            ),
+            "environment": dict(svc.get("environment", {})),
+            "volumes": sorted(volumes),
+            "files": files,
+            "secrets": sorted(
+                SECRETS_DIR + (s.get("target") or s["source"]) for s in svc.get("secrets", [])
+            ),
+            "gpu": _gpu(resources.get("reservations", {}).get("devices")),
+            "memory": int(memory) if memory is not None else None,
+            "healthcheck": _healthcheck(svc.get("healthcheck"), "test"),
+            "command": svc.get("command"),
+            "restart": svc.get("restart"),
+        }
+    return {
+        "services": services,
+        "networks": {
+            name: bool(net.get("internal", False)) for name, net in rendered["networks"].items()
+        },
+        "volumes": sorted(rendered.get("volumes", {})),
+    }
+
+
+def _logical(docker_name: str, prefix: str) -> str:
+    return docker_name.removeprefix(f"{prefix}_")
+
+
+def from_pulumi(deployment: Deployment, prefix: str = "llm-stack") -> dict[str, Any]:
+    images = {name: r.plain for name, r in deployment.images.items()}
+    services: dict[str, Any] = {}
+    for name, resource in deployment.containers.items():
+        c = resource.plain
+        uploads = c.get("uploads", [])
+        build = images.get(name, {}).get("build")
+        memory = c.get("memory")
+        services[name] = {
+            "image": c["image"],
+            "build": None
+            if build is None
+            else {
+                # The program writes both paths relative to the directory `pulumi` runs in.
+                "context": _relative(str(Path(build["context"]).resolve())),
+                "dockerfile": Path(build["dockerfile"])
+                .resolve()
+                .relative_to(Path(build["context"]).resolve())
+                .as_posix(),
+                "args": dict(build.get("args", {})),
+            },
+            "networks": sorted(_logical(n["name"], prefix) for n in c.get("networksAdvanced", [])),
+            "ports": sorted(
+                (
+                    p.get("ip", "0.0.0.0"),
+                    int(p["external"]),
+                    int(p["internal"]),
+                    p.get("protocol", "tcp"),
+                )
+                for p in c.get("ports", [])
+            ),
+            "environment": dict(e.split("=", 1) for e in c.get("envs", [])),
+            "volumes": sorted(
+                (_logical(v["volumeName"], prefix), v["containerPath"])
+                for v in c.get("volumes", [])
+            ),
+            "files": {
+                u["file"]: _digest(u["content"])
+                for u in uploads
+                if not u["file"].startswith(SECRETS_DIR)
+            },
+            "secrets": sorted(u["file"] for u in uploads if u["file"].startswith(SECRETS_DIR)),
+            "gpu": _gpu(c.get("deviceRequests")),
+            "memory": int(memory) * 1024 * 1024 if memory else None,
+            "healthcheck": _healthcheck(c.get("healthcheck"), "tests"),
+            "command": c.get("command"),
+            "restart": c.get("restart"),
+        }
+    return {
+        "services": services,
+        "networks": {
+            _logical(r.plain["name"], prefix): bool(r.plain.get("internal", False))
+            for r in deployment.networks.values()
+        },
+        "volumes": sorted(_logical(r.plain["name"], prefix) for r in deployment.volumes.values()),
+    }
+
+
+def differences(compose: dict[str, Any], pulumi: dict[str, Any]) -> list[str]:
+    """Human-readable differences, each naming the service and the field."""
+    found: list[str] = []
+    for key in ("networks", "volumes"):
+        if compose[key] != pulumi[key]:
+            found.append(f"stack {key}: compose {compose[key]} != pulumi {pulumi[key]}")
+    c_services, p_services = compose["services"], pulumi["services"]
+    for name in sorted(set(c_services) ^ set(p_services)):
+        side = "compose" if name in c_services else "pulumi"
+        found.append(f"service {name!r} is declared only in {side}")
+    for name in sorted(set(c_services) & set(p_services)):
+        for field, c_value in c_services[name].items():
+            p_value = p_services[name][field]
+            if c_value != p_value:
+                found.append(f"{name}.{field}: compose {c_value!r} != pulumi {p_value!r}")
+    return found

@@ -1,0 +1,168 @@
+"""docker-compose.yml and the Pulumi program describe the same stack; any drift fails here.
+
+Compose is rendered by the real `docker-compose config`, Pulumi's resources come from its mock
+runtime, and both are brought to one shape by `stack_model` (its docstring lists what is
+compared). The last tests prove the comparison bites: a change on either side alone fails it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.infra.compose_render import COMPOSE_FILE, GPU_COMPOSE_FILE, ComposeResult
+from tests.infra.mocked_program import COMPOSE_SECRETS, Deployment
+from tests.infra.stack_model import differences, from_compose, from_pulumi
+
+Deploy = Callable[..., Deployment]
+Compose = Callable[..., ComposeResult]
+
+# Each operator setting: its `.env` variable, its Pulumi config key, a non-default value.
+SETTINGS = [
+    ("PROXY_PUBLISH_ADDRESS", "proxyPublishAddress", "127.0.0.1"),
+    ("PROXY_PORT", "proxyPort", "18000"),
+    ("PROMETHEUS_BIND", "prometheusBind", "0.0.0.0"),
+    ("GRAFANA_BIND", "grafanaBind", "10.0.0.5"),
+    ("OLLAMA_MEMORY_LIMIT", "ollamaMemoryLimit", "8g"),
+    ("OLLAMA_KEEP_ALIVE", "ollamaKeepAlive", "30m"),
+    ("OLLAMA_NUM_PARALLEL", "ollamaNumParallel", "4"),
+    ("OLLAMA_MAX_LOADED_MODELS", "ollamaMaxLoadedModels", "2"),
+    ("JWT_AUDIENCE", "jwtAudience", "llm-users"),
+    ("JWT_ISSUER", "jwtIssuer", "https://id.example.org"),
+    ("PROXY_IMAGE", "proxyImage", "registry.example.org/llm-proxy:1.2.3"),
+]
+
+
+def drift(
+    compose: Compose,
+    deploy: Deploy,
+    files: tuple[Path, ...] = (COMPOSE_FILE,),
+    env: dict[str, str] | None = None,
+    **config: str,
+) -> list[str]:
+    rendered = compose(*files, env={**COMPOSE_SECRETS, **(env or {})}).json()
+    return differences(from_compose(rendered), from_pulumi(deploy(**config)))
+
+
+@pytest.mark.parametrize(
+    ("files", "env", "config"),
+    [
+        pytest.param((COMPOSE_FILE,), {}, {}, id="defaults"),
+        pytest.param((COMPOSE_FILE, GPU_COMPOSE_FILE), {}, {"gpu": "true"}, id="gpu"),
+        pytest.param(
+            (COMPOSE_FILE,),
+            {variable: value for variable, _, value in SETTINGS},
+            {key: value for _, key, value in SETTINGS},
+            id="operator-settings",
+        ),
+    ],
+)
+def test_pulumi_declares_what_compose_renders(
+    compose: Compose,
+    deploy: Deploy,
+    files: tuple[Path, ...],
+    env: dict[str, str],
+    config: dict[str, str],
+) -> None:
+    found = drift(compose, deploy, files, env, **config)
+    assert found == [], "docker-compose.yml and infra/ disagree:\n" + "\n".join(found)
+
+
+def test_the_comparison_covers_every_service(compose: Compose) -> None:
+    rendered = from_compose(compose(COMPOSE_FILE, GPU_COMPOSE_FILE).json())
+    assert sorted(rendered["services"]) == [
+        "gpu-exporter",
+        "grafana",
+        "ollama",
+        "postgres",
+        "prometheus",
+        "proxy",
+        "redis",
+    ]
+    # The proxy's env, mounts and ports are non-trivial, so equality above is not vacuous.
+    proxy = rendered["services"]["proxy"]
+    assert proxy["ports"] and proxy["environment"] and proxy["healthcheck"]
+    assert rendered["services"]["prometheus"]["files"], "prometheus config files not expanded"
+    assert rendered["services"]["prometheus"]["secrets"] == ["/run/secrets/proxy_metrics_token"]
+
+
+def mutated_compose(tmp_path: Path, change: Callable[[dict[str, Any]], None]) -> Path:
+    document = yaml.safe_load(COMPOSE_FILE.read_text())
+    change(document)
+    path = tmp_path / "docker-compose.mutated.yml"
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    return path
+
+
+def _publish_ollama(doc: dict[str, Any]) -> None:
+    doc["services"]["ollama"]["ports"] = ["127.0.0.1:11434:11434"]
+
+
+def _bump_redis(doc: dict[str, Any]) -> None:
+    doc["services"]["redis"]["image"] = "redis:7.4.6-alpine"
+
+
+def _drop_env(doc: dict[str, Any]) -> None:
+    del doc["services"]["proxy"]["environment"]["JWT_ISSUER"]
+
+
+def _memory(doc: dict[str, Any]) -> None:
+    doc["services"]["ollama"]["deploy"]["resources"]["limits"]["memory"] = "16g"
+
+
+def _network(doc: dict[str, Any]) -> None:
+    doc["services"]["redis"]["networks"].append("frontend")
+
+
+def _volume(doc: dict[str, Any]) -> None:
+    doc["services"]["postgres"]["volumes"] = ["postgres-data:/var/lib/postgresql"]
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (_publish_ollama, "ollama.ports"),
+        (_bump_redis, "redis.image"),
+        (_drop_env, "proxy.environment"),
+        (_memory, "ollama.memory"),
+        (_network, "redis.networks"),
+        (_volume, "postgres.volumes"),
+    ],
+)
+def test_a_compose_only_change_is_reported(
+    compose: Compose,
+    deploy: Deploy,
+    tmp_path: Path,
+    change: Callable[[dict[str, Any]], None],
+    expected: str,
+) -> None:
+    found = drift(compose, deploy, (mutated_compose(tmp_path, change),))
+    assert any(line.startswith(expected) for line in found), f"{expected} not reported: {found}"
+
+
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [
+        ({"redisImage": "redis:7.4.6-alpine"}, "redis.image"),
+        ({"ollamaMemoryLimit": "16g"}, "ollama.memory"),
+        ({"proxyPort": "8080"}, "proxy.ports"),
+        ({"grafanaBind": "0.0.0.0"}, "grafana.ports"),
+        ({"ollamaKeepAlive": "1h"}, "ollama.environment"),
+        ({"proxyBaseImage": "python:3.12-slim-bookworm"}, "proxy.build"),
+        ({"gpu": "true"}, "ollama.gpu"),
+    ],
+)
+def test_a_pulumi_only_change_is_reported(
+    compose: Compose, deploy: Deploy, config: dict[str, str], expected: str
+) -> None:
+    found = drift(compose, deploy, **config)
+    assert any(line.startswith(expected) for line in found), f"{expected} not reported: {found}"
+
+
+def test_a_gpu_exporter_on_one_side_only_is_reported(compose: Compose, deploy: Deploy) -> None:
+    found = drift(compose, deploy, (COMPOSE_FILE, GPU_COMPOSE_FILE))
+    assert "service 'gpu-exporter' is declared only in compose" in found

@@ -1,0 +1,61 @@
+"""`infra/config.py`: parsing, and the example stack config staying in step with it."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+
+import pytest
+import yaml
+
+from infra.config import MIB, ConfigError, memory_bytes
+from tests.infra.mocked_program import PROJECT, REPO_ROOT, Deployment
+
+CONFIG_PY = REPO_ROOT / "infra" / "config.py"
+EXAMPLE = REPO_ROOT / "infra" / "Pulumi.dev.example.yaml"
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("12g", 12 * 1024 * MIB),
+        ("12G", 12 * 1024 * MIB),
+        ("8192m", 8192 * MIB),
+        ("512mb", 512 * MIB),
+        ("1048576k", 1024 * MIB),
+        (str(2 * MIB), 2 * MIB),
+    ],
+)
+def test_memory_sizes_read_as_compose_reads_them(value: str, expected: int) -> None:
+    assert memory_bytes(value) == expected
+
+
+@pytest.mark.parametrize("value", ["", "lots", "1.5g", "0", "1000k", "-1g"])
+def test_memory_sizes_docker_cannot_take_are_refused(value: str) -> None:
+    with pytest.raises(ConfigError, match="ollamaMemoryLimit"):
+        memory_bytes(value)
+
+
+def test_every_config_key_is_documented_in_the_example() -> None:
+    read = set(
+        re.findall(
+            r'config\.(?:get|get_int|get_bool|get_object|require_secret)\("(\w+)"',
+            CONFIG_PY.read_text(),
+        )
+    )
+    read |= set(re.findall(r'_int\(config, "(\w+)"', CONFIG_PY.read_text()))
+    documented = set(re.findall(rf"{PROJECT}:(\w+)", EXAMPLE.read_text()))
+    documented |= set(re.findall(r"--secret (\w+)", EXAMPLE.read_text()))
+    assert read, "no config keys found in infra/config.py"
+    assert read - documented == set(), "undocumented in Pulumi.dev.example.yaml"
+
+
+def test_the_example_stack_config_deploys(deploy: Callable[..., Deployment]) -> None:
+    values = yaml.safe_load(EXAMPLE.read_text())["config"]
+    config = {
+        key.removeprefix(f"{PROJECT}:"): value if isinstance(value, str) else json.dumps(value)
+        for key, value in values.items()
+    }
+    deployment = deploy(**config)
+    assert "proxy" in deployment.containers

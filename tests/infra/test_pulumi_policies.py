@@ -1,0 +1,145 @@
+"""Isolation and secrecy rules, checked on what the Pulumi program declares (under mocks)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from pulumi.config import ConfigMissingError
+
+from infra.config import ConfigError
+from tests.infra.mocked_program import PULUMI_SECRETS, Deployment, plain_parts, reveal
+
+Deploy = Callable[..., Deployment]
+PRIVATE = ("ollama", "redis", "postgres")
+
+
+def published(deployment: Deployment, name: str) -> list[tuple[str, int, int]]:
+    ports = deployment.container(name).plain.get("ports") or []
+    return [(p.get("ip", "0.0.0.0"), int(p.get("external", 0)), int(p["internal"])) for p in ports]
+
+
+def networks_of(deployment: Deployment, name: str) -> set[str]:
+    attached = deployment.container(name).plain.get("networksAdvanced", [])
+    return {n["name"].removeprefix("llm-stack_") for n in attached}
+
+
+@pytest.mark.parametrize("gpu", ["false", "true"])
+def test_private_services_publish_nothing(deploy: Deploy, gpu: str) -> None:
+    deployment = deploy(gpu=gpu)
+    private = PRIVATE + (("gpu-exporter",) if gpu == "true" else ())
+    for name in private:
+        inputs = deployment.container(name).plain
+        # Any ContainerPortArgs at all publishes (random host port when `external` is unset).
+        assert not inputs.get("ports"), f"{name} must publish no port, declares {inputs['ports']}"
+        assert not inputs.get("publishAllPorts"), f"{name} must not publish its exposed ports"
+
+
+def test_only_proxy_prometheus_and_grafana_publish(deploy: Deploy) -> None:
+    deployment = deploy(gpu="true")
+    publishing = {name for name in deployment.containers if published(deployment, name)}
+    assert publishing == {"proxy", "prometheus", "grafana"}
+
+
+def test_proxy_publishes_exactly_8000_on_the_configured_address(deploy: Deploy) -> None:
+    assert published(deploy(), "proxy") == [("0.0.0.0", 8000, 8000)]
+    configured = deploy(proxyPublishAddress="127.0.0.1", proxyPort="18000")
+    assert published(configured, "proxy") == [("127.0.0.1", 18000, 8000)]
+
+
+def test_prometheus_and_grafana_bind_loopback_unless_opted_in(deploy: Deploy) -> None:
+    deployment = deploy()
+    assert published(deployment, "prometheus") == [("127.0.0.1", 9090, 9090)]
+    assert published(deployment, "grafana") == [("127.0.0.1", 3000, 3000)]
+    opted_in = deploy(prometheusBind="0.0.0.0", grafanaBind="10.0.0.5")
+    assert published(opted_in, "prometheus") == [("0.0.0.0", 9090, 9090)]
+    assert published(opted_in, "grafana") == [("10.0.0.5", 3000, 3000)]
+
+
+def test_backend_network_is_internal_and_the_others_are_not(deploy: Deploy) -> None:
+    internal = {
+        net.plain["name"]: bool(net.plain.get("internal")) for net in deploy().networks.values()
+    }
+    assert internal == {
+        "llm-stack_backend": True,
+        "llm-stack_frontend": False,
+        "llm-stack_egress": False,
+    }
+
+
+def test_each_service_is_on_exactly_its_networks(deploy: Deploy) -> None:
+    deployment = deploy(gpu="true")
+    expected = {
+        # egress lets Ollama pull models; it is never published and only Ollama is on it.
+        "ollama": {"backend", "egress"},
+        "redis": {"backend"},
+        "postgres": {"backend"},
+        "gpu-exporter": {"backend"},
+        "proxy": {"backend", "frontend"},
+        "prometheus": {"backend", "frontend"},
+        "grafana": {"frontend"},
+    }
+    for name, networks in expected.items():
+        assert networks_of(deployment, name) == networks, f"{name} is on the wrong networks"
+
+
+def test_services_answer_to_their_compose_names(deploy: Deploy) -> None:
+    # prometheus.yml, the Grafana datasource and the proxy's URLs use the compose service names.
+    for name, container in deploy(gpu="true").containers.items():
+        for network in container.plain["networksAdvanced"]:
+            assert network.get("aliases") == [name], f"{name} lacks its alias on {network['name']}"
+
+
+def test_gpu_is_requested_only_when_gpu_is_on(deploy: Deploy) -> None:
+    cpu = deploy()
+    assert "gpu-exporter" not in cpu.containers
+    for name, container in cpu.containers.items():
+        assert not container.plain.get("deviceRequests"), f"{name} requests a GPU with gpu=false"
+
+    gpu = deploy(gpu="true")
+    assert gpu.container("ollama").plain["deviceRequests"] == [
+        {"driver": "nvidia", "count": -1.0, "capabilities": ["gpu"]}
+    ]
+    assert gpu.container("gpu-exporter").plain["deviceRequests"] == [
+        {"driver": "nvidia", "count": -1.0, "capabilities": ["gpu", "utility"]}
+    ]
+    others = set(gpu.containers) - {"ollama", "gpu-exporter"}
+    for name in others:
+        assert not gpu.container(name).plain.get("deviceRequests"), f"{name} requests a GPU"
+
+
+def test_ollama_memory_limit_is_compose_default_and_configurable(deploy: Deploy) -> None:
+    # Docker's provider counts MiB: 12g = 12 * 1024 MiB = 12884901888 bytes, as Compose has it.
+    assert deploy().container("ollama").plain["memory"] == 12 * 1024
+    assert deploy(ollamaMemoryLimit="8g").container("ollama").plain["memory"] == 8 * 1024
+    with pytest.raises(ConfigError, match="ollamaMemoryLimit"):
+        deploy(ollamaMemoryLimit="lots")
+
+
+def test_secrets_reach_containers_only_as_secret_outputs(deploy: Deploy) -> None:
+    deployment = deploy(gpu="true")
+    for resource in deployment.resources:
+        for part in plain_parts(resource.inputs):
+            for key, secret in PULUMI_SECRETS.items():
+                assert secret not in str(part), (
+                    f"{resource.type} {resource.name!r} has {key} in a non-secret input"
+                )
+    # Not vacuous: the values are there, wrapped as secrets.
+    proxy_env = reveal(deployment.container("proxy").inputs["envs"])
+    assert f"JWT_SECRET={PULUMI_SECRETS['jwtSecret']}" in proxy_env
+    prometheus_files = reveal(deployment.container("prometheus").inputs["uploads"])
+    token_file = {u["file"]: u for u in prometheus_files}["/run/secrets/proxy_metrics_token"]
+    assert token_file["content"] == PULUMI_SECRETS["metricsToken"]
+
+
+def test_metrics_token_is_a_file_for_prometheus_not_an_environment_variable(
+    deploy: Deploy,
+) -> None:
+    prometheus = deploy().container("prometheus").plain
+    assert not prometheus.get("envs"), "prometheus needs no environment, least of all the token"
+
+
+@pytest.mark.parametrize("missing", sorted(PULUMI_SECRETS))
+def test_every_secret_is_required(deploy: Deploy, missing: str) -> None:
+    with pytest.raises(ConfigMissingError, match=missing):
+        deploy(without=(missing,))
