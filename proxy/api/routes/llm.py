@@ -105,6 +105,9 @@ async def _answer(
     record = audit_record(request.scope)
     if record is not None:
         planned.account_request(record, state.settings)
+    if record is not None:
+        # Before the cache: a cached answer costs no GPU, but it is still a request.
+        await admit(state, user, record)
     key = None if stream else _cacheable(request, state, planned)
     if key is not None:
         cached = await state.cache.get(key)
@@ -116,8 +119,6 @@ async def _answer(
                 record.completion_tokens = int(usage.get("completion_tokens", 0))
             return JSONResponse({**cached, "request_id": request_id},
                                 headers={"X-Cache": "HIT"})
-    if record is not None:
-        await admit(state, user, record)
     if stream:
         return await ndjson_response(request, _lines(state, planned, request_id, record),
                                      {"X-Request-ID": request_id})

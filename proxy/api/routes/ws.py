@@ -172,6 +172,8 @@ class Session:
     async def _run(self, client_id: str, planned: PlannedCall, record: AuditRecord) -> None:
         request_id = record.id
         status = 200
+        in_flight = self.state.metrics.in_flight.labels(endpoint="/api/llm/ws")
+        in_flight.inc()
         try:
             async for item in relay(self.state.upstream, planned.call):
                 if isinstance(item, Completion):
@@ -194,6 +196,7 @@ class Session:
             with contextlib.suppress(Exception):
                 await self.send({"id": client_id, "type": "cancelled"})
         finally:
+            in_flight.dec()
             self.tasks.pop(client_id, None)
             await finish(self.state, record, status)
 
