@@ -8,12 +8,14 @@ import hmac
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
+from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from proxy import __version__
@@ -22,6 +24,7 @@ from proxy.api.middleware import (
     BodySizeLimitMiddleware,
     JsonBodyMiddleware,
     RequestIdMiddleware,
+    SecurityHeadersMiddleware,
 )
 from proxy.api.router import api_router
 from proxy.core.db import migrate
@@ -32,6 +35,8 @@ from proxy.core.state import AppState
 from proxy.schemas import StreamChunk, StreamDone, StreamError
 
 log = logging.getLogger("proxy")
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
 
 DESCRIPTION = """
 An authenticated gateway in front of Ollama. Every route except `/api/llm/status` needs a
@@ -139,6 +144,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(JsonBodyMiddleware)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.proxy_max_body_bytes)
     app.add_middleware(AccountingMiddleware)
+    app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(RequestIdMiddleware)
 
     @app.get("/metrics", include_in_schema=False)
@@ -155,9 +161,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return PlainTextResponse(state.metrics.render(),
                                  media_type="text/plain; version=0.0.4; charset=utf-8")
 
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
     @app.get("/", include_in_schema=False)
-    async def root() -> RedirectResponse:
-        return RedirectResponse("/docs")
+    async def web_page() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

@@ -17,7 +17,8 @@ CONTEXT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,63}$"
 TEMPLATE_NAME_PATTERN = r"^[a-z0-9][a-z0-9_\-]{0,99}$"
 
 ModelName = Annotated[
-    str, Field(pattern=MODEL_NAME_PATTERN, description="Ollama model name, `name[:tag]`.",
+    str, Field(pattern=MODEL_NAME_PATTERN, max_length=200,
+               description="Ollama model name, `name[:tag]`.",
                examples=["llama3.2", "codellama:7b"])
 ]
 

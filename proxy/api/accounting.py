@@ -14,7 +14,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from proxy.audit.record import AuditRecord
-from proxy.core.state import AppState
+from proxy.core.state import AppState, full_model_name
 
 # Health and scrape endpoints are polled constantly; auditing them would bury the real traffic.
 NOT_AUDITED = frozenset({"/api/llm/status", "/metrics"})
@@ -26,9 +26,10 @@ def audit_record(scope: Scope) -> AuditRecord | None:
 
 
 def model_label(state: AppState, model: str | None) -> str:
+    """One label value per model, whatever the spelling (`llama3.2` = `llama3.2:latest`)."""
     if not model:
         return "none"
-    return model if state.known_models.contains(model) else "unknown"
+    return full_model_name(model) if state.known_models.contains(model) else "unknown"
 
 
 async def finish(state: AppState, record: AuditRecord, status: int) -> None:

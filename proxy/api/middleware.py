@@ -1,5 +1,5 @@
 """ASGI middleware: a request id on every request, JSON bodies whatever their declared type,
-and the request body size cap (413)."""
+the request body size cap (413), and security headers on every answer."""
 
 from __future__ import annotations
 
@@ -40,8 +40,8 @@ class RequestIdMiddleware:
 class BodySizeLimitMiddleware:
     """Refuse bodies over the cap with 413, by Content-Length or by counting what arrives.
 
-    A chunked body that grows past the cap is cut off; whatever the app answers to the cut body
-    is replaced by the 413, so the app never acts on a truncated request.
+    The body is read whole (it is at most the cap) before the app sees any of it, so a chunked
+    body that grows past the cap is refused outright: the app never acts on a truncated request.
     """
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
@@ -54,37 +54,49 @@ class BodySizeLimitMiddleware:
             return
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._reject(send)
+            await self._reject(scope, send)
             return
+        chunks: list[bytes] = []
         received = 0
-        too_large = False
-
-        async def counting_receive() -> Message:
-            nonlocal received, too_large
+        while True:
             message = await receive()
-            if message["type"] == "http.request" and not too_large:
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    too_large = True
-                    return {"type": "http.request", "body": b"", "more_body": False}
-            return message
+            if message["type"] != "http.request":
+                # The client went away before sending its body; let the app see that.
+                await self.app(scope, _replay([message], receive), send)
+                return
+            chunk = message.get("body", b"")
+            received += len(chunk)
+            if received > self.max_bytes:
+                await self._reject(scope, send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        whole: Message = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+        await self.app(scope, _replay([whole], receive), send)
 
-        async def guarded_send(message: Message) -> None:
-            if not too_large:
-                await send(message)
-            elif message["type"] == "http.response.start":
-                await self._reject(send)
-
-        await self.app(scope, counting_receive, guarded_send)
-
-    async def _reject(self, send: Send) -> None:
-        body = json.dumps(
-            {"error": f"request body larger than {self.max_bytes} bytes (PROXY_MAX_BODY_BYTES)"}
-        ).encode()
+    async def _reject(self, scope: Scope, send: Send) -> None:
+        message = f"request body larger than {self.max_bytes} bytes (PROXY_MAX_BODY_BYTES)"
+        record = scope.get("state", {}).get("audit")
+        if record is not None:
+            record.error = message
+        body = json.dumps({"error": message}).encode()
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json"),
                                 (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
+
+
+def _replay(messages: list[Message], receive: Receive) -> Receive:
+    """A receive that first gives back what was already read, then reads on (disconnects)."""
+    queued = list(messages)
+
+    async def replaying_receive() -> Message:
+        if queued:
+            return queued.pop(0)
+        return await receive()
+
+    return replaying_receive
 
 
 class JsonBodyMiddleware:
@@ -105,3 +117,46 @@ class JsonBodyMiddleware:
             headers.append((b"content-type", b"application/json"))
             scope = {**scope, "headers": headers}
         await self.app(scope, receive, send)
+
+
+# The web page loads only its own files; model output is never HTML (markdown.js builds DOM
+# nodes from text), so no inline script or style is ever needed. /docs is left out of the strict
+# policy because FastAPI's Swagger UI loads its assets from a CDN.
+PAGE_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+    "frame-ancestors 'none'"
+)
+COMMON_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-frame-options", b"DENY"),
+    (b"permissions-policy", b"camera=(), microphone=(), geolocation=(), payment=()"),
+    (b"cross-origin-opener-policy", b"same-origin"),
+]
+
+
+class SecurityHeadersMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope.get("path", "")
+        strict = not path.startswith(("/docs", "/redoc"))
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                present = {k.lower() for k, _ in headers}
+                headers += [(k, v) for k, v in COMMON_HEADERS if k not in present]
+                if strict and b"content-security-policy" not in present:
+                    headers.append((b"content-security-policy", PAGE_POLICY.encode()))
+                if path == "/" or path.startswith("/static/"):
+                    headers.append((b"cache-control", b"no-cache"))
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)

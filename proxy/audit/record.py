@@ -9,6 +9,10 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+# String columns of `audit_log` and their sizes (proxy/core/models.py).
+COLUMN_LIMITS = {"id": 64, "user": 255, "role": 16, "client": 64, "endpoint": 100,
+                 "model": 200, "prompt_sha256": 64, "error": 500}
+
 
 @dataclass
 class AuditRecord:
@@ -52,6 +56,14 @@ class AuditRecord:
         for key in ("started", "status_override", "on_finish", "response_headers",
                     "tokens_per_second"):
             data.pop(key)
+        # Whatever a caller managed to put into a field, the row must fit its column: a row
+        # the database refuses would otherwise be retried forever.
+        for key, limit in COLUMN_LIMITS.items():
+            value = data.get(key)
+            if isinstance(value, str):
+                data[key] = value.replace("\x00", "")[:limit]
+        if isinstance(data.get("prompt_text"), str):
+            data["prompt_text"] = data["prompt_text"].replace("\x00", "")
         return data
 
     @classmethod

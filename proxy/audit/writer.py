@@ -11,6 +11,9 @@
 - `close()` (graceful shutdown) drains the queue to the database or, failing that, to the spool.
 - A hard-killed process loses only the rows still in the in-memory queue: at most the requests
   that finished in the last flush interval.
+- A batch the database refuses while it is answering (bad data, not an outage) is retried row
+  by row; a row refused on its own goes to a dead-letter file beside the spool
+  (`<spool>.rejected.jsonl`), is logged and counted, and does not hold up the rows after it.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import insert
+from sqlalchemy import insert, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -44,6 +47,7 @@ class AuditWriter:
         self._engine = engine
         self._metrics = metrics
         self._spool = Path(settings.proxy_audit_spool_path)
+        self._dead_letter = self._spool.with_name(self._spool.stem + ".rejected.jsonl")
         self._batch_size = settings.proxy_audit_batch_size
         self._flush_seconds = settings.proxy_audit_flush_seconds
         self._retry_seconds = settings.proxy_audit_retry_seconds
@@ -137,6 +141,41 @@ class AuditWriter:
             await self._append_to_spool(rows)
 
     async def _insert(self, rows: list[dict[str, Any]]) -> None:
+        """Store rows; raise only if the database cannot be reached (the caller spools)."""
+        try:
+            await self._insert_batch(rows)
+        except Exception as batch_error:
+            if not await self._database_answers():
+                raise
+            log.warning("audit batch refused while the database answers (%s); storing row by "
+                        "row", type(batch_error).__name__)
+            for row in rows:
+                try:
+                    await self._insert_batch([row])
+                except Exception as row_error:
+                    if not await self._database_answers():
+                        raise
+                    await self._reject(row, row_error)
+
+    async def _database_answers(self) -> bool:
+        async def ping() -> None:
+            async with self._engine.connect() as connection:
+                await connection.execute(text("SELECT 1"))
+
+        try:
+            await asyncio.wait_for(ping(), DB_WRITE_TIMEOUT_SECONDS)
+        except Exception:
+            return False
+        return True
+
+    async def _reject(self, row: dict[str, Any], error: Exception) -> None:
+        log.error("audit row %s refused by the database (%s: %s); kept in %s", row.get("id"),
+                  type(error).__name__, str(error)[:200], self._dead_letter)
+        line = json.dumps({**row, "rejected_because": str(error)[:500]}, default=str) + "\n"
+        await asyncio.to_thread(self._append_sync, line, self._dead_letter)
+        self._metrics.audit_rejected.inc()
+
+    async def _insert_batch(self, rows: list[dict[str, Any]]) -> None:
         dialect = self._engine.dialect.name
         statement: Any
         if dialect == "postgresql":
@@ -160,9 +199,10 @@ class AuditWriter:
         self._spooled += len(rows)
         self._metrics.audit_spooled_rows.set(self._spooled)
 
-    def _append_sync(self, lines: str) -> None:
-        self._spool.parent.mkdir(parents=True, exist_ok=True)
-        with self._spool.open("a", encoding="utf-8") as handle:
+    def _append_sync(self, lines: str, path: Path | None = None) -> None:
+        target = path or self._spool
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with target.open("a", encoding="utf-8") as handle:
             handle.write(lines)
             handle.flush()
             os.fsync(handle.fileno())

@@ -69,6 +69,10 @@ class ProxyMetrics:
             "Audit rows in the local spool file, waiting for the database.", registry=r)
         self.audit_written = Counter(
             f"{PREFIX}_audit_rows_written", "Audit rows stored in the database.", registry=r)
+        self.audit_rejected = Counter(
+            f"{PREFIX}_audit_rows_rejected",
+            "Audit rows the database refused as data (kept in the dead-letter file).",
+            registry=r)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -126,8 +126,9 @@ class TokenVerifier:
 
 def _principal_from(claims: dict[str, Any]) -> Principal:
     sub = claims.get("sub")
-    if not isinstance(sub, str) or not sub.strip() or len(sub) > 255:
-        raise AuthError("claims", "token 'sub' must be a non-empty string of at most 255 chars")
+    if not isinstance(sub, str) or not sub.strip() or len(sub) > 255 or not sub.isprintable():
+        raise AuthError("claims", "token 'sub' must be a printable, non-empty string of at most "
+                                  "255 characters")
     role = claims.get("role", "user")
     if role not in ROLES:
         raise AuthError("claims", f"token 'role' must be one of {list(ROLES)}")

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from proxy.audit.record import AuditRecord
 from proxy.core.security import Principal
 from proxy.core.settings import Settings
-from proxy.core.state import AppState
+from proxy.core.state import AppState, full_model_name
 from proxy.schemas import ChatMessage, ChatRequest, GenerateRequest
 from proxy.services import conversations, templates
 from proxy.services.relay import Completion, UpstreamCall, chat_call, generate_call
@@ -28,7 +28,7 @@ class PlannedCall:
     context_id: str | None = None
 
     def account_request(self, record: AuditRecord, settings: Settings) -> None:
-        record.model = self.call.model
+        record.model = full_model_name(self.call.model)
         record.set_prompt(self.prompt_text, settings.proxy_audit_store_prompts)
 
     @staticmethod

@@ -12,6 +12,7 @@ from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import SandboxedEnvironment
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from proxy.core.errors import NotFound, ProxyError, RequestInvalid
@@ -73,14 +74,19 @@ async def get(factory: async_sessionmaker[AsyncSession], name: str) -> TemplateO
 async def create(factory: async_sessionmaker[AsyncSession], body: TemplateIn,
                  author: str) -> TemplateOut:
     check_syntax(body.template)
-    async with factory() as session, session.begin():
-        if await session.get(PromptTemplate, body.name) is not None:
-            raise TemplateExists(f"template '{body.name}' already exists; use PUT to change it")
-        now = utcnow()
-        row = PromptTemplate(name=body.name, template=body.template,
-                             description=body.description, created_by=author,
-                             created_at=now, updated_at=now)
-        session.add(row)
+    exists = TemplateExists(f"template '{body.name}' already exists; use PUT to change it")
+    try:
+        async with factory() as session, session.begin():
+            if await session.get(PromptTemplate, body.name) is not None:
+                raise exists
+            now = utcnow()
+            row = PromptTemplate(name=body.name, template=body.template,
+                                 description=body.description, created_by=author,
+                                 created_at=now, updated_at=now)
+            session.add(row)
+    except IntegrityError as exc:
+        # Another request created the same name between our check and our insert.
+        raise exists from exc
     return _out(row)
 
 

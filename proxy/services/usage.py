@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from proxy.core.models import AuditEntry
 from proxy.core.settings import Settings
+from proxy.core.state import full_model_name
 
 GroupBy = Literal["user", "model", "day", "endpoint"]
 SECONDS_PER_MONTH = 30 * 24 * 3600
@@ -51,7 +52,7 @@ def filtered(start: datetime | None, end: datetime | None, user: str | None = No
     if user is not None:
         query = query.where(AuditEntry.user == user)
     if model is not None:
-        query = query.where(AuditEntry.model == model)
+        query = query.where(AuditEntry.model == full_model_name(model))
     return query
 
 
@@ -68,8 +69,9 @@ def cost_of(entry: AuditEntry, settings: Settings) -> float:
         per_second = (settings.proxy_cost_gpu_hour / 3600
                       + settings.proxy_cost_hardware_month / SECONDS_PER_MONTH)
         return entry.upstream_ms / 1000 * per_second
-    prices = settings.proxy_cost_per_1k_tokens
-    price = prices.get(entry.model or "") or prices.get("*") or {}
+    prices = {("*" if name == "*" else full_model_name(name)): price
+              for name, price in settings.proxy_cost_per_1k_tokens.items()}
+    price = prices.get(full_model_name(entry.model or "")) or prices.get("*") or {}
     return (entry.prompt_tokens * price.get("prompt", 0.0)
             + entry.completion_tokens * price.get("completion", 0.0)) / 1000
 

@@ -215,3 +215,54 @@ def test_auth_failures_are_audited_with_their_reason(proxy_factory, simulator,
                      "error LIKE $1", "%expired%") < 1:
         assert time.monotonic() < deadline
         time.sleep(0.1)
+
+
+def _refuse_prompts_of_13_chars(database_url: str) -> None:
+    """Make the real database refuse some rows as data (a constraint), not as an outage."""
+    import asyncio
+    import sqlite3
+
+    import asyncpg
+
+    if database_url.startswith("sqlite"):
+        with sqlite3.connect(database_url.split("///", 1)[1]) as conn:
+            conn.execute("CREATE TRIGGER IF NOT EXISTS refuse_13 BEFORE INSERT ON audit_log "
+                         "WHEN NEW.prompt_chars = 13 BEGIN SELECT RAISE(ABORT, 'refused'); END")
+        return
+
+    async def run() -> None:
+        conn = await asyncpg.connect(database_url)
+        try:
+            await conn.execute("ALTER TABLE audit_log ADD CONSTRAINT refuse_13 "
+                               "CHECK (prompt_chars <> 13)")
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+
+
+def test_a_row_the_database_refuses_goes_to_dead_letter_and_the_rest_are_stored(
+    simulator, database_url: str, tmp_path: Path
+) -> None:
+    proxy = start_proxy(tmp_path, {"OLLAMA_URL": simulator.url, "DATABASE_URL": database_url})
+    try:
+        _refuse_prompts_of_13_chars(database_url)
+        user = f"u-{uuid.uuid4().hex[:8]}"
+        prompts = ["fine prompt 1", "a fine prompt", "fine", "another fine one"]
+        assert [len(p) for p in prompts].count(13) == 2
+        for prompt in prompts:
+            assert generate(proxy, user, prompt=prompt).status_code == 200
+        # The two storable rows arrive; the two refused ones do not block them.
+        assert wait_rows(database_url, user, 2) == 2
+        dead = tmp_path / "audit-spool.rejected.jsonl"
+        deadline = time.monotonic() + 10
+        while not dead.exists() or len(dead.read_text().splitlines()) < 2:
+            assert time.monotonic() < deadline, "refused rows were not kept"
+            time.sleep(0.1)
+        assert metric(proxy, "llm_proxy_audit_rows_rejected_total") == 2
+        assert metric(proxy, "llm_proxy_audit_spooled_rows") == 0
+        # Later rows still go straight to the database.
+        assert generate(proxy, user, prompt="after that").status_code == 200
+        assert wait_rows(database_url, user, 3) == 3
+    finally:
+        stop_proxy(proxy)

@@ -87,12 +87,20 @@ async def _lines(
             ).model_dump(exclude_none=True)
 
 
+def _note_model(request: Request, model: str) -> None:
+    """Record the model before any check can refuse the request, so refusals say which."""
+    record = audit_record(request.scope)
+    if record is not None:
+        record.model = full_model_name(model)
+
+
 def _cacheable(request: Request, state: AppState, planned: PlannedCall) -> str | None:
     """The cache key, if this non-streamed request may be answered from (and stored in) cache."""
     if not state.cache.enabled or planned.after is not None:
         return None
-    if request.headers.get("x-cache-bypass") or "no-cache" in request.headers.get(
-            "cache-control", ""):
+    bypass = request.headers.get("x-cache-bypass", "").strip().lower()
+    control = request.headers.get("cache-control", "").lower()
+    if bypass in ("1", "true", "yes") or "no-cache" in control or "no-store" in control:
         return None
     return cache_key(planned.call.payload) if is_deterministic(planned.call.payload) else None
 
@@ -144,6 +152,7 @@ async def generate(
     body: GenerateRequest, request: Request, state: StateDep, user: CurrentUser,
     request_id: RequestId,
 ) -> JSONResponse | StreamingResponse:
+    _note_model(request, body.model)
     planned = await plan_generate(state, body)
 
     def shape(done: Completion) -> dict[str, Any]:
@@ -165,6 +174,7 @@ async def chat(
     body: ChatRequest, request: Request, state: StateDep, user: CurrentUser,
     request_id: RequestId,
 ) -> JSONResponse | StreamingResponse:
+    _note_model(request, body.model)
     planned = await plan_chat(state, user, body)
 
     def shape(done: Completion) -> dict[str, Any]:

@@ -1,0 +1,347 @@
+"""Prompt templates over real HTTP, on SQLite and on the real Postgres: admin CRUD, rendering
+for generate, the Jinja sandbox, and the refusals around them.
+
+"Nothing went upstream" is read from the simulator's own request counter.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.proxy.conftest import ProxyProcess, auth, sim_stats
+
+pytestmark = pytest.mark.usefixtures("sim")
+
+ADMIN = auth("root", "admin")
+TEMPLATES = "/api/admin/templates"
+
+
+@pytest.fixture(scope="module")
+def proxy(proxy_factory, simulator, database_url: str) -> ProxyProcess:
+    return proxy_factory(OLLAMA_URL=simulator.url, DATABASE_URL=database_url)
+
+
+def name(prefix: str = "tpl") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def create(proxy: ProxyProcess, template_name: str, source: str, description: str = ""
+           ) -> httpx.Response:
+    with proxy.client() as client:
+        return client.post(TEMPLATES, headers=ADMIN, json={
+            "name": template_name, "template": source, "description": description})
+
+
+def created(proxy: ProxyProcess, source: str) -> str:
+    template_name = name()
+    response = create(proxy, template_name, source)
+    assert response.status_code == 201, response.text
+    return template_name
+
+
+def generate(proxy: ProxyProcess, **body: Any) -> httpx.Response:
+    with proxy.client() as client:
+        return client.post("/api/llm/generate", headers=auth(), json={
+            "model": "llama3.2", "stream": False, "options": {"num_predict": 3}, **body})
+
+
+def instant(text: str) -> datetime:
+    """A timestamp from the API as an aware datetime (a naive one is read as UTC)."""
+    value = datetime.fromisoformat(text)
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def same_template(got: dict[str, Any], want: dict[str, Any]) -> bool:
+    """Equal, comparing timestamps as instants (their spelling has its own test)."""
+    stamps = ("created_at", "updated_at")
+    return ({k: v for k, v in got.items() if k not in stamps}
+            == {k: v for k, v in want.items() if k not in stamps}
+            and all(instant(got[k]) == instant(want[k]) for k in stamps))
+
+
+def upstream_generates(sim) -> int:
+    return int(sim_stats(sim)["requests"].get("/api/generate", 0))
+
+
+# -- admin CRUD ---------------------------------------------------------------------------------
+
+
+def test_template_lifecycle(proxy: ProxyProcess) -> None:
+    template_name = name("crud")
+    first = create(proxy, template_name, "Summarise {{ text }}.", "summaries")
+    assert first.status_code == 201
+    body = first.json()
+    assert body["name"] == template_name
+    assert body["template"] == "Summarise {{ text }}."
+    assert body["description"] == "summaries"
+    assert body["created_by"] == "root"
+    assert body["created_at"] == body["updated_at"]
+
+    duplicate = create(proxy, template_name, "something else")
+    assert duplicate.status_code == 409
+    assert template_name in duplicate.json()["error"]
+
+    with proxy.client() as client:
+        listed = client.get(TEMPLATES, headers=ADMIN)
+        assert listed.status_code == 200
+        names = [t["name"] for t in listed.json()["templates"]]
+        assert template_name in names
+        assert names == sorted(names)
+        one = client.get(f"{TEMPLATES}/{template_name}", headers=ADMIN)
+        assert one.status_code == 200
+        assert same_template(one.json(), body)  # the duplicate changed nothing
+
+        put = client.put(f"{TEMPLATES}/{template_name}", headers=ADMIN, json={
+            "name": template_name, "template": "Shorten {{ text }}.", "description": "v2"})
+        assert put.status_code == 200
+        changed = put.json()
+        assert (changed["template"], changed["description"]) == ("Shorten {{ text }}.", "v2")
+        assert instant(changed["created_at"]) == instant(body["created_at"])
+        assert instant(changed["updated_at"]) > instant(body["updated_at"])
+        assert same_template(
+            client.get(f"{TEMPLATES}/{template_name}", headers=ADMIN).json(), changed)
+
+        renamed = client.put(f"{TEMPLATES}/{template_name}", headers=ADMIN, json={
+            "name": "another-name", "template": "x"})
+        assert renamed.status_code == 422
+        unknown = client.put(f"{TEMPLATES}/{name('nope')}", headers=ADMIN, json={
+            "name": "whatever", "template": "x"})
+        assert unknown.status_code == 422  # the body's name must match the path's first
+        missing = name("nope")
+        assert client.put(f"{TEMPLATES}/{missing}", headers=ADMIN, json={
+            "name": missing, "template": "x"}).status_code == 404
+
+        deleted = client.delete(f"{TEMPLATES}/{template_name}", headers=ADMIN)
+        assert deleted.status_code == 204
+        assert deleted.content == b""
+        gone = client.get(f"{TEMPLATES}/{template_name}", headers=ADMIN)
+        assert gone.status_code == 404
+        assert gone.json() == {"error": f"template '{template_name}' not found"}
+        assert client.delete(f"{TEMPLATES}/{template_name}", headers=ADMIN).status_code == 404
+        names = [t["name"] for t in client.get(TEMPLATES, headers=ADMIN).json()["templates"]]
+        assert template_name not in names
+
+
+def test_timestamps_are_utc_and_read_back_as_written(proxy: ProxyProcess) -> None:
+    """Every answer spells a template's timestamps the same way, with their UTC offset."""
+    template_name = name("stamps")
+    written = create(proxy, template_name, "Stamp {{ x }}").json()
+    with proxy.client() as client:
+        read = client.get(f"{TEMPLATES}/{template_name}", headers=ADMIN).json()
+        listed = next(t for t in client.get(TEMPLATES, headers=ADMIN).json()["templates"]
+                      if t["name"] == template_name)
+    for answer in (written, read, listed):
+        for stamp in ("created_at", "updated_at"):
+            parsed = datetime.fromisoformat(answer[stamp])
+            assert parsed.utcoffset() is not None, f"{stamp} has no UTC offset: {answer[stamp]}"
+    assert read == written
+    assert listed == written
+
+
+@pytest.mark.parametrize(("source", "line"), [
+    ("Hello {{ name", 1),
+    ("line one\nline two\n{% if x %}never closed", 3),
+    ("a\n{{ x | }}", 2),
+    ("{% for %}", 1),
+])
+def test_invalid_jinja_is_refused_with_its_line(proxy: ProxyProcess, source: str,
+                                                line: int) -> None:
+    template_name = name("syntax")
+    response = create(proxy, template_name, source)
+    assert response.status_code == 422
+    assert f"line {line}" in response.json()["error"]
+    # Nothing was stored, and PUT checks the same way.
+    with proxy.client() as client:
+        assert client.get(f"{TEMPLATES}/{template_name}", headers=ADMIN).status_code == 404
+    good = created(proxy, "fine {{ x }}")
+    with proxy.client() as client:
+        put = client.put(f"{TEMPLATES}/{good}", headers=ADMIN,
+                         json={"name": good, "template": source})
+        assert put.status_code == 422
+        assert f"line {line}" in put.json()["error"]
+        assert client.get(f"{TEMPLATES}/{good}", headers=ADMIN).json()["template"] == (
+            "fine {{ x }}")
+
+
+@pytest.mark.parametrize("bad_name", ["Capital", "has space", "-leading-dash", "dots.in.it",
+                                      "x" * 101, "", "slash/name", "ümlaut"])
+def test_bad_template_names_are_refused(proxy: ProxyProcess, bad_name: str) -> None:
+    response = create(proxy, bad_name, "hello")
+    assert response.status_code == 422
+    assert "name" in response.json()["error"]
+
+
+def test_bad_names_in_the_path_are_refused(proxy: ProxyProcess) -> None:
+    with proxy.client() as client:
+        for method in ("GET", "DELETE"):
+            response = client.request(method, f"{TEMPLATES}/Not_Valid", headers=ADMIN)
+            assert response.status_code == 422, method
+
+
+def test_other_bad_bodies_are_refused(proxy: ProxyProcess) -> None:
+    for body in ({"name": name()}, {"name": name(), "template": ""},
+                 {"name": name(), "template": "x", "owner": "me"},
+                 {"name": name(), "template": "x", "description": "d" * 501}):
+        with proxy.client() as client:
+            response = client.post(TEMPLATES, headers=ADMIN, json=body)
+        assert response.status_code == 422, body
+
+
+def test_users_cannot_manage_templates(proxy: ProxyProcess) -> None:
+    existing = created(proxy, "admin only {{ x }}")
+    user = auth("alice")
+    with proxy.client() as client:
+        requests = [
+            ("GET", TEMPLATES, None),
+            ("POST", TEMPLATES, {"name": name(), "template": "x"}),
+            ("GET", f"{TEMPLATES}/{existing}", None),
+            ("PUT", f"{TEMPLATES}/{existing}", {"name": existing, "template": "hijacked"}),
+            ("DELETE", f"{TEMPLATES}/{existing}", None),
+        ]
+        for method, path, body in requests:
+            response = client.request(method, path, headers=user, json=body)
+            assert response.status_code == 403, (method, path)
+        assert client.request("GET", TEMPLATES).status_code == 401
+        kept = client.get(f"{TEMPLATES}/{existing}", headers=ADMIN).json()
+    assert kept["template"] == "admin only {{ x }}"
+
+
+def test_concurrent_creates_of_one_name_give_one_201_and_409s(proxy: ProxyProcess) -> None:
+    racers = 10
+    barrier = threading.Barrier(racers)
+
+    def post(template_name: str) -> int:
+        with proxy.client() as client:
+            barrier.wait(timeout=10)  # all requests leave together
+            return client.post(TEMPLATES, headers=ADMIN, json={
+                "name": template_name, "template": "race {{ x }}"}).status_code
+
+    statuses: list[list[int]] = []
+    with ThreadPoolExecutor(racers) as pool:
+        for _ in range(8):
+            template_name = name("race")
+            statuses.append(sorted(pool.map(post, [template_name] * racers)))
+    wrong = [s for s in statuses if s != [201] + [409] * (racers - 1)]
+    assert wrong == [], f"a lost race must be 409, not a server error: {wrong}"
+
+
+# -- rendering for generate ---------------------------------------------------------------------
+
+
+def test_generate_renders_the_template(proxy: ProxyProcess, sim) -> None:
+    template_name = created(
+        proxy, "Translate into {{ lang }}:\n{{ text }}{% if polite %} Please.{% endif %} "
+               "({{ words * 2 }} words)")
+    response = generate(proxy, template=template_name,
+                        variables={"lang": "French", "text": "good morning", "polite": True,
+                                   "words": 4})
+    assert response.status_code == 200, response.text
+    assert response.json()["usage"]["completion_tokens"] == 3
+    sent = sim_stats(sim)["last_body"]["/api/generate"]
+    assert sent["prompt"] == "Translate into French:\ngood morning Please. (8 words)"
+    assert sent["model"] == "llama3.2"
+    assert "template" not in sent and "variables" not in sent
+
+
+def test_a_streamed_generate_renders_too(proxy: ProxyProcess, sim) -> None:
+    template_name = created(proxy, "Say {{ what }}")
+    with proxy.client() as client:
+        response = client.post("/api/llm/generate", headers=auth(), json={
+            "model": "llama3.2", "template": template_name, "variables": {"what": "hi"},
+            "options": {"num_predict": 2}})
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("application/x-ndjson")
+    assert sim_stats(sim)["last_body"]["/api/generate"]["prompt"] == "Say hi"
+
+
+def test_a_missing_variable_is_refused_and_nothing_is_sent(proxy: ProxyProcess, sim) -> None:
+    template_name = created(proxy, "Hello {{ name }}, meet {{ friend }}.")
+    for variables, missing in (({"name": "Ada"}, "friend"), ({"friend": "Bob"}, "name"),
+                               (None, "name"), ({}, "name")):
+        body: dict[str, Any] = {"template": template_name}
+        if variables is not None:
+            body["variables"] = variables
+        response = generate(proxy, **body)
+        assert response.status_code == 422, variables
+        assert f"'{missing}' is undefined" in response.json()["error"]
+    assert upstream_generates(sim) == 0
+
+
+@pytest.mark.parametrize("source", [
+    "{{ ''.__class__.__mro__ }}",
+    "{{ ''.__class__.__mro__[1].__subclasses__() }}",
+    "{{ cycler.__init__.__globals__ }}",
+    "{{ cycler.__init__.__globals__.os.popen('id').read() }}",
+    "{{ lipsum.__globals__['os'] }}",
+    "{{ joiner.__init__.__globals__ }}",
+    "{{ namespace.__init__.__globals__ }}",
+    "{{ '{0.__class__}'.format('') }}",
+    "{{ (1).__class__.__base__.__subclasses__() }}",
+    "{% set x = ''.__class__ %}{{ x }}",
+    "{{ x.__class__ }}",
+])
+def test_sandbox_refuses_attribute_tricks(proxy: ProxyProcess, sim, source: str) -> None:
+    template_name = created(proxy, source)
+    response = generate(proxy, template=template_name, variables={"x": "str"})
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert "unsafe" in error
+    assert "<class" not in error and "uid=" not in error
+    assert upstream_generates(sim) == 0
+
+
+def test_rendered_text_is_checked_like_a_prompt(proxy: ProxyProcess, sim) -> None:
+    template_name = created(proxy, "Value: {{ v }}")
+    control = generate(proxy, template=template_name, variables={"v": "bell\x07"})
+    assert control.status_code == 422
+    assert "U+0007" in control.json()["error"]
+    empty = generate(proxy, template=created(proxy, "{{ v }}"), variables={"v": "   "})
+    assert empty.status_code == 422
+    assert "empty" in empty.json()["error"]
+    assert upstream_generates(sim) == 0
+
+
+@pytest.mark.parametrize(("body", "status", "mentions"), [
+    ({"prompt": "hi", "template": "some-template"}, 422, "exactly one"),
+    ({"prompt": "hi", "variables": {"a": 1}}, 422, "needs a `template`"),
+    ({"variables": {"a": 1}}, 422, "exactly one"),
+    ({}, 422, "exactly one"),
+    ({"template": "Bad Name"}, 422, "template"),
+    ({"template": "x", "variables": {"a": {"nested": 1}}}, 422, "variables"),
+    ({"template": "x", "variables": {"a": [1, 2]}}, 422, "variables"),
+])
+def test_bad_template_requests_are_refused(proxy: ProxyProcess, sim, body: dict[str, Any],
+                                           status: int, mentions: str) -> None:
+    response = generate(proxy, **body)
+    assert response.status_code == status, response.text
+    assert mentions in response.json()["error"]
+    assert upstream_generates(sim) == 0
+
+
+def test_unknown_template_is_404(proxy: ProxyProcess, sim) -> None:
+    missing = name("missing")
+    response = generate(proxy, template=missing, variables={"a": 1})
+    assert response.status_code == 404
+    assert response.json() == {"error": f"template '{missing}' not found"}
+    assert upstream_generates(sim) == 0
+
+
+def test_an_updated_template_is_used_at_once(proxy: ProxyProcess, sim) -> None:
+    template_name = created(proxy, "Version one for {{ who }}")
+    assert generate(proxy, template=template_name, variables={"who": "Ada"}).status_code == 200
+    with proxy.client() as client:
+        client.put(f"{TEMPLATES}/{template_name}", headers=ADMIN, json={
+            "name": template_name, "template": "Version two for {{ who }}"}).raise_for_status()
+    assert generate(proxy, template=template_name, variables={"who": "Ada"}).status_code == 200
+    assert sim_stats(sim)["last_body"]["/api/generate"]["prompt"] == "Version two for Ada"
+    with proxy.client() as client:
+        assert client.delete(f"{TEMPLATES}/{template_name}", headers=ADMIN).status_code == 204
+    assert generate(proxy, template=template_name, variables={"who": "Ada"}).status_code == 404
+    assert upstream_generates(sim) == 2
