@@ -8,6 +8,7 @@ import pulumi
 from infra.config import load_config
 from infra.datastores import Datastores, DatastoresArgs
 from infra.gpu_exporter import GpuExporter, GpuExporterArgs
+from infra.host_exporters import HostExporters, HostExportersArgs
 from infra.monitoring import Monitoring, MonitoringArgs
 from infra.network import Networks, NetworksArgs
 from infra.ollama import Ollama, OllamaArgs
@@ -66,7 +67,18 @@ monitoring = Monitoring(
         grafana_bind=config.grafana_bind,
         metrics_token=config.secrets.metrics_token,
         grafana_admin_password=config.secrets.grafana_admin_password,
+        grafana_audit_db_password=config.secrets.grafana_audit_db_password,
         depends_on=[proxy.container],
+    ),
+)
+HostExporters(
+    "host-exporters",
+    HostExportersArgs(
+        name_prefix=prefix,
+        node_exporter_image=config.images.node_exporter,
+        cadvisor_image=config.images.cadvisor,
+        networks=networks,
+        gpu_expected=config.gpu,
     ),
 )
 if config.gpu:

@@ -19,6 +19,8 @@ POSTGRES_IMAGE = "postgres:16.10-bookworm"
 PROMETHEUS_IMAGE = "prom/prometheus:v3.13.2"
 GRAFANA_IMAGE = "grafana/grafana:12.4.3"
 GPU_EXPORTER_IMAGE = "utkuozdemir/nvidia_gpu_exporter:1.5.0"
+NODE_EXPORTER_IMAGE = "prom/node-exporter:v1.9.1"
+CADVISOR_IMAGE = "gcr.io/cadvisor/cadvisor:v0.52.1"
 PROXY_BASE_IMAGE = "python:3.11.13-slim-bookworm"
 PROXY_IMAGE = "llm-proxy:local"
 
@@ -58,6 +60,8 @@ class Images:
     prometheus: str
     grafana: str
     gpu_exporter: str
+    node_exporter: str
+    cadvisor: str
     proxy_base: str
     proxy: str
 
@@ -68,6 +72,8 @@ class Secrets:
     postgres_password: pulumi.Output[str]
     grafana_admin_password: pulumi.Output[str]
     metrics_token: pulumi.Output[str]
+    # Optional (the per-user Grafana panels need it): "" when not set, as in compose.
+    grafana_audit_db_password: pulumi.Output[str]
 
 
 @dataclass(frozen=True)
@@ -123,6 +129,8 @@ def load_config() -> StackConfig:
             prometheus=config.get("prometheusImage") or PROMETHEUS_IMAGE,
             grafana=config.get("grafanaImage") or GRAFANA_IMAGE,
             gpu_exporter=config.get("gpuExporterImage") or GPU_EXPORTER_IMAGE,
+            node_exporter=config.get("nodeExporterImage") or NODE_EXPORTER_IMAGE,
+            cadvisor=config.get("cadvisorImage") or CADVISOR_IMAGE,
             proxy_base=config.get("proxyBaseImage") or PROXY_BASE_IMAGE,
             proxy=config.get("proxyImage") or PROXY_IMAGE,
         ),
@@ -131,5 +139,7 @@ def load_config() -> StackConfig:
             postgres_password=config.require_secret("postgresPassword"),
             grafana_admin_password=config.require_secret("grafanaAdminPassword"),
             metrics_token=config.require_secret("metricsToken"),
+            grafana_audit_db_password=config.get_secret("grafanaAuditDbPassword")
+            or pulumi.Output.secret(""),
         ),
     )

@@ -73,7 +73,8 @@ class Datastores(pulumi.ComponentResource):
                     container_path="/var/lib/postgresql/data",
                 )
             ],
-            networks_advanced=networks.attach("postgres", networks.backend),
+            # `analytics`: Grafana's read-only view of the audit log, and nothing else.
+            networks_advanced=networks.attach("postgres", networks.backend, networks.analytics),
             healthcheck=docker.ContainerHealthcheckArgs(
                 tests=["CMD", "pg_isready", "-U", "llm", "-d", "llm"],
                 interval="10s",

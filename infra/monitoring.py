@@ -41,6 +41,8 @@ class MonitoringArgs:
     grafana_bind: str
     metrics_token: pulumi.Output[str]
     grafana_admin_password: pulumi.Output[str]
+    # The read-only Postgres role's password for the audit-postgres datasource; "" when unset.
+    grafana_audit_db_password: pulumi.Output[str]
     # Prometheus starts after the proxy it scrapes, as in compose.
     depends_on: list[pulumi.Resource]
 
@@ -109,11 +111,14 @@ class Monitoring(pulumi.ComponentResource):
             name=f"{args.name_prefix}-grafana",
             image=grafana_image.image_id,
             restart="unless-stopped",
-            envs=args.grafana_admin_password.apply(
-                lambda password: [
-                    f"GF_SECURITY_ADMIN_PASSWORD={password}",
+            envs=pulumi.Output.all(
+                args.grafana_admin_password, args.grafana_audit_db_password
+            ).apply(
+                lambda passwords: [
+                    f"GF_SECURITY_ADMIN_PASSWORD={passwords[0]}",
                     "GF_USERS_ALLOW_SIGN_UP=false",
                     "GF_ANALYTICS_REPORTING_ENABLED=false",
+                    f"GRAFANA_AUDIT_DB_PASSWORD={passwords[1]}",
                 ]
             ),
             uploads=[
@@ -126,7 +131,7 @@ class Monitoring(pulumi.ComponentResource):
                 )
             ],
             ports=[docker.ContainerPortArgs(internal=3000, external=3000, ip=args.grafana_bind)],
-            networks_advanced=networks.attach("grafana", networks.frontend),
+            networks_advanced=networks.attach("grafana", networks.frontend, networks.analytics),
             healthcheck=docker.ContainerHealthcheckArgs(
                 tests=[
                     "CMD",

@@ -1,4 +1,4 @@
-"""The stack's three Docker networks, and how a service joins them."""
+"""The stack's four Docker networks, and how a service joins them."""
 
 from __future__ import annotations
 
@@ -14,11 +14,12 @@ class NetworksArgs:
 
 
 class Networks(pulumi.ComponentResource):
-    """`backend` (internal: no route off the host), `frontend` and `egress` (normal bridges).
+    """`backend` and `analytics` (internal: no route off the host), `frontend` and `egress`.
 
     Ollama, Redis and Postgres live on `backend`, which cannot publish ports. The proxy,
     Prometheus and Grafana publish through `frontend`. `egress` exists only so that Ollama can
-    pull models without joining the network whose ports are published.
+    pull models without joining the network whose ports are published. `analytics` joins only
+    Postgres and Grafana, so Grafana reads the audit log without reaching anything else.
     """
 
     def __init__(
@@ -31,11 +32,15 @@ class Networks(pulumi.ComponentResource):
         )
         self.frontend = docker.Network("frontend", name=f"{args.name_prefix}_frontend", opts=child)
         self.egress = docker.Network("egress", name=f"{args.name_prefix}_egress", opts=child)
+        self.analytics = docker.Network(
+            "analytics", name=f"{args.name_prefix}_analytics", internal=True, opts=child
+        )
         self.register_outputs(
             {
                 "backend": self.backend.name,
                 "frontend": self.frontend.name,
                 "egress": self.egress.name,
+                "analytics": self.analytics.name,
             }
         )
 

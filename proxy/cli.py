@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from contextlib import ExitStack
@@ -68,6 +69,9 @@ def _serve(args: argparse.Namespace) -> int:
             print(f"try:\n  TOKEN={token}\n  curl -N -H \"Authorization: Bearer $TOKEN\" "
                   f"-d '{{\"model\":\"llama3.2\",\"prompt\":\"Hello\"}}' {base}/api/llm/generate")
         print(f"open {base}/docs  (status: {base}/api/llm/status)", flush=True)
+        # uvicorn re-raises SIGTERM after its graceful shutdown; turning it into SystemExit lets
+        # the ExitStack stop the dev simulator instead of orphaning it.
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         uvicorn.run(app, host=host, port=port, log_level=settings.proxy_log_level,
                     proxy_headers=True, ws_max_size=2 * settings.proxy_max_body_bytes)
     return 0

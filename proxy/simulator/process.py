@@ -90,6 +90,18 @@ def _config_flags(config: dict[str, Any]) -> list[str]:
     return flags
 
 
+def _die_with_parent() -> None:
+    """In the child: ask Linux to send SIGTERM when the parent dies, so that a test run or a
+    dev proxy killed without cleanup does not leave a simulator behind."""
+    if sys.platform != "linux":
+        return
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 def _stop(process: subprocess.Popen[bytes]) -> None:
     if process.poll() is not None:
         return
@@ -170,6 +182,7 @@ def run_simulator(
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=env,
+                preexec_fn=_die_with_parent,
             )
         # The parent's copy of the socket is closed by now: were it kept, the port would stay
         # open while the child "refuses" connections, and they would hang instead.

@@ -3,9 +3,11 @@
 What is compared, per service: image (and for the proxy the build: context, Dockerfile, args),
 networks, published ports (host ip, host port, container port, protocol), environment (keys and
 values: both sides get the same dummy secrets), named volumes and their mount points, files
-placed in the container (Compose bind mounts expanded to files with a content hash; Pulumi
-uploads hashed the same way), secret files, GPU device requests, memory limit in bytes,
-healthcheck, command and restart policy. Plus the stack's networks (internal or not) and volumes.
+placed in the container (Compose bind mounts of repository paths expanded to files with a
+content hash; Pulumi uploads hashed the same way), host paths bound into the container (source,
+target, read-only, propagation: the exporters' views of the host), secret files, GPU device
+requests, memory limit in bytes, healthcheck, command, PID namespace and restart policy. Plus the
+stack's networks (internal or not) and volumes.
 
 Docker names are mapped back to Compose's logical names: Pulumi's `llm-stack_backend` network is
 `backend`, its `llm-stack_ollama-models` volume is `ollama-models`; containers are named after
@@ -38,6 +40,10 @@ def _bind_files(source: Path, target: str) -> dict[str, str]:
     }
 
 
+def _in_repository(path: str) -> bool:
+    return Path(path).resolve().is_relative_to(REPO_ROOT)
+
+
 def _relative(path: str) -> str:
     resolved = (REPO_ROOT / path).resolve()
     return resolved.relative_to(REPO_ROOT).as_posix() or "."
@@ -66,11 +72,19 @@ def from_compose(rendered: dict[str, Any]) -> dict[str, Any]:
     for name, svc in rendered["services"].items():
         volumes: list[tuple[str, str]] = []
         files: dict[str, str] = {}
+        host_mounts: list[tuple[str, str, bool, str]] = []
         for mount in svc.get("volumes", []):
             if mount["type"] == "volume":
                 volumes.append((mount["source"], mount["target"]))
-            elif mount["type"] == "bind":
+            elif mount["type"] == "bind" and _in_repository(mount["source"]):
                 files |= _bind_files(Path(mount["source"]), mount["target"])
+            elif mount["type"] == "bind":
+                host_mounts.append((
+                    mount["source"],
+                    mount["target"],
+                    bool(mount.get("read_only", False)),
+                    mount.get("bind", {}).get("propagation") or "",
+                ))
             else:
                 raise AssertionError(f"{name}: unexpected mount type {mount['type']!r}")
         resources = svc.get("deploy", {}).get("resources", {})
@@ -98,6 +112,7 @@ def from_compose(rendered: dict[str, Any]) -> dict[str, Any]:
             "environment": dict(svc.get("environment", {})),
             "volumes": sorted(volumes),
             "files": files,
+            "host_mounts": sorted(host_mounts),
             "secrets": sorted(
                 SECRETS_DIR + (s.get("target") or s["source"]) for s in svc.get("secrets", [])
             ),
@@ -105,6 +120,7 @@ def from_compose(rendered: dict[str, Any]) -> dict[str, Any]:
             "memory": int(memory) if memory is not None else None,
             "healthcheck": _healthcheck(svc.get("healthcheck"), "test"),
             "command": svc.get("command"),
+            "pid": svc.get("pid"),
             "restart": svc.get("restart"),
         }
     return {
@@ -161,11 +177,22 @@ def from_pulumi(deployment: Deployment, prefix: str = "llm-stack") -> dict[str, 
                 for u in uploads
                 if not u["file"].startswith(SECRETS_DIR)
             },
+            "host_mounts": sorted(
+                (
+                    m["source"],
+                    m["target"],
+                    bool(m.get("readOnly", False)),
+                    (m.get("bindOptions") or {}).get("propagation") or "",
+                )
+                for m in c.get("mounts", [])
+                if m["type"] == "bind"
+            ),
             "secrets": sorted(u["file"] for u in uploads if u["file"].startswith(SECRETS_DIR)),
             "gpu": _gpu(c.get("deviceRequests")),
             "memory": int(memory) * 1024 * 1024 if memory else None,
             "healthcheck": _healthcheck(c.get("healthcheck"), "tests"),
             "command": c.get("command"),
+            "pid": c.get("pidMode"),
             "restart": c.get("restart"),
         }
     return {

@@ -34,6 +34,8 @@ SETTINGS = [
     ("JWT_AUDIENCE", "jwtAudience", "llm-users"),
     ("JWT_ISSUER", "jwtIssuer", "https://id.example.org"),
     ("PROXY_IMAGE", "proxyImage", "registry.example.org/llm-proxy:1.2.3"),
+    # Optional secret: compose renders it empty when unset, Pulumi too; set here on both sides.
+    ("GRAFANA_AUDIT_DB_PASSWORD", "grafanaAuditDbPassword", "test-audit-reader-password"),
 ]
 
 
@@ -75,8 +77,10 @@ def test_pulumi_declares_what_compose_renders(
 def test_the_comparison_covers_every_service(compose: Compose) -> None:
     rendered = from_compose(compose(COMPOSE_FILE, GPU_COMPOSE_FILE).json())
     assert sorted(rendered["services"]) == [
+        "cadvisor",
         "gpu-exporter",
         "grafana",
+        "node-exporter",
         "ollama",
         "postgres",
         "prometheus",
@@ -88,6 +92,16 @@ def test_the_comparison_covers_every_service(compose: Compose) -> None:
     assert proxy["ports"] and proxy["environment"] and proxy["healthcheck"]
     assert rendered["services"]["prometheus"]["files"], "prometheus config files not expanded"
     assert rendered["services"]["prometheus"]["secrets"] == ["/run/secrets/proxy_metrics_token"]
+    # The exporters' host views are compared as host paths, not expanded into files.
+    node = rendered["services"]["node-exporter"]
+    assert node["host_mounts"] == [("/", "/host", True, "rslave")]
+    assert node["pid"] == "host"
+    assert node["files"] == {
+        "/etc/node-exporter/textfile/llm_stack.prom": node["files"][
+            "/etc/node-exporter/textfile/llm_stack.prom"
+        ]
+    }
+    assert len(rendered["services"]["cadvisor"]["host_mounts"]) == 5
 
 
 def mutated_compose(tmp_path: Path, change: Callable[[dict[str, Any]], None]) -> Path:
@@ -122,6 +136,14 @@ def _volume(doc: dict[str, Any]) -> None:
     doc["services"]["postgres"]["volumes"] = ["postgres-data:/var/lib/postgresql"]
 
 
+def _host_mount(doc: dict[str, Any]) -> None:
+    doc["services"]["cadvisor"]["volumes"][1] = "/var/run:/var/run:rw"
+
+
+def _pid(doc: dict[str, Any]) -> None:
+    del doc["services"]["node-exporter"]["pid"]
+
+
 @pytest.mark.parametrize(
     ("change", "expected"),
     [
@@ -131,6 +153,8 @@ def _volume(doc: dict[str, Any]) -> None:
         (_memory, "ollama.memory"),
         (_network, "redis.networks"),
         (_volume, "postgres.volumes"),
+        (_host_mount, "cadvisor.host_mounts"),
+        (_pid, "node-exporter.pid"),
     ],
 )
 def test_a_compose_only_change_is_reported(
@@ -154,6 +178,9 @@ def test_a_compose_only_change_is_reported(
         ({"ollamaKeepAlive": "1h"}, "ollama.environment"),
         ({"proxyBaseImage": "python:3.12-slim-bookworm"}, "proxy.build"),
         ({"gpu": "true"}, "ollama.gpu"),
+        # A GPU host must also say so to node exporter (GpuNotDetected's expectation).
+        ({"gpu": "true"}, "node-exporter.files"),
+        ({"cadvisorImage": "gcr.io/cadvisor/cadvisor:v0.52.0"}, "cadvisor.image"),
     ],
 )
 def test_a_pulumi_only_change_is_reported(

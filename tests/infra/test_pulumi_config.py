@@ -40,7 +40,7 @@ def test_memory_sizes_docker_cannot_take_are_refused(value: str) -> None:
 def test_every_config_key_is_documented_in_the_example() -> None:
     read = set(
         re.findall(
-            r'config\.(?:get|get_int|get_bool|get_object|require_secret)\("(\w+)"',
+            r'config\.(?:get|get_int|get_bool|get_object|get_secret|require_secret)\("(\w+)"',
             CONFIG_PY.read_text(),
         )
     )

@@ -11,7 +11,7 @@ from infra.config import ConfigError
 from tests.infra.mocked_program import PULUMI_SECRETS, Deployment, plain_parts, reveal
 
 Deploy = Callable[..., Deployment]
-PRIVATE = ("ollama", "redis", "postgres")
+PRIVATE = ("ollama", "redis", "postgres", "node-exporter", "cadvisor")
 
 
 def published(deployment: Deployment, name: str) -> list[tuple[str, int, int]]:
@@ -64,6 +64,7 @@ def test_backend_network_is_internal_and_the_others_are_not(deploy: Deploy) -> N
         "llm-stack_backend": True,
         "llm-stack_frontend": False,
         "llm-stack_egress": False,
+        "llm-stack_analytics": True,
     }
 
 
@@ -73,11 +74,14 @@ def test_each_service_is_on_exactly_its_networks(deploy: Deploy) -> None:
         # egress lets Ollama pull models; it is never published and only Ollama is on it.
         "ollama": {"backend", "egress"},
         "redis": {"backend"},
-        "postgres": {"backend"},
+        # analytics: only Postgres and Grafana, for the audit-log panels.
+        "postgres": {"backend", "analytics"},
         "gpu-exporter": {"backend"},
+        "node-exporter": {"backend"},
+        "cadvisor": {"backend"},
         "proxy": {"backend", "frontend"},
         "prometheus": {"backend", "frontend"},
-        "grafana": {"frontend"},
+        "grafana": {"frontend", "analytics"},
     }
     for name, networks in expected.items():
         assert networks_of(deployment, name) == networks, f"{name} is on the wrong networks"
@@ -137,6 +141,28 @@ def test_metrics_token_is_a_file_for_prometheus_not_an_environment_variable(
 ) -> None:
     prometheus = deploy().container("prometheus").plain
     assert not prometheus.get("envs"), "prometheus needs no environment, least of all the token"
+
+
+def test_exporters_see_the_host_read_only(deploy: Deploy) -> None:
+    deployment = deploy()
+    for name in ("node-exporter", "cadvisor"):
+        mounts = deployment.container(name).plain.get("mounts", [])
+        assert mounts, f"{name} mounts nothing from the host"
+        writable = [m["source"] for m in mounts if not m.get("readOnly")]
+        assert writable == [], f"{name} can write to host paths {writable}"
+        assert not deployment.container(name).plain.get("privileged"), f"{name} is privileged"
+
+
+def test_the_audit_reader_password_is_optional_and_secret(deploy: Deploy) -> None:
+    unset = reveal(deploy().container("grafana").inputs["envs"])
+    assert "GRAFANA_AUDIT_DB_PASSWORD=" in unset
+    password = "audit-reader-password-0123456789"
+    deployment = deploy(grafanaAuditDbPassword=password)
+    for resource in deployment.resources:
+        for part in plain_parts(resource.inputs):
+            assert password not in str(part), f"{resource.name!r} has the password in clear"
+    envs = reveal(deployment.container("grafana").inputs["envs"])
+    assert f"GRAFANA_AUDIT_DB_PASSWORD={password}" in envs
 
 
 @pytest.mark.parametrize("missing", sorted(PULUMI_SECRETS))

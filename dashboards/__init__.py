@@ -1,0 +1,1 @@
+"""Monitoring as code: Prometheus rules and Grafana dashboards generated from config.py."""
