@@ -77,6 +77,35 @@ def test_prometheus_scrapes_the_proxy(stack: StackHost) -> None:
     )
 
 
+def prometheus_value(stack: StackHost, query: str) -> float:
+    url = f"http://127.0.0.1:{PROMETHEUS_PORT}/api/v1/query?query={quote(query)}"
+    answer = stack.python(probes.HTTP_GET, url)
+    if answer["status"] != 200:
+        return 0.0
+    results = json.loads(answer["body"])["data"]["result"]
+    return sum(float(r["value"][1]) for r in results)
+
+
+def test_prometheus_has_the_proxys_request_and_ttft_data_after_traffic(stack: StackHost) -> None:
+    token = stack.mint_token()
+    assert generate(stack, token, stack.model(token))["status"] == 200
+    queries = {
+        "requests": 'sum(llm_proxy_requests_total{endpoint="/api/llm/generate",status="200"})',
+        "ttft": "sum(llm_proxy_time_to_first_token_seconds_count)",
+        "ttft buckets": 'sum(llm_proxy_time_to_first_token_seconds_bucket{le="+Inf"})',
+    }
+
+    def all_present() -> dict[str, float] | None:
+        values = {name: prometheus_value(stack, q) for name, q in queries.items()}
+        return values if all(v > 0 for v in values.values()) else None
+
+    values = poll(all_present, SCRAPE_DEADLINE_S)
+    assert values, (
+        f"after {SCRAPE_DEADLINE_S} s Prometheus still lacks the proxy's data: "
+        + str({name: prometheus_value(stack, q) for name, q in queries.items()})
+    )
+
+
 @pytest.mark.parametrize(
     ("service", "port"), [("prometheus", PROMETHEUS_PORT), ("grafana", GRAFANA_PORT)]
 )
