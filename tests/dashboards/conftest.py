@@ -9,21 +9,15 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
-import jwt
 import pytest
 
 from proxy.simulator.process import run_simulator
-from tests.dashboards.paths import REPO_ROOT
+from tests.proxy.conftest import make_token, start_proxy, stop_proxy
 
 SECRET = "dashboards-test-secret-" + "x" * 40
 METRICS_TOKEN = "dashboards-test-metrics-token"
@@ -41,72 +35,20 @@ def promtool() -> str:
     return path
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _token(sub: str) -> str:
-    now = int(time.time())
-    return jwt.encode({"sub": sub, "role": "user", "iat": now, "exp": now + 600}, SECRET,
-                      algorithm="HS256")
-
-
 @pytest.fixture(scope="module")
 def live_metrics(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     workdir = tmp_path_factory.mktemp("live-proxy")
-    port = _free_port()
     with run_simulator(first_token_delay=0.01, tokens_per_second=400) as sim:
-        env = {
-            **{k: v for k, v in os.environ.items()
-               if not k.startswith(("JWT_", "PROXY_", "OLLAMA_", "DATABASE_", "REDIS_"))},
-            "PROXY_ENV": "dev",
-            "JWT_SECRET": SECRET,
-            "OLLAMA_URL": sim.url,
-            "DATABASE_URL": f"sqlite+aiosqlite:///{workdir / 'proxy.db'}",
-            "PROXY_METRICS_TOKEN": METRICS_TOKEN,
-            "PROXY_AUDIT_SPOOL_PATH": str(workdir / "audit-spool.jsonl"),
-            "PROXY_LOG_LEVEL": "warning",
-            "PYTHONPATH": str(REPO_ROOT),
-        }
-        log_path = workdir / "proxy.log"
-        with log_path.open("wb") as log:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "proxy", "serve", "--no-simulator", "--host",
-                 "127.0.0.1", "--port", str(port)],
-                cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT,
-            )
-        url = f"http://127.0.0.1:{port}"
+        proxy = start_proxy(workdir, {"OLLAMA_URL": sim.url, "JWT_SECRET": SECRET,
+                                      "PROXY_METRICS_TOKEN": METRICS_TOKEN})
         try:
-            _wait_until_up(url, process, log_path)
-            yield _exercise_and_scrape(url)
+            yield _exercise_and_scrape(proxy.url)
         finally:
-            process.terminate()
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
-def _wait_until_up(url: str, process: subprocess.Popen[bytes], log_path: Path) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        if process.poll() is not None:
-            raise RuntimeError(f"proxy exited with {process.returncode}:\n{log_path.read_text()}")
-        try:
-            httpx.get(f"{url}/api/llm/status", timeout=2)
-            return
-        except httpx.HTTPError:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"proxy did not start:\n{log_path.read_text()}") from None
-            time.sleep(0.1)
+            stop_proxy(proxy)
 
 
 def _exercise_and_scrape(url: str) -> str:
-    headers = {"Authorization": f"Bearer {_token('dashboards-test')}"}
+    headers = {"Authorization": f"Bearer {make_token('dashboards-test', secret=SECRET)}"}
     with httpx.Client(base_url=url, timeout=30) as client:
         streamed = client.post("/api/llm/generate", headers=headers,
                                json={"model": "llama3.2", "prompt": "Why is the sky blue?"})
