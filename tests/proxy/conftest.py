@@ -218,3 +218,29 @@ def count_rows(database_url: str, sql: str, *args: object) -> int:
             await conn.close()
 
     return asyncio.run(run())
+
+
+def wait_until(check: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05) -> Any:
+    """Poll `check` until it returns something truthy; fail with its last value at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s (last: {result!r})")
+        time.sleep(interval)
+
+
+def metric(proxy: ProxyProcess, name: str, **labels: str) -> float:
+    """The sum of the samples called `name` on the proxy's /metrics whose labels include
+    `labels` (the test proxies serve /metrics without a token in dev mode)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"{proxy.url}/metrics", timeout=10).text
+    named = [sample for family in text_string_to_metric_families(text)
+             for sample in family.samples if sample.name == name]
+    if not named:
+        raise AssertionError(f"{name} is not in /metrics")
+    return sum(sample.value for sample in named
+               if all(sample.labels.get(k) == v for k, v in labels.items()))

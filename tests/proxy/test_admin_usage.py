@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -20,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.proxy.conftest import ProxyProcess, auth, make_token, sim_stats
+from tests.proxy.conftest import ProxyProcess, auth, make_token, sim_stats, wait_until
 
 ADMIN = auth("root", "admin")
 def short(model: str) -> str:
@@ -32,15 +30,6 @@ TOKEN_PRICES = {"llama3.2": {"prompt": 1.0, "completion": 2.0},
                 "*": {"prompt": 0.5, "completion": 0.5}}
 
 
-def wait_until(check: Callable[[], Any], timeout: float = 10.0, interval: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s (last: {result!r})")
-        time.sleep(interval)
 
 
 def admin_get(proxy: ProxyProcess, path: str, **params: Any) -> httpx.Response:

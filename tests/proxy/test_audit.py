@@ -17,13 +17,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.proxy.conftest import (
     ProxyProcess,
     auth,
     count_rows,
     make_token,
+    metric,
     start_proxy,
     stop_proxy,
 )
@@ -42,13 +42,6 @@ def generate(proxy: ProxyProcess, user: str, prompt: str = "audit me", **body: o
                                  "options": {"num_predict": 3}, **body})
 
 
-def metric(proxy: ProxyProcess, name: str) -> float:
-    text = httpx.get(f"{proxy.url}/metrics", timeout=10).text
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name:
-                return float(sample.value)
-    raise AssertionError(f"{name} not in /metrics")
 
 
 def wait_rows(database_url: str, user: str, expected: int, timeout: float = 20) -> int:

@@ -12,10 +12,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 from websockets.sync.client import connect
 
-from tests.proxy.conftest import ProxyProcess, auth, free_port, make_token, sim_fault
+from tests.proxy.conftest import ProxyProcess, auth, free_port, make_token, metric, sim_fault
 
 pytestmark = pytest.mark.usefixtures("sim")
 
@@ -36,14 +35,6 @@ def generate(proxy: ProxyProcess, user: str, role: str = "user", **body: object
                                  "options": {"num_predict": 2}, **body})
 
 
-def metric(proxy: ProxyProcess, name: str, **labels: str) -> float:
-    text = httpx.get(f"{proxy.url}/metrics", timeout=10).text
-    total = 0.0
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                total += sample.value
-    return total
 
 
 @pytest.fixture(scope="module", params=["memory", "redis"])

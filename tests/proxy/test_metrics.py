@@ -7,7 +7,6 @@ what ran before them in the module.
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -16,7 +15,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.proxy.conftest import ProxyProcess, auth, free_port, make_token
+from tests.proxy.conftest import ProxyProcess, auth, free_port, make_token, wait_until
 
 pytestmark = pytest.mark.usefixtures("sim")
 
@@ -49,16 +48,6 @@ def value(samples: Samples, name: str, **labels: str) -> float:
                if n == name and all(lbls.get(k) == want for k, want in labels.items()))
 
 
-def wait_until(check: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05) -> Any:
-    """Poll `check` until it returns something truthy; fail with its last value at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s (last: {result!r})")
-        time.sleep(interval)
 
 
 def scrape_until(proxy: ProxyProcess, predicate: Callable[[Samples], bool],
