@@ -62,23 +62,31 @@ async def _entries(factory: async_sessionmaker[AsyncSession], query: Select[Audi
         return list(await session.scalars(query.limit(MAX_ROWS)))
 
 
-def cost_of(entry: AuditEntry, settings: Settings) -> float:
-    if entry.cached:
-        return 0.0
-    if settings.proxy_cost_mode == "gpu_time":
-        per_second = (settings.proxy_cost_gpu_hour / 3600
-                      + settings.proxy_cost_hardware_month / SECONDS_PER_MONTH)
-        return entry.upstream_ms / 1000 * per_second
-    prices = {("*" if name == "*" else full_model_name(name)): price
-              for name, price in settings.proxy_cost_per_1k_tokens.items()}
-    price = prices.get(full_model_name(entry.model or "")) or prices.get("*") or {}
-    return (entry.prompt_tokens * price.get("prompt", 0.0)
-            + entry.completion_tokens * price.get("completion", 0.0)) / 1000
+class CostModel:
+    """The cost model in settings, resolved once per report rather than once per row."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.mode = settings.proxy_cost_mode
+        self.per_second = (settings.proxy_cost_gpu_hour / 3600
+                           + settings.proxy_cost_hardware_month / SECONDS_PER_MONTH)
+        # Keys as the audit log stores models (`llama3.2` prices `llama3.2:latest`).
+        self.prices = {("*" if name == "*" else full_model_name(name)): price
+                       for name, price in settings.proxy_cost_per_1k_tokens.items()}
+
+    def cost(self, entry: AuditEntry) -> float:
+        if entry.cached:
+            return 0.0
+        if self.mode == "gpu_time":
+            return entry.upstream_ms / 1000 * self.per_second
+        price = self.prices.get(full_model_name(entry.model or "")) or self.prices.get("*") or {}
+        return (entry.prompt_tokens * price.get("prompt", 0.0)
+                + entry.completion_tokens * price.get("completion", 0.0)) / 1000
 
 
 async def usage(factory: async_sessionmaker[AsyncSession], settings: Settings,
                 group_by: list[GroupBy], start: datetime | None, end: datetime | None,
                 user: str | None, model: str | None) -> list[dict[str, Any]]:
+    costs = CostModel(settings)
     groups: dict[tuple[str, ...], list[AuditEntry]] = defaultdict(list)
     for entry in await _entries(factory, filtered(start, end, user, model)):
         groups[_key(entry, group_by)].append(entry)
@@ -96,6 +104,6 @@ async def usage(factory: async_sessionmaker[AsyncSession], settings: Settings,
             "errors": sum(1 for e in entries if e.status >= 400 and e.status != 429),
             "rate_limited": sum(1 for e in entries if e.status == 429),
             "cached": sum(1 for e in entries if e.cached),
-            "cost": round(sum(cost_of(e, settings) for e in entries), 6),
+            "cost": round(sum(costs.cost(e) for e in entries), 6),
         })
     return rows
