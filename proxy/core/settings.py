@@ -82,7 +82,7 @@ class Settings(BaseSettings):
     proxy_audit_store_prompts: bool = Field(False, description="Store prompt text in the audit.")
     proxy_audit_spool_path: str = "./audit-spool.jsonl"
     proxy_audit_batch_size: int = Field(200, ge=1, le=5000)
-    proxy_audit_flush_seconds: float = Field(0.25, gt=0, le=10)
+    proxy_audit_flush_seconds: float = Field(0.25, gt=0, le=300)
     proxy_audit_retry_seconds: float = Field(2.0, gt=0, le=300)
 
     proxy_cache_ttl_seconds: int = Field(300, ge=0, description="0 disables the response cache.")

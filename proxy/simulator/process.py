@@ -39,6 +39,7 @@ class SimulatorProcess:
     port: int
     process: subprocess.Popen[bytes]
     log_path: Path
+    control_timeout: float = 5.0  # seconds each control call may take
 
     @property
     def url(self) -> str:
@@ -50,7 +51,8 @@ class SimulatorProcess:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def _control(self, method: str, path: str, payload: Any = None) -> Any:
-        response = httpx.request(method, f"{self.url}/__sim__/{path}", json=payload, timeout=5)
+        response = httpx.request(method, f"{self.url}/__sim__/{path}", json=payload,
+                                  timeout=self.control_timeout)
         response.raise_for_status()
         return response.json()
 
@@ -142,6 +144,7 @@ def run_simulator(
     *,
     host: str = "127.0.0.1",
     startup_timeout: float = 15.0,
+    control_timeout: float = 5.0,
     log_level: str = "warning",
     **config: Any,
 ) -> Iterator[SimulatorProcess]:
@@ -149,6 +152,8 @@ def run_simulator(
 
     `port=None` picks a free port. The child's output goes to a temporary log file, read with
     `.logs()` and included in the error if it does not come up within `startup_timeout`.
+    `control_timeout` bounds each control call (`stats()`, `configure()`, ...); a test suite on a
+    slow machine raises both.
     """
     flags = _config_flags(config)
     sock = bind_listener(host, port or 0)
@@ -186,7 +191,8 @@ def run_simulator(
             )
         # The parent's copy of the socket is closed by now: were it kept, the port would stay
         # open while the child "refuses" connections, and they would hang instead.
-        sim = SimulatorProcess(host=host, port=actual_port, process=process, log_path=log_path)
+        sim = SimulatorProcess(host=host, port=actual_port, process=process, log_path=log_path,
+                               control_timeout=control_timeout)
         try:
             _wait_until_ready(sim, startup_timeout)
             yield sim

@@ -18,6 +18,7 @@ import pytest
 
 from proxy.simulator.process import run_simulator
 from tests.proxy.conftest import make_token, start_proxy, stop_proxy
+from tests.timing import scaled
 
 SECRET = "dashboards-test-secret-" + "x" * 40
 METRICS_TOKEN = "dashboards-test-metrics-token"
@@ -38,7 +39,8 @@ def promtool() -> str:
 @pytest.fixture(scope="module")
 def live_metrics(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     workdir = tmp_path_factory.mktemp("live-proxy")
-    with run_simulator(first_token_delay=0.01, tokens_per_second=400) as sim:
+    with run_simulator(first_token_delay=0.01, tokens_per_second=400,
+                       startup_timeout=scaled(15), control_timeout=scaled(5)) as sim:
         proxy = start_proxy(workdir, {"OLLAMA_URL": sim.url, "JWT_SECRET": SECRET,
                                       "PROXY_METRICS_TOKEN": METRICS_TOKEN})
         try:
@@ -49,7 +51,7 @@ def live_metrics(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 def _exercise_and_scrape(url: str) -> str:
     headers = {"Authorization": f"Bearer {make_token('dashboards-test', secret=SECRET)}"}
-    with httpx.Client(base_url=url, timeout=30) as client:
+    with httpx.Client(base_url=url, timeout=scaled(30)) as client:
         streamed = client.post("/api/llm/generate", headers=headers,
                                json={"model": "llama3.2", "prompt": "Why is the sky blue?"})
         assert streamed.status_code == 200, streamed.text
@@ -60,7 +62,9 @@ def _exercise_and_scrape(url: str) -> str:
         assert cached.status_code == 200, cached.text
         assert client.get("/api/llm/models").status_code == 401
         # The audit writer and the upstream probe run off the request path; let them report.
-        deadline = time.monotonic() + 10
+        # At the deadline the last scrape is returned all the same: the tests reading it then
+        # name the series that is missing.
+        deadline = time.monotonic() + scaled(10)
         while True:
             response = client.get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
             assert response.status_code == 200, response.text

@@ -27,6 +27,7 @@ from proxy.core.models import AuditEntry, Base, Conversation, Message
 from proxy.core.settings import Settings
 from proxy.services.usage import usage
 from tests.dashboards.paths import DASHBOARD_FILES, GRAFANA
+from tests.timing import scaled
 
 pytestmark = pytest.mark.postgres
 
@@ -82,7 +83,7 @@ def _psql(url: str, reader: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         ["psql", url, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-v", f"reader={reader}",
          "-v", f"reader_password={READER_PASSWORD}", "-f", str(GRAFANA / "audit-reader.sql")],
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True, text=True, timeout=scaled(60), check=False,
     )
 
 

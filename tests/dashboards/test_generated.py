@@ -9,6 +9,7 @@ from pathlib import Path
 
 from dashboards import build
 from tests.dashboards.paths import DASHBOARD_FILES, REPO_ROOT, RULE_FILES, TEXTFILES
+from tests.timing import scaled
 
 
 def test_regenerating_changes_nothing() -> None:
@@ -20,7 +21,7 @@ def test_regenerating_changes_nothing() -> None:
 
 def test_the_check_mode_runs_as_a_plain_script() -> None:
     done = subprocess.run([sys.executable, "dashboards/build.py", "--check"], cwd=REPO_ROOT,
-                          capture_output=True, text=True, timeout=60, check=False)
+                          capture_output=True, text=True, timeout=scaled(60), check=False)
     assert done.returncode == 0, done.stderr
 
 

@@ -19,6 +19,7 @@ import yaml
 from dashboards.config import SELECTORS
 from dashboards.rules import ALERTS
 from tests.dashboards.paths import PROMETHEUS_DIR, REPO_ROOT, RULE_FILES, RULE_TESTS
+from tests.timing import scaled
 
 CONFIG = PROMETHEUS_DIR / "prometheus.yml"
 RUNBOOKS = REPO_ROOT / "docs" / "runbooks.md"
@@ -27,7 +28,7 @@ RULES_GLOB = "/etc/prometheus/rules/*.yml"
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(args, capture_output=True, text=True, timeout=60, check=False)
+    return subprocess.run(args, capture_output=True, text=True, timeout=scaled(60), check=False)
 
 
 def config() -> dict[str, Any]:

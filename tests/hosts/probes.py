@@ -7,6 +7,15 @@ the CI machine (local backend) and on a GPU host over SSH; these programs need n
 
 from __future__ import annotations
 
+from tests.timing import TIME_SCALE
+
+
+def _with_time_scale(program: str) -> str:
+    """The program, told the suite's TEST_TIME_SCALE: it runs on the target, away from
+    tests/timing.py, and stretches its own timeouts by it."""
+    return f"TIME_SCALE = {TIME_SCALE!r}\n{program}"
+
+
 # argv: HOST PORT [TIMEOUT]. Prints {"result": "open" | "refused" | "timeout" | "unreachable"
 # | "error", "detail"}. "timeout" is what a firewall DROP looks like, "refused" a closed port.
 TCP_CONNECT = r"""
@@ -28,25 +37,25 @@ print(json.dumps({"result": result, "detail": detail}))
 
 # argv: URL [BEARER_TOKEN]. Prints {"status", "body"} (body cut at 2000 characters); status 0
 # when no HTTP answer came at all.
-HTTP_GET = r"""
+HTTP_GET = _with_time_scale(r"""
 import json, sys, urllib.error, urllib.request
 request = urllib.request.Request(sys.argv[1])
 if len(sys.argv) > 2:
     request.add_header("Authorization", "Bearer " + sys.argv[2])
 try:
-    with urllib.request.urlopen(request, timeout=10) as response:
+    with urllib.request.urlopen(request, timeout=10 * TIME_SCALE) as response:
         status, body = response.status, response.read()
 except urllib.error.HTTPError as exc:
     status, body = exc.code, exc.read()
 except OSError as exc:
     status, body = 0, str(exc).encode()
 print(json.dumps({"status": status, "body": body.decode(errors="replace")[:2000]}))
-"""
+""")
 
 # argv: URL BODY_JSON [BEARER_TOKEN]. POSTs and reads an NDJSON stream line by line, timing each
 # line, as a streaming client would. Prints {"status", "lines": [[seconds, object], ...]} or
 # {"status", "body"} when the answer is not a stream.
-POST_STREAM = r"""
+POST_STREAM = _with_time_scale(r"""
 import json, sys, time, urllib.error, urllib.request
 request = urllib.request.Request(sys.argv[1], data=sys.argv[2].encode(), method="POST")
 request.add_header("Content-Type", "application/json")
@@ -54,7 +63,7 @@ if len(sys.argv) > 3:
     request.add_header("Authorization", "Bearer " + sys.argv[3])
 start = time.monotonic()
 try:
-    response = urllib.request.urlopen(request, timeout=300)
+    response = urllib.request.urlopen(request, timeout=300 * TIME_SCALE)
 except urllib.error.HTTPError as exc:
     print(json.dumps({"status": exc.code, "body": exc.read().decode(errors="replace")[:2000]}))
     raise SystemExit(0)
@@ -64,4 +73,4 @@ with response:
         if raw.strip():
             lines.append([time.monotonic() - start, json.loads(raw)])
 print(json.dumps({"status": response.status, "lines": lines}))
-"""
+""")

@@ -34,6 +34,7 @@ import jwt
 import pytest
 
 from tests.hosts import probes
+from tests.timing import scaled
 
 OLLAMA_PORT = 11434
 REDIS_PORT = 6379
@@ -132,7 +133,8 @@ class StackHost:
         return json.loads(self.check_output("python3 -c %s" + " %s" * len(args), program, *args))
 
     def tcp_connect(self, address: str, port: int, timeout: float = 3.0) -> str:
-        return str(self.python(probes.TCP_CONNECT, address, port, timeout)["result"])
+        """`timeout` is the budget on an idle machine; the scale factor stretches it."""
+        return str(self.python(probes.TCP_CONNECT, address, port, scaled(timeout))["result"])
 
     # --- docker ----------------------------------------------------------------------------------
 
@@ -248,8 +250,12 @@ class StackHost:
 
 
 def poll(check: Callable[[], Any], deadline_s: float, interval_s: float = 2.0) -> Any:
-    """Call `check` until it returns something truthy or the deadline passes; return the last."""
-    end = time.monotonic() + deadline_s
+    """Call `check` until it returns something truthy or the deadline passes; return the last.
+
+    `deadline_s` is the budget on an idle machine; the scale factor stretches it (as
+    tests.timing.wait_until, which raises where this returns the last value).
+    """
+    end = time.monotonic() + scaled(deadline_s)
     while True:
         value = check()
         if value or time.monotonic() >= end:

@@ -30,6 +30,7 @@ from tests.hosts.target import (
     listener_processes,
     tcp_listeners,
 )
+from tests.timing import scaled
 
 LOOPBACK = {"127.0.0.1", "::1"}
 
@@ -122,7 +123,7 @@ class OutsideHost:
         return dict(json.loads(self.stack.check_output(command, self.name, program, *args)))
 
     def connect(self, address: str, port: int) -> str:
-        return str(self.run_probe(probes.TCP_CONNECT, address, port, 3)["result"])
+        return str(self.run_probe(probes.TCP_CONNECT, address, port, scaled(3))["result"])
 
 
 def free_subnet(stack: StackHost) -> ipaddress.IPv4Network:

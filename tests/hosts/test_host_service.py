@@ -11,9 +11,10 @@ import pytest
 
 from tests.hosts import probes
 from tests.hosts.target import GRAFANA_PORT, PROMETHEUS_PORT, StackHost, poll
+from tests.timing import scaled
 
 # Prometheus scrapes every 15 s (dashboards/prometheus/prometheus.yml); a fresh stack needs one
-# successful scrape after the proxy became healthy.
+# successful scrape after the proxy became healthy. `poll` stretches it by the scale factor.
 SCRAPE_DEADLINE_S = 90
 # A buffered reply reaches the client within milliseconds; 32 streamed tokens take at least
 # this long even at a few hundred tokens per second.
@@ -70,7 +71,8 @@ def test_prometheus_scrapes_the_proxy(stack: StackHost) -> None:
 
     up = poll(proxy_up, SCRAPE_DEADLINE_S)
     assert up, (
-        f"Prometheus has no up == 1 for job proxy after {SCRAPE_DEADLINE_S} s; its targets: "
+        f"Prometheus has no up == 1 for job proxy after {scaled(SCRAPE_DEADLINE_S):g} s; "
+        "its targets: "
         + stack.python(probes.HTTP_GET, f"http://127.0.0.1:{PROMETHEUS_PORT}/api/v1/targets")[
             "body"
         ]
@@ -101,7 +103,7 @@ def test_prometheus_has_the_proxys_request_and_ttft_data_after_traffic(stack: St
 
     values = poll(all_present, SCRAPE_DEADLINE_S)
     assert values, (
-        f"after {SCRAPE_DEADLINE_S} s Prometheus still lacks the proxy's data: "
+        f"after {scaled(SCRAPE_DEADLINE_S):g} s Prometheus still lacks the proxy's data: "
         + str({name: prometheus_value(stack, q) for name, q in queries.items()})
     )
 

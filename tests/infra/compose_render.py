@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.infra.mocked_program import COMPOSE_SECRETS, REPO_ROOT
+from tests.timing import scaled
 
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 GPU_COMPOSE_FILE = REPO_ROOT / "docker-compose.gpu.yml"
@@ -67,6 +68,6 @@ def render(
     command += ["--env-file", str(env_file), "config", *args]
     clean = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path)}
     done = subprocess.run(
-        command, capture_output=True, text=True, env=clean, timeout=60, check=False
+        command, capture_output=True, text=True, env=clean, timeout=scaled(60), check=False
     )
     return ComposeResult(done.returncode, done.stdout, done.stderr)

@@ -6,6 +6,9 @@
   with the JSON stdout callback, returning a `PlaybookRun` that knows each task's result, the
   recap, and which tasks changed.
 
+Both take `timeout` as the budget on an idle machine and stretch it by the scale factor
+(tests/timing.py).
+
 Everything here runs the real tools; nothing is mocked.
 """
 
@@ -19,6 +22,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from tests.timing import scaled
 
 REPO = Path(__file__).resolve().parents[2]
 PLAYBOOKS = REPO / "playbooks"
@@ -56,7 +61,7 @@ def run_ansible(
         env=ansible_env(**env),
         capture_output=True,
         text=True,
-        timeout=timeout,
+        timeout=scaled(timeout),
         stdin=subprocess.DEVNULL,
     )
 
@@ -190,7 +195,7 @@ def run_playbook(
         ),
         capture_output=True,
         text=True,
-        timeout=timeout,
+        timeout=scaled(timeout),
         stdin=subprocess.DEVNULL,
     )
     return PlaybookRun.parse(command, process, time.monotonic() - started)

@@ -15,6 +15,7 @@ from tests.playbooks.ansible_cli import (
     ansible_env,
     run_ansible,
 )
+from tests.timing import scaled
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -27,7 +28,7 @@ def test_ansible_lint_passes_the_production_profile_offline() -> None:
         env=ansible_env(),
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=scaled(300),
         stdin=subprocess.DEVNULL,
     )
 

@@ -17,12 +17,12 @@ The real runs are module-scoped: they happen once, on the first test that needs 
 from __future__ import annotations
 
 import json
+import math
 import os
 import secrets
 import shutil
 import socket
 import subprocess
-import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -32,6 +32,7 @@ from typing import Any
 import pytest
 
 from tests.playbooks.ansible_cli import REPO, PlaybookRun, run_playbook
+from tests.timing import scaled, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 
@@ -55,7 +56,10 @@ ENV = {"LLM_STACK_CI_STATE": str(CI_STATE_DIR)}
 def sh(
     *command: str, timeout: float = 120, check: bool = True, cwd: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=cwd)
+    """Run `command`; `timeout` is the budget on an idle machine, stretched by the scale factor."""
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=scaled(timeout), cwd=cwd
+    )
     if check and result.returncode != 0:
         raise AssertionError(
             f"`{' '.join(command)}` exited {result.returncode}:\n{result.stdout}{result.stderr}"
@@ -69,7 +73,7 @@ def prepare(script: str, timeout: float) -> None:
     log = LOG_DIR / f"{Path(script).name}.log"
     with log.open("w") as out:
         status = subprocess.run(
-            [script], cwd=REPO, stdout=out, stderr=subprocess.STDOUT, timeout=timeout
+            [script], cwd=REPO, stdout=out, stderr=subprocess.STDOUT, timeout=scaled(timeout)
         )
     if status.returncode != 0:
         tail = "\n".join(log.read_text().splitlines()[-30:])
@@ -97,7 +101,7 @@ def foreign_containers() -> list[str]:
 
 def port_in_use(port: int) -> bool:
     with socket.socket() as sock:
-        sock.settimeout(0.5)
+        sock.settimeout(scaled(0.5))
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
@@ -109,7 +113,7 @@ def tear_down(daemon_json_before: bytes | None, plugin_before: bool, venv_before
         subprocess.run(
             ["docker", "compose", "--project-directory", str(STACK_DIR), *args,
              "down", "--volumes", "--remove-orphans", "--timeout", "10"],
-            cwd=STACK_DIR, capture_output=True, timeout=180,
+            cwd=STACK_DIR, capture_output=True, timeout=scaled(180),
         )  # fmt: skip
     # Anything of the project left (a half-finished run): by label.
     for kind in ("container", "network", "volume"):
@@ -280,7 +284,7 @@ def test_the_stack_is_up_healthy_and_answers(deployment: Deployment) -> None:
     assert records and not unhealthy, unhealthy
     assert {r["Project"] for r in records} == {PROJECT}
     with urllib.request.urlopen(
-        f"http://127.0.0.1:{PROXY_PORT}/api/llm/status", timeout=10
+        f"http://127.0.0.1:{PROXY_PORT}/api/llm/status", timeout=scaled(10)
     ) as answer:
         assert answer.status == 200
         assert json.load(answer)
@@ -334,7 +338,9 @@ def test_the_verify_role_ran_the_host_suite_and_it_passed(deployment: Deployment
 
 
 def iptables_rules(chain: str) -> list[str]:
-    return sh("iptables", "-w", "10", "-S", chain).stdout.splitlines()
+    # -w: how long to wait for the xtables lock (whole seconds), should dockerd hold it.
+    lock_wait = str(math.ceil(scaled(10)))
+    return sh("iptables", "-w", lock_wait, "-S", chain).stdout.splitlines()
 
 
 def test_docker_user_jumps_first_to_the_stacks_rules(deployment: Deployment) -> None:
@@ -414,27 +420,28 @@ def published_everywhere(deployment: Deployment) -> Iterator[None]:
         "llm-stack-ci/base:bookworm", "python3", "-m", "http.server", "8080",
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 30
-        while not port_in_use(18434) and time.monotonic() < deadline:
-            time.sleep(0.5)
+        wait_until(lambda: port_in_use(18434), timeout=30, interval=0.5)
         yield
     finally:
         sh("docker", "rm", "-f", name, check=False)
 
 
 def connect_from(namespace: str, source: str, port: int) -> str:
-    """open / timeout / refused, for a TCP connection from `source` in the namespace to the host."""
+    """open / timeout / refused, for a TCP connection from `source` in the namespace to the host.
+
+    The connect budget is scaled: on a slow machine a dropped connection takes longer to show
+    as "timeout", rather than a slow "open" showing as "timeout" too.
+    """
     program = (
         "import socket, sys\n"
-        "s = socket.socket(); s.settimeout(3); s.bind((sys.argv[1], 0))\n"
+        "s = socket.socket(); s.settimeout(float(sys.argv[4])); s.bind((sys.argv[1], 0))\n"
         "try:\n    s.connect((sys.argv[2], int(sys.argv[3]))); print('open')\n"
         "except socket.timeout:\n    print('timeout')\n"
         "except ConnectionRefusedError:\n    print('refused')\n"
     )
     python = os.path.realpath(shutil.which("python3") or "/usr/bin/python3")
-    return sh(
-        "ip", "netns", "exec", namespace, python, "-c", program, source, HOST_SIDE, str(port)
-    ).stdout.strip()
+    args = (source, HOST_SIDE, str(port), str(scaled(3)))
+    return sh("ip", "netns", "exec", namespace, python, "-c", program, *args).stdout.strip()
 
 
 def test_an_outside_host_is_dropped_on_a_protected_port_unless_allowed(

@@ -25,6 +25,7 @@ import jwt
 import pytest
 
 from proxy.simulator.process import SimulatorProcess, run_simulator
+from tests.timing import scaled
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SECRET = "test-secret-" + "x" * 40
@@ -42,6 +43,8 @@ def free_port() -> int:
 
 def make_token(sub: str = "alice", role: str = "user", ttl: int = 600,
                secret: str = SECRET, **extra: Any) -> str:
+    """A token minted now: call it inside the test (or a function-scoped fixture) that uses it,
+    never at import time, so it cannot expire however long the suite has been running."""
     now = int(time.time())
     claims: dict[str, Any] = {"sub": sub, "role": role, "iat": now, "exp": now + ttl, **extra}
     return jwt.encode({k: v for k, v in claims.items() if v is not None}, secret,
@@ -50,6 +53,11 @@ def make_token(sub: str = "alice", role: str = "user", ttl: int = 600,
 
 def auth(sub: str = "alice", role: str = "user") -> dict[str, str]:
     return {"Authorization": f"Bearer {make_token(sub, role)}"}
+
+
+def admin_auth() -> dict[str, str]:
+    """Headers for the test administrator, minted at the call (see `make_token`)."""
+    return auth("root", "admin")
 
 
 @dataclass
@@ -63,7 +71,7 @@ class ProxyProcess:
         return self.log_path.read_text(errors="replace")
 
     def client(self, **kwargs: Any) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=30, **kwargs)
+        return httpx.Client(base_url=self.url, timeout=scaled(30), **kwargs)
 
 
 def start_proxy(tmp_path: Path, env: dict[str, str], wait: bool = True) -> ProxyProcess:
@@ -91,12 +99,12 @@ def start_proxy(tmp_path: Path, env: dict[str, str], wait: bool = True) -> Proxy
         )
     proxy = ProxyProcess(f"http://127.0.0.1:{port}", process, log_path, full_env)
     if wait:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + scaled(30)
         while True:
             if process.poll() is not None:
                 raise RuntimeError(f"proxy exited with {process.returncode}:\n{proxy.log()}")
             try:
-                httpx.get(f"{proxy.url}/api/llm/status", timeout=2)
+                httpx.get(f"{proxy.url}/api/llm/status", timeout=scaled(2))
                 break
             except httpx.HTTPError:
                 if time.monotonic() > deadline:
@@ -110,7 +118,7 @@ def stop_proxy(proxy: ProxyProcess) -> None:
     if proxy.process.poll() is None:
         proxy.process.terminate()
         try:
-            proxy.process.wait(10)
+            proxy.process.wait(scaled(10))
         except subprocess.TimeoutExpired:
             proxy.process.kill()
             proxy.process.wait()
@@ -118,7 +126,8 @@ def stop_proxy(proxy: ProxyProcess) -> None:
 
 @pytest.fixture(scope="module")
 def simulator() -> Iterator[SimulatorProcess]:
-    with run_simulator(first_token_delay=0.01, tokens_per_second=400) as sim:
+    with run_simulator(first_token_delay=0.01, tokens_per_second=400,
+                       startup_timeout=scaled(15), control_timeout=scaled(5)) as sim:
         yield sim
 
 
@@ -130,7 +139,7 @@ def sim(simulator: SimulatorProcess) -> SimulatorProcess:
 
 
 def sim_stats(sim: SimulatorProcess) -> dict[str, Any]:
-    response = httpx.get(f"{sim.url}/__sim__/stats", timeout=5)
+    response = httpx.get(f"{sim.url}/__sim__/stats", timeout=scaled(5))
     response.raise_for_status()
     data: dict[str, Any] = response.json()
     return data
@@ -138,7 +147,7 @@ def sim_stats(sim: SimulatorProcess) -> dict[str, Any]:
 
 def sim_fault(sim: SimulatorProcess, mode: str, count: int | None = None) -> None:
     httpx.post(f"{sim.url}/__sim__/faults", json={"mode": mode, "count": count},
-               timeout=5).raise_for_status()
+               timeout=scaled(5)).raise_for_status()
 
 
 def _postgres_database() -> Iterator[str]:
@@ -220,24 +229,12 @@ def count_rows(database_url: str, sql: str, *args: object) -> int:
     return asyncio.run(run())
 
 
-def wait_until(check: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05) -> Any:
-    """Poll `check` until it returns something truthy; fail with its last value at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s (last: {result!r})")
-        time.sleep(interval)
-
-
 def metric(proxy: ProxyProcess, name: str, **labels: str) -> float:
     """The sum of the samples called `name` on the proxy's /metrics whose labels include
     `labels` (the test proxies serve /metrics without a token in dev mode)."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    text = httpx.get(f"{proxy.url}/metrics", timeout=10).text
+    text = httpx.get(f"{proxy.url}/metrics", timeout=scaled(10)).text
     named = [sample for family in text_string_to_metric_families(text)
              for sample in family.samples if sample.name == name]
     if not named:

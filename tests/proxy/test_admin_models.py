@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import json
 
-from tests.proxy.conftest import ProxyProcess, auth
-
-ADMIN = auth("root", "admin")
+from tests.proxy.conftest import ProxyProcess, admin_auth
 
 
 def test_pull_relays_progress_then_the_model_is_listed(proxy_server: ProxyProcess, sim) -> None:
     with proxy_server.client() as client:
-        response = client.post("/api/admin/models/pull", headers=ADMIN,
+        response = client.post("/api/admin/models/pull", headers=admin_auth(),
                                json={"model": "gemma3:270m"})
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("application/x-ndjson")
@@ -22,14 +20,15 @@ def test_pull_relays_progress_then_the_model_is_listed(proxy_server: ProxyProces
         progress = [line for line in lines if "completed" in line]
         assert progress, "no download progress was relayed"
         assert progress[-1]["completed"] == progress[-1]["total"]
-        names = [m["name"] for m in client.get("/api/llm/models", headers=ADMIN).json()["models"]]
+        listed = client.get("/api/llm/models", headers=admin_auth()).json()["models"]
+        names = [m["name"] for m in listed]
     assert "gemma3:270m" in names
 
 
 def test_pull_of_an_unknown_model_ends_with_an_error_line(proxy_server: ProxyProcess,
                                                            sim) -> None:
     with proxy_server.client() as client:
-        response = client.post("/api/admin/models/pull", headers=ADMIN,
+        response = client.post("/api/admin/models/pull", headers=admin_auth(),
                                json={"model": "does-not-exist:9b"})
     assert response.status_code == 200
     lines = [json.loads(line) for line in response.text.splitlines()]
@@ -40,20 +39,22 @@ def test_pull_of_an_unknown_model_ends_with_an_error_line(proxy_server: ProxyPro
 
 def test_show_and_delete(proxy_server: ProxyProcess, sim) -> None:
     with proxy_server.client() as client:
-        shown = client.get("/api/admin/models/mistral", headers=ADMIN)
+        shown = client.get("/api/admin/models/mistral", headers=admin_auth())
         assert shown.status_code == 200
         assert shown.json()["details"]["family"] == "llama"
-        assert client.delete("/api/admin/models/mistral", headers=ADMIN).status_code == 204
-        missing = client.get("/api/admin/models/mistral", headers=ADMIN)
+        assert client.delete("/api/admin/models/mistral", headers=admin_auth()).status_code == 204
+        missing = client.get("/api/admin/models/mistral", headers=admin_auth())
         assert missing.status_code == 404
         assert missing.json() == {"error": "model 'mistral' not found"}
-        again = client.delete("/api/admin/models/mistral", headers=ADMIN)
+        again = client.delete("/api/admin/models/mistral", headers=admin_auth())
         assert again.status_code == 404
-        pulled = client.post("/api/admin/models/pull", headers=ADMIN, json={"model": "mistral"})
+        pulled = client.post("/api/admin/models/pull", headers=admin_auth(),
+                             json={"model": "mistral"})
         assert json.loads(pulled.text.splitlines()[-1]) == {"status": "success"}
 
 
 def test_bad_model_names_are_refused(proxy_server: ProxyProcess) -> None:
     with proxy_server.client() as client:
-        response = client.post("/api/admin/models/pull", headers=ADMIN, json={"model": "a b"})
+        response = client.post("/api/admin/models/pull", headers=admin_auth(),
+                               json={"model": "a b"})
     assert response.status_code == 422

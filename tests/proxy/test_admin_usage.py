@@ -18,9 +18,10 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.proxy.conftest import ProxyProcess, auth, make_token, sim_stats, wait_until
+from tests.proxy.conftest import ProxyProcess, admin_auth, auth, make_token, sim_stats
+from tests.timing import scaled, wait_until
 
-ADMIN = auth("root", "admin")
+
 def short(model: str) -> str:
     """The audit log stores full model names (`llama3.2:latest`); the tests send short ones."""
     return model.removesuffix(":latest")
@@ -33,7 +34,8 @@ TOKEN_PRICES = {"llama3.2": {"prompt": 1.0, "completion": 2.0},
 
 
 def admin_get(proxy: ProxyProcess, path: str, **params: Any) -> httpx.Response:
-    return httpx.get(f"{proxy.url}{path}", headers=ADMIN, params=params, timeout=30)
+    return httpx.get(f"{proxy.url}{path}", headers=admin_auth(), params=params,
+                     timeout=scaled(30))
 
 
 def audit(proxy: ProxyProcess, **params: Any) -> list[dict[str, Any]]:
@@ -514,7 +516,7 @@ def test_users_get_403_from_every_admin_route(usage_proxy: ProxyProcess, sim) ->
             assert response.json() == {"error": "this route requires the admin role"}
         # Nothing reached Ollama, and nothing was created.
         assert not {"/api/pull", "/api/delete", "/api/show"} & set(sim_stats(sim)["requests"])
-        assert client.get("/api/admin/templates/sneaky", headers=ADMIN).status_code == 404
+        assert client.get("/api/admin/templates/sneaky", headers=admin_auth()).status_code == 404
 
 
 # -- rows the database refuses must not stop the audit log ---------------------------------------

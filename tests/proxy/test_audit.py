@@ -28,10 +28,13 @@ from tests.proxy.conftest import (
     stop_proxy,
 )
 from tests.proxy.outage import TcpOutage
+from tests.timing import scaled, wait_until
 
 pytestmark = pytest.mark.usefixtures("sim")
 
 ROWS_FOR = 'SELECT count(*) FROM audit_log WHERE "user" = $1'
+# A flush interval no test outlasts however slow the machine: rows stay queued until shutdown.
+LONG_FLUSH = str(min(300.0, scaled(60)))
 
 
 def generate(proxy: ProxyProcess, user: str, prompt: str = "audit me", **body: object
@@ -45,7 +48,8 @@ def generate(proxy: ProxyProcess, user: str, prompt: str = "audit me", **body: o
 
 
 def wait_rows(database_url: str, user: str, expected: int, timeout: float = 20) -> int:
-    deadline = time.monotonic() + timeout
+    """Poll until `user` has `expected` rows or the (scaled) budget is spent; return the count."""
+    deadline = time.monotonic() + scaled(timeout)
     while True:
         try:
             found = count_rows(database_url, ROWS_FOR, user)
@@ -61,17 +65,29 @@ def test_every_kind_of_request_gets_exactly_one_row(proxy_factory, simulator,
     proxy = proxy_factory(OLLAMA_URL=simulator.url, DATABASE_URL=database_url,
                           PROXY_RATE_LIMIT="3/minute")
     user = f"u-{uuid.uuid4().hex[:8]}"
-    statuses = [generate(proxy, user).status_code for _ in range(3)]       # 200 ×3
-    statuses.append(generate(proxy, user).status_code)                     # 429
-    statuses.append(generate(proxy, user, model="x y").status_code)        # 422
-    with proxy.client() as client:
-        statuses.append(client.post("/api/llm/generate", json={"model": "llama3.2"}).status_code)
-    assert statuses == [200, 200, 200, 429, 422, 401]
-    assert wait_rows(database_url, user, 5) == 5
-    # The 401 has no user: find it by its reason.
+    responses = [generate(proxy, user) for _ in range(3)]                  # 200 ×3
+    responses.append(generate(proxy, user))                                # 429
+    responses.append(generate(proxy, user, model="x y"))                   # 422
+    with proxy.client() as client:                                         # 401, no user
+        responses.append(client.post("/api/llm/generate", json={"model": "llama3.2"}))
+    assert [r.status_code for r in responses] == [200, 200, 200, 429, 422, 401]
+    # The server names every request (X-Request-ID) and each name gets its own row, in
+    # whichever batch the writer flushes it: wait for all six, then count.
+    ids = [r.headers["x-request-id"] for r in responses]
+    assert len(set(ids)) == len(ids)
+
+    def rows_per_request() -> list[int]:
+        return [count_rows(database_url, "SELECT count(*) FROM audit_log WHERE id = $1", rid)
+                for rid in ids]
+
+    wait_until(lambda: rows_per_request() == [1] * len(ids), timeout=20)
+    wait_until(lambda: metric(proxy, "llm_proxy_audit_queue_depth") == 0)
+    assert rows_per_request() == [1] * len(ids)
+    assert count_rows(database_url, ROWS_FOR, user) == 5
+    # The 401 has no user; its row carries the reason.
     assert count_rows(database_url,
-                      "SELECT count(*) FROM audit_log WHERE status = 401 AND error LIKE $1",
-                      "%missing_token%") >= 1
+                      'SELECT count(*) FROM audit_log WHERE id = $1 AND "user" IS NULL '
+                      "AND status = 401 AND error LIKE $2", ids[-1], "%missing_token%") == 1
     assert count_rows(database_url, 'SELECT count(*) FROM audit_log WHERE "user" = $1 '
                       "AND status = 429", user) == 1
     digest = hashlib.sha256(b"audit me").hexdigest()
@@ -96,10 +112,8 @@ def test_rows_survive_a_database_outage(simulator, postgres_url: str, tmp_path: 
             link.cut()
             for _ in range(20):
                 assert generate(proxy, user).status_code == 200
-            deadline = time.monotonic() + 15
-            while metric(proxy, "llm_proxy_audit_spooled_rows") < 20:
-                assert time.monotonic() < deadline, "rows were not spooled during the outage"
-                time.sleep(0.1)
+            # Rows not spooled during the outage fail this wait.
+            wait_until(lambda: metric(proxy, "llm_proxy_audit_spooled_rows") >= 20, timeout=15)
             spool = tmp_path / "audit-spool.jsonl"
             assert len(spool.read_text().splitlines()) == 20
             assert count_rows(postgres_url, ROWS_FOR, user) == 5
@@ -116,7 +130,7 @@ def test_graceful_restart_flushes_the_queue(simulator, database_url: str,
     user = f"u-{uuid.uuid4().hex[:8]}"
     # A long flush interval keeps the rows queued until shutdown.
     proxy = start_proxy(tmp_path, {"OLLAMA_URL": simulator.url, "DATABASE_URL": database_url,
-                                   "PROXY_AUDIT_FLUSH_SECONDS": "10"})
+                                   "PROXY_AUDIT_FLUSH_SECONDS": LONG_FLUSH})
     try:
         for _ in range(12):
             assert generate(proxy, user).status_code == 200
@@ -124,7 +138,7 @@ def test_graceful_restart_flushes_the_queue(simulator, database_url: str,
         assert metric(proxy, "llm_proxy_audit_queue_depth") > 0
     finally:
         proxy.process.send_signal(signal.SIGTERM)
-        proxy.process.wait(30)
+        proxy.process.wait(scaled(30))
     assert count_rows(database_url, ROWS_FOR, user) == 12
 
 
@@ -137,13 +151,13 @@ def test_shutdown_during_an_outage_spools_then_the_next_process_replays(
     with TcpOutage("127.0.0.1", port) as link:
         env = {"OLLAMA_URL": simulator.url,
                "DATABASE_URL": f"postgresql://postgres@127.0.0.1:{link.port}/{database}",
-               "PROXY_AUDIT_FLUSH_SECONDS": "10"}
+               "PROXY_AUDIT_FLUSH_SECONDS": LONG_FLUSH}
         proxy = start_proxy(tmp_path, env)
         for _ in range(7):
             assert generate(proxy, user).status_code == 200
         link.cut()
         proxy.process.send_signal(signal.SIGTERM)
-        proxy.process.wait(30)
+        proxy.process.wait(scaled(30))
         assert len((tmp_path / "audit-spool.jsonl").read_text().splitlines()) == 7
         link.restore()
         successor = start_proxy(tmp_path, {**env, "PROXY_AUDIT_FLUSH_SECONDS": "0.25"})
@@ -165,12 +179,9 @@ def test_hard_kill_keeps_every_spooled_row(simulator, postgres_url: str,
         link.cut()
         for _ in range(9):
             assert generate(proxy, user).status_code == 200
-        deadline = time.monotonic() + 15
-        while metric(proxy, "llm_proxy_audit_spooled_rows") < 9:
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
+        wait_until(lambda: metric(proxy, "llm_proxy_audit_spooled_rows") >= 9, timeout=15)
         proxy.process.send_signal(signal.SIGKILL)
-        proxy.process.wait(10)
+        proxy.process.wait(scaled(10))
         link.restore()
         successor = start_proxy(tmp_path, env)
         try:
@@ -185,14 +196,12 @@ def test_hard_kill_after_flush_keeps_every_row(simulator, database_url: str,
     proxy = start_proxy(tmp_path, {"OLLAMA_URL": simulator.url, "DATABASE_URL": database_url})
     for _ in range(15):
         assert generate(proxy, user).status_code == 200
-    # Rows older than one flush interval (0.25 s) have left the in-memory queue.
-    deadline = time.monotonic() + 10
-    while metric(proxy, "llm_proxy_audit_queue_depth") > 0:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    time.sleep(0.5)
+    # The writer stores rows on its own, every flush interval (0.25 s), without waiting for a
+    # shutdown: they reach the database while the process runs, and a kill cannot take them.
+    wait_until(lambda: metric(proxy, "llm_proxy_audit_queue_depth") == 0)
+    assert wait_rows(database_url, user, 15) == 15
     proxy.process.send_signal(signal.SIGKILL)
-    proxy.process.wait(10)
+    proxy.process.wait(scaled(10))
     assert count_rows(database_url, ROWS_FOR, user) == 15
 
 
@@ -203,11 +212,8 @@ def test_auth_failures_are_audited_with_their_reason(proxy_factory, simulator,
     with proxy.client() as client:
         assert client.get("/api/llm/models",
                           headers={"Authorization": f"Bearer {expired}"}).status_code == 401
-    deadline = time.monotonic() + 10
-    while count_rows(database_url, "SELECT count(*) FROM audit_log WHERE status = 401 AND "
-                     "error LIKE $1", "%expired%") < 1:
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
+    wait_until(lambda: count_rows(database_url, "SELECT count(*) FROM audit_log WHERE "
+                                  "status = 401 AND error LIKE $1", "%expired%") >= 1)
 
 
 def _refuse_prompts_of_13_chars(database_url: str) -> None:
@@ -248,10 +254,8 @@ def test_a_row_the_database_refuses_goes_to_dead_letter_and_the_rest_are_stored(
         # The two storable rows arrive; the two refused ones do not block them.
         assert wait_rows(database_url, user, 2) == 2
         dead = tmp_path / "audit-spool.rejected.jsonl"
-        deadline = time.monotonic() + 10
-        while not dead.exists() or len(dead.read_text().splitlines()) < 2:
-            assert time.monotonic() < deadline, "refused rows were not kept"
-            time.sleep(0.1)
+        # Refused rows not kept in the dead-letter file fail this wait.
+        wait_until(lambda: dead.exists() and len(dead.read_text().splitlines()) >= 2)
         assert metric(proxy, "llm_proxy_audit_rows_rejected_total") == 2
         assert metric(proxy, "llm_proxy_audit_spooled_rows") == 0
         # Later rows still go straight to the database.

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import jwt
@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from tests.proxy.conftest import SECRET, ProxyProcess, auth, make_token
+from tests.timing import scaled
 
 pytestmark = pytest.mark.usefixtures("sim")
 
@@ -51,26 +52,28 @@ def unsigned_none_token() -> str:
     return f"{b64({'alg': 'none', 'typ': 'JWT'})}.{b64(claims)}."
 
 
-REFUSED = [
-    ("no token", None, "missing_token"),
-    ("garbage", "not.a.jwt", "malformed"),
-    ("expired", make_token(ttl=-120), "expired"),
-    ("wrong signature", make_token(secret="another-secret-" + "y" * 40), "signature"),
-    ("alg none", unsigned_none_token(), "algorithm"),
-    ("no exp", jwt.encode({"sub": "a", "role": "user"}, SECRET, algorithm="HS256"), "claims"),
-    ("no sub", jwt.encode({"role": "user", "exp": int(time.time()) + 60}, SECRET,
-                          algorithm="HS256"), "claims"),
-    ("unknown role", make_token(role="root"), "claims"),
-    ("HS512 not allowed", jwt.encode({"sub": "a", "exp": int(time.time()) + 60}, SECRET,
-                                     algorithm="HS512"), "algorithm"),
-    ("RS256 not configured", signed(RSA_KEY, "RS256"), "algorithm"),
+# Each token is minted by the test that sends it (a factory per case), never at import time.
+REFUSED: list[tuple[str, Callable[[], str | None], str]] = [
+    ("no token", lambda: None, "missing_token"),
+    ("garbage", lambda: "not.a.jwt", "malformed"),
+    ("expired", lambda: make_token(ttl=-120), "expired"),
+    ("wrong signature", lambda: make_token(secret="another-secret-" + "y" * 40), "signature"),
+    ("alg none", unsigned_none_token, "algorithm"),
+    ("no exp", lambda: jwt.encode({"sub": "a", "role": "user"}, SECRET, algorithm="HS256"),
+     "claims"),
+    ("no sub", lambda: jwt.encode({"role": "user", "exp": int(time.time()) + 60}, SECRET,
+                                  algorithm="HS256"), "claims"),
+    ("unknown role", lambda: make_token(role="root"), "claims"),
+    ("HS512 not allowed", lambda: jwt.encode({"sub": "a", "exp": int(time.time()) + 60}, SECRET,
+                                             algorithm="HS512"), "algorithm"),
+    ("RS256 not configured", lambda: signed(RSA_KEY, "RS256"), "algorithm"),
 ]
 
 
-@pytest.mark.parametrize(("case", "token", "reason"), REFUSED, ids=[c[0] for c in REFUSED])
+@pytest.mark.parametrize(("case", "mint", "reason"), REFUSED, ids=[c[0] for c in REFUSED])
 def test_refused_tokens_are_401_with_a_reason(proxy_server: ProxyProcess, case: str,
-                                              token: str | None, reason: str) -> None:
-    response = models(proxy_server, token)
+                                              mint: Callable[[], str | None], reason: str) -> None:
+    response = models(proxy_server, mint())
     assert response.status_code == 401, case
     assert response.json()["reason"] == reason
     assert response.headers["www-authenticate"].startswith("Bearer")
@@ -211,7 +214,7 @@ def test_production_refuses_to_start_without_a_real_key(tmp_path, env: dict[str,
                 "DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}", **env}
     result = subprocess.run([sys.executable, "-m", "proxy", "serve", "--port", "1"],
                             cwd=tmp_path, env=full_env, capture_output=True, text=True,
-                            timeout=60)
+                            timeout=scaled(60))
     assert result.returncode != 0
     assert "configuration error" in result.stderr
     assert message in result.stderr

@@ -19,6 +19,7 @@ import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.proxy.conftest import ProxyProcess, auth, sim_stats
+from tests.timing import scaled
 
 REDIS_DB = 11
 REDIS_URL = f"redis://127.0.0.1:6379/{REDIS_DB}"
@@ -59,7 +60,7 @@ def without_request_id(body: dict[str, Any]) -> dict[str, Any]:
 
 
 def cache_counts(proxy: ProxyProcess) -> dict[str, float]:
-    text = httpx.get(f"{proxy.url}/metrics", timeout=10).text
+    text = httpx.get(f"{proxy.url}/metrics", timeout=scaled(10)).text
     return {s.labels["result"]: s.value
             for family in text_string_to_metric_families(text)
             if family.name == "llm_proxy_cache_requests"
@@ -212,7 +213,7 @@ def test_entries_expire_after_the_ttl(proxy_factory, simulator, sim) -> None:
     stored_at = time.monotonic()
     assert generate(proxy, prompt, options).headers["x-cache"] == "HIT"
     assert upstream_generates(sim) == 1
-    deadline = stored_at + 5
+    deadline = stored_at + scaled(5)
     while True:
         response = generate(proxy, prompt, options)
         if response.headers["x-cache"] == "MISS":

@@ -12,13 +12,14 @@ import httpx
 import jwt
 
 from tests.proxy.conftest import SECRET, free_port
+from tests.timing import scaled, wait_until
 
 
 def run(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items()
              if not k.startswith(("JWT_", "PROXY_", "OLLAMA_", "DATABASE_"))}
     return subprocess.run([sys.executable, "-m", "proxy", *args], cwd=cwd, env={**clean, **env},
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=scaled(60))
 
 
 def test_help_explains_the_commands(tmp_path: Path) -> None:
@@ -73,7 +74,7 @@ def test_dev_serve_starts_the_simulator_and_prints_a_working_token(tmp_path: Pat
         assert process.stdout is not None
         output = []
         token = None
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + scaled(30)
         while time.monotonic() < deadline:
             line = process.stdout.readline()
             output.append(line)
@@ -84,19 +85,21 @@ def test_dev_serve_starts_the_simulator_and_prints_a_working_token(tmp_path: Pat
         assert token, "".join(output)
         assert f"http://127.0.0.1:{port}/docs" in "".join(output)
         base = f"http://127.0.0.1:{port}"
-        for _ in range(100):
+
+        def status() -> httpx.Response | None:
             try:
-                status = httpx.get(f"{base}/api/llm/status", timeout=2)
-                break
+                return httpx.get(f"{base}/api/llm/status", timeout=scaled(2))
             except httpx.HTTPError:
-                time.sleep(0.1)
-        assert status.status_code == 200, status.text
+                return None
+
+        answered = wait_until(status, timeout=10, interval=0.1)
+        assert answered.status_code == 200, answered.text
         reply = httpx.post(f"{base}/api/llm/generate",
                            headers={"Authorization": f"Bearer {token}"},
                            json={"model": "llama3.2", "prompt": "hello", "stream": False},
-                           timeout=30)
+                           timeout=scaled(30))
         assert reply.status_code == 200
         assert reply.json()["response"]
     finally:
         process.terminate()
-        process.wait(15)
+        process.wait(scaled(15))

@@ -8,21 +8,21 @@ import time
 from collections.abc import Iterator
 from urllib.parse import urlparse
 
-import httpx
 import pytest
 
 from tests.proxy.conftest import ProxyProcess, auth, sim_stats
+from tests.timing import scaled, wait_until
 
 
 @pytest.fixture
 def slow_sim(sim) -> Iterator[object]:
-    httpx.post(f"{sim.url}/__sim__/config", json={"tokens_per_second": 10}).raise_for_status()
+    sim.configure(tokens_per_second=10)
     yield sim
-    httpx.post(f"{sim.url}/__sim__/config", json={"tokens_per_second": 400}).raise_for_status()
+    sim.configure(tokens_per_second=400)
 
 
 def wait_for_cancellation(sim, expected: int = 1, timeout: float = 10) -> dict[str, object]:
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + scaled(timeout)
     while True:
         stats = sim_stats(sim)
         if stats["cancelled"] >= expected and stats["active_streams"] == 0:
@@ -61,21 +61,17 @@ def _raw_request(url: str, body: dict[str, object]) -> socket.socket:
 def test_disconnect_before_any_output_cancels_upstream(proxy_server: ProxyProcess, slow_sim,
                                                        stream: bool) -> None:
     # Non-streamed: the proxy has sent nothing yet; streamed: it is waiting for the first token.
-    httpx.post(f"{slow_sim.url}/__sim__/config",
-               json={"first_token_delay": 1.0 if stream else 0.0}).raise_for_status()
+    slow_sim.configure(first_token_delay=1.0 if stream else 0.0)
     try:
         sock = _raw_request(proxy_server.url, {"model": "llama3.2", "prompt": "long",
                                                "stream": stream,
                                                "options": {"num_predict": 200}})
-        deadline = time.monotonic() + 5
-        while sim_stats(slow_sim)["active_streams"] == 0 and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert sim_stats(slow_sim)["active_streams"] == 1
+        wait_until(lambda: sim_stats(slow_sim)["active_streams"] == 1, timeout=5, interval=0.02)
         sock.close()
         stats = wait_for_cancellation(slow_sim)
         assert stats["completed"] == 0
     finally:
-        httpx.post(f"{slow_sim.url}/__sim__/config", json={"first_token_delay": 0.01})
+        slow_sim.configure(first_token_delay=0.01)
 
 
 def test_proxy_keeps_serving_after_disconnects(proxy_server: ProxyProcess, sim) -> None:

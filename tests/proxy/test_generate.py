@@ -40,7 +40,7 @@ def test_streaming_generate_relays_chunks_then_a_final_object(proxy_server: Prox
 
 
 def test_streaming_is_incremental_not_buffered(proxy_server: ProxyProcess, sim) -> None:
-    httpx.post(f"{sim.url}/__sim__/config", json={"tokens_per_second": 20}).raise_for_status()
+    sim.configure(tokens_per_second=20)
     try:
         arrivals: list[float] = []
         with proxy_server.client() as client, client.stream(
@@ -54,7 +54,7 @@ def test_streaming_is_incremental_not_buffered(proxy_server: ProxyProcess, sim) 
         assert len(arrivals) == 11
         assert arrivals[-2] - arrivals[0] > 0.2
     finally:
-        httpx.post(f"{sim.url}/__sim__/config", json={"tokens_per_second": 400})
+        sim.configure(tokens_per_second=400)
 
 
 def test_non_streaming_generate_returns_one_object(proxy_server: ProxyProcess) -> None:

@@ -15,6 +15,7 @@ import pytest
 from websockets.sync.client import connect
 
 from tests.proxy.conftest import ProxyProcess, auth, free_port, make_token, metric, sim_fault
+from tests.timing import scaled
 
 pytestmark = pytest.mark.usefixtures("sim")
 
@@ -77,7 +78,7 @@ def test_limits_per_role_and_per_user(proxy_factory, simulator) -> None:
 
 def open_stream(proxy: ProxyProcess, user: str, tokens: int = 200
                 ) -> tuple[httpx.Client, httpx.Response]:
-    client = httpx.Client(base_url=proxy.url, timeout=30)
+    client = httpx.Client(base_url=proxy.url, timeout=scaled(30))
     request = client.build_request(
         "POST", "/api/llm/generate", headers=auth(user),
         json={"model": "llama3.2", "prompt": "long", "options": {"num_predict": tokens}})
@@ -87,7 +88,7 @@ def open_stream(proxy: ProxyProcess, user: str, tokens: int = 200
 
 @pytest.fixture
 def slow(sim) -> Iterator[None]:
-    httpx.post(f"{sim.url}/__sim__/config", json={"tokens_per_second": 10}).raise_for_status()
+    sim.configure(tokens_per_second=10)
     yield
 
 
@@ -105,7 +106,7 @@ def test_concurrency_cap_per_user(limited: ProxyProcess, slow) -> None:
             response.close()
             client.close()
     # Both slots come back once the streams are gone.
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + scaled(10)
     while generate(limited, user, options={"num_predict": 1}).status_code != 200:
         assert time.monotonic() < deadline, "slots were not released"
         time.sleep(0.1)
@@ -138,7 +139,9 @@ def _success(proxy: ProxyProcess, user: str, sim) -> None:
 def _non_streamed_disconnect(proxy: ProxyProcess, user: str, sim) -> None:
     def call() -> None:
         try:
-            httpx.post(f"{proxy.url}/api/llm/generate", headers=auth(user), timeout=0.5,
+            # The client gives up after 0.5 s of waiting for the answer: that is the exit path.
+            httpx.post(f"{proxy.url}/api/llm/generate", headers=auth(user),
+                       timeout=httpx.Timeout(scaled(10), read=0.5),
                        json={"model": "llama3.2", "prompt": "x", "stream": False,
                              "options": {"num_predict": 200}})
         except httpx.TimeoutException:
@@ -148,23 +151,23 @@ def _non_streamed_disconnect(proxy: ProxyProcess, user: str, sim) -> None:
 
 def _websocket_cancel(proxy: ProxyProcess, user: str, sim) -> None:
     url = proxy.url.replace("http://", "ws://") + f"/api/llm/ws?token={make_token(user)}"
-    with connect(url, open_timeout=10) as ws:
-        ws.recv(timeout=10)
+    with connect(url, open_timeout=scaled(10)) as ws:
+        ws.recv(timeout=scaled(10))
         ws.send(json.dumps({"type": "generate", "id": "1", "model": "llama3.2",
                             "prompt": "x", "options": {"num_predict": 200}}))
-        assert json.loads(ws.recv(timeout=10))["type"] == "token"
+        assert json.loads(ws.recv(timeout=scaled(10)))["type"] == "token"
         ws.send(json.dumps({"type": "cancel", "id": "1"}))
-        while json.loads(ws.recv(timeout=10))["type"] != "cancelled":
+        while json.loads(ws.recv(timeout=scaled(10)))["type"] != "cancelled":
             pass
 
 
 def _websocket_closed(proxy: ProxyProcess, user: str, sim) -> None:
     url = proxy.url.replace("http://", "ws://") + f"/api/llm/ws?token={make_token(user)}"
-    with connect(url, open_timeout=10) as ws:
-        ws.recv(timeout=10)
+    with connect(url, open_timeout=scaled(10)) as ws:
+        ws.recv(timeout=scaled(10))
         ws.send(json.dumps({"type": "generate", "id": "1", "model": "llama3.2",
                             "prompt": "x", "options": {"num_predict": 200}}))
-        assert json.loads(ws.recv(timeout=10))["type"] == "token"
+        assert json.loads(ws.recv(timeout=scaled(10)))["type"] == "token"
 
 
 EXIT_PATHS: list[Callable[[ProxyProcess, str, object], None]] = [
@@ -188,7 +191,7 @@ def test_the_slot_is_released_on_every_exit_path(one_slot: ProxyProcess, slow, s
     user = fresh_user()
     exit_path(one_slot, user, sim)
     # With a cap of one, a new generation is admitted only if the slot came back.
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + scaled(10)
     while True:
         response = generate(one_slot, user, options={"num_predict": 1})
         if response.status_code == 200:
@@ -202,14 +205,14 @@ def test_websocket_requests_are_limited_too(proxy_factory, simulator) -> None:
     proxy = proxy_factory(OLLAMA_URL=simulator.url, PROXY_RATE_LIMIT="2/minute")
     user = fresh_user()
     url = proxy.url.replace("http://", "ws://") + f"/api/llm/ws?token={make_token(user)}"
-    with connect(url, open_timeout=10) as ws:
-        ws.recv(timeout=10)
+    with connect(url, open_timeout=scaled(10)) as ws:
+        ws.recv(timeout=scaled(10))
         outcomes = []
         for i in range(3):
             ws.send(json.dumps({"type": "generate", "id": str(i), "model": "llama3.2",
                                 "prompt": "x", "options": {"num_predict": 1}}))
             while True:
-                frame = json.loads(ws.recv(timeout=10))
+                frame = json.loads(ws.recv(timeout=scaled(10)))
                 if frame["type"] in ("done", "error"):
                     outcomes.append(frame)
                     break

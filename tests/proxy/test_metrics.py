@@ -15,7 +15,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.proxy.conftest import ProxyProcess, auth, free_port, make_token, wait_until
+from tests.proxy.conftest import ProxyProcess, auth, free_port, make_token
+from tests.timing import scaled, wait_until
 
 pytestmark = pytest.mark.usefixtures("sim")
 
@@ -35,7 +36,7 @@ def metrics_proxy(proxy_factory, simulator) -> ProxyProcess:
 
 def scrape(proxy: ProxyProcess, token: str | None = SCRAPE_TOKEN) -> Samples:
     headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
-    response = httpx.get(f"{proxy.url}/metrics", headers=headers, timeout=10)
+    response = httpx.get(f"{proxy.url}/metrics", headers=headers, timeout=scaled(10))
     assert response.status_code == 200, response.text
     return [(s.name, dict(s.labels), s.value)
             for family in text_string_to_metric_families(response.text)
@@ -259,7 +260,7 @@ def test_upstream_up_follows_the_probe(metrics_proxy: ProxyProcess, proxy_factor
 
     closed = proxy_factory(OLLAMA_URL=f"http://127.0.0.1:{free_port()}",
                            OLLAMA_CONNECT_TIMEOUT="0.5")
-    status = httpx.get(f"{closed.url}/api/llm/status", timeout=10)
+    status = httpx.get(f"{closed.url}/api/llm/status", timeout=scaled(10))
     assert status.status_code == 503
     samples = scrape(closed, None)
     assert [v for n, _, v in samples if n == "llm_proxy_upstream_up"] == [0]

@@ -6,6 +6,7 @@ import httpx
 
 from proxy import __version__
 from tests.proxy.conftest import ProxyProcess, free_port
+from tests.timing import scaled
 
 
 def test_all_well_is_200(proxy_server: ProxyProcess, sim) -> None:
@@ -49,14 +50,15 @@ def test_database_down_is_503_naming_it(proxy_factory, simulator) -> None:
 
 def test_redis_is_checked_when_configured(proxy_factory, simulator) -> None:
     healthy = proxy_factory(OLLAMA_URL=simulator.url, REDIS_URL="redis://127.0.0.1:6379/0")
-    body = httpx.get(f"{healthy.url}/api/llm/status", timeout=10).json()
+    body = httpx.get(f"{healthy.url}/api/llm/status", timeout=scaled(10)).json()
     assert body["redis"] == {"ok": True, "error": None}
     down = proxy_factory(OLLAMA_URL=simulator.url,
                          REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
-    response = httpx.get(f"{down.url}/api/llm/status", timeout=10)
+    response = httpx.get(f"{down.url}/api/llm/status", timeout=scaled(10))
     assert response.status_code == 503
     assert response.json()["failing"] == ["redis"]
 
 
 def test_without_redis_there_is_no_redis_part(proxy_server: ProxyProcess) -> None:
-    assert httpx.get(f"{proxy_server.url}/api/llm/status", timeout=10).json()["redis"] is None
+    status = httpx.get(f"{proxy_server.url}/api/llm/status", timeout=scaled(10))
+    assert status.json()["redis"] is None

@@ -15,11 +15,11 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.proxy.conftest import ProxyProcess, auth, sim_stats
+from tests.proxy.conftest import ProxyProcess, admin_auth, auth, sim_stats
+from tests.timing import scaled
 
 pytestmark = pytest.mark.usefixtures("sim")
 
-ADMIN = auth("root", "admin")
 TEMPLATES = "/api/admin/templates"
 
 
@@ -35,7 +35,7 @@ def name(prefix: str = "tpl") -> str:
 def create(proxy: ProxyProcess, template_name: str, source: str, description: str = ""
            ) -> httpx.Response:
     with proxy.client() as client:
-        return client.post(TEMPLATES, headers=ADMIN, json={
+        return client.post(TEMPLATES, headers=admin_auth(), json={
             "name": template_name, "template": source, "description": description})
 
 
@@ -89,16 +89,16 @@ def test_template_lifecycle(proxy: ProxyProcess) -> None:
     assert template_name in duplicate.json()["error"]
 
     with proxy.client() as client:
-        listed = client.get(TEMPLATES, headers=ADMIN)
+        listed = client.get(TEMPLATES, headers=admin_auth())
         assert listed.status_code == 200
         names = [t["name"] for t in listed.json()["templates"]]
         assert template_name in names
         assert names == sorted(names)
-        one = client.get(f"{TEMPLATES}/{template_name}", headers=ADMIN)
+        one = client.get(f"{TEMPLATES}/{template_name}", headers=admin_auth())
         assert one.status_code == 200
         assert same_template(one.json(), body)  # the duplicate changed nothing
 
-        put = client.put(f"{TEMPLATES}/{template_name}", headers=ADMIN, json={
+        put = client.put(f"{TEMPLATES}/{template_name}", headers=admin_auth(), json={
             "name": template_name, "template": "Shorten {{ text }}.", "description": "v2"})
         assert put.status_code == 200
         changed = put.json()
@@ -106,26 +106,27 @@ def test_template_lifecycle(proxy: ProxyProcess) -> None:
         assert instant(changed["created_at"]) == instant(body["created_at"])
         assert instant(changed["updated_at"]) > instant(body["updated_at"])
         assert same_template(
-            client.get(f"{TEMPLATES}/{template_name}", headers=ADMIN).json(), changed)
+            client.get(f"{TEMPLATES}/{template_name}", headers=admin_auth()).json(), changed)
 
-        renamed = client.put(f"{TEMPLATES}/{template_name}", headers=ADMIN, json={
+        renamed = client.put(f"{TEMPLATES}/{template_name}", headers=admin_auth(), json={
             "name": "another-name", "template": "x"})
         assert renamed.status_code == 422
-        unknown = client.put(f"{TEMPLATES}/{name('nope')}", headers=ADMIN, json={
+        unknown = client.put(f"{TEMPLATES}/{name('nope')}", headers=admin_auth(), json={
             "name": "whatever", "template": "x"})
         assert unknown.status_code == 422  # the body's name must match the path's first
         missing = name("nope")
-        assert client.put(f"{TEMPLATES}/{missing}", headers=ADMIN, json={
+        assert client.put(f"{TEMPLATES}/{missing}", headers=admin_auth(), json={
             "name": missing, "template": "x"}).status_code == 404
 
-        deleted = client.delete(f"{TEMPLATES}/{template_name}", headers=ADMIN)
+        deleted = client.delete(f"{TEMPLATES}/{template_name}", headers=admin_auth())
         assert deleted.status_code == 204
         assert deleted.content == b""
-        gone = client.get(f"{TEMPLATES}/{template_name}", headers=ADMIN)
+        gone = client.get(f"{TEMPLATES}/{template_name}", headers=admin_auth())
         assert gone.status_code == 404
         assert gone.json() == {"error": f"template '{template_name}' not found"}
-        assert client.delete(f"{TEMPLATES}/{template_name}", headers=ADMIN).status_code == 404
-        names = [t["name"] for t in client.get(TEMPLATES, headers=ADMIN).json()["templates"]]
+        gone_again = client.delete(f"{TEMPLATES}/{template_name}", headers=admin_auth())
+        assert gone_again.status_code == 404
+        names = [t["name"] for t in client.get(TEMPLATES, headers=admin_auth()).json()["templates"]]
         assert template_name not in names
 
 
@@ -134,8 +135,8 @@ def test_timestamps_are_utc_and_read_back_as_written(proxy: ProxyProcess) -> Non
     template_name = name("stamps")
     written = create(proxy, template_name, "Stamp {{ x }}").json()
     with proxy.client() as client:
-        read = client.get(f"{TEMPLATES}/{template_name}", headers=ADMIN).json()
-        listed = next(t for t in client.get(TEMPLATES, headers=ADMIN).json()["templates"]
+        read = client.get(f"{TEMPLATES}/{template_name}", headers=admin_auth()).json()
+        listed = next(t for t in client.get(TEMPLATES, headers=admin_auth()).json()["templates"]
                       if t["name"] == template_name)
     for answer in (written, read, listed):
         for stamp in ("created_at", "updated_at"):
@@ -159,14 +160,14 @@ def test_invalid_jinja_is_refused_with_its_line(proxy: ProxyProcess, source: str
     assert f"line {line}" in response.json()["error"]
     # Nothing was stored, and PUT checks the same way.
     with proxy.client() as client:
-        assert client.get(f"{TEMPLATES}/{template_name}", headers=ADMIN).status_code == 404
+        assert client.get(f"{TEMPLATES}/{template_name}", headers=admin_auth()).status_code == 404
     good = created(proxy, "fine {{ x }}")
     with proxy.client() as client:
-        put = client.put(f"{TEMPLATES}/{good}", headers=ADMIN,
+        put = client.put(f"{TEMPLATES}/{good}", headers=admin_auth(),
                          json={"name": good, "template": source})
         assert put.status_code == 422
         assert f"line {line}" in put.json()["error"]
-        assert client.get(f"{TEMPLATES}/{good}", headers=ADMIN).json()["template"] == (
+        assert client.get(f"{TEMPLATES}/{good}", headers=admin_auth()).json()["template"] == (
             "fine {{ x }}")
 
 
@@ -181,7 +182,7 @@ def test_bad_template_names_are_refused(proxy: ProxyProcess, bad_name: str) -> N
 def test_bad_names_in_the_path_are_refused(proxy: ProxyProcess) -> None:
     with proxy.client() as client:
         for method in ("GET", "DELETE"):
-            response = client.request(method, f"{TEMPLATES}/Not_Valid", headers=ADMIN)
+            response = client.request(method, f"{TEMPLATES}/Not_Valid", headers=admin_auth())
             assert response.status_code == 422, method
 
 
@@ -190,7 +191,7 @@ def test_other_bad_bodies_are_refused(proxy: ProxyProcess) -> None:
                  {"name": name(), "template": "x", "owner": "me"},
                  {"name": name(), "template": "x", "description": "d" * 501}):
         with proxy.client() as client:
-            response = client.post(TEMPLATES, headers=ADMIN, json=body)
+            response = client.post(TEMPLATES, headers=admin_auth(), json=body)
         assert response.status_code == 422, body
 
 
@@ -209,7 +210,7 @@ def test_users_cannot_manage_templates(proxy: ProxyProcess) -> None:
             response = client.request(method, path, headers=user, json=body)
             assert response.status_code == 403, (method, path)
         assert client.request("GET", TEMPLATES).status_code == 401
-        kept = client.get(f"{TEMPLATES}/{existing}", headers=ADMIN).json()
+        kept = client.get(f"{TEMPLATES}/{existing}", headers=admin_auth()).json()
     assert kept["template"] == "admin only {{ x }}"
 
 
@@ -219,8 +220,8 @@ def test_concurrent_creates_of_one_name_give_one_201_and_409s(proxy: ProxyProces
 
     def post(template_name: str) -> int:
         with proxy.client() as client:
-            barrier.wait(timeout=10)  # all requests leave together
-            return client.post(TEMPLATES, headers=ADMIN, json={
+            barrier.wait(timeout=scaled(10))  # all requests leave together
+            return client.post(TEMPLATES, headers=admin_auth(), json={
                 "name": template_name, "template": "race {{ x }}"}).status_code
 
     statuses: list[list[int]] = []
@@ -337,11 +338,12 @@ def test_an_updated_template_is_used_at_once(proxy: ProxyProcess, sim) -> None:
     template_name = created(proxy, "Version one for {{ who }}")
     assert generate(proxy, template=template_name, variables={"who": "Ada"}).status_code == 200
     with proxy.client() as client:
-        client.put(f"{TEMPLATES}/{template_name}", headers=ADMIN, json={
+        client.put(f"{TEMPLATES}/{template_name}", headers=admin_auth(), json={
             "name": template_name, "template": "Version two for {{ who }}"}).raise_for_status()
     assert generate(proxy, template=template_name, variables={"who": "Ada"}).status_code == 200
     assert sim_stats(sim)["last_body"]["/api/generate"]["prompt"] == "Version two for Ada"
     with proxy.client() as client:
-        assert client.delete(f"{TEMPLATES}/{template_name}", headers=ADMIN).status_code == 204
+        deleted = client.delete(f"{TEMPLATES}/{template_name}", headers=admin_auth())
+        assert deleted.status_code == 204
     assert generate(proxy, template=template_name, variables={"who": "Ada"}).status_code == 404
     assert upstream_generates(sim) == 2

@@ -18,11 +18,11 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.proxy.conftest import ProxyProcess, auth, sim_stats
+from tests.proxy.conftest import ProxyProcess, admin_auth, auth, sim_stats
+from tests.timing import scaled
 
 pytestmark = pytest.mark.usefixtures("sim")
 
-ADMIN = auth("root", "admin")
 MAX_BODY = 2048
 NOT_ALLOWED = "model 'mistral' is not allowed on this proxy (allowed: llama3.2)"
 
@@ -103,11 +103,11 @@ class Refusals:
             for context_id in self.conversations:
                 response = client.get(f"/api/llm/conversations/{context_id}", headers=auth())
                 assert response.status_code == 404, f"conversation {context_id} was stored"
-            deadline = time.monotonic() + 10
+            deadline = time.monotonic() + scaled(10)
             while True:
                 found = {}
                 for status in set(self.expected.values()):
-                    page = client.get("/api/admin/audit", headers=ADMIN,
+                    page = client.get("/api/admin/audit", headers=admin_auth(),
                                       params={"status": status, "limit": 500}).json()
                     found.update({e["id"]: e for e in page["entries"] if e["id"] in self.expected})
                 if len(found) == len(self.expected) or time.monotonic() > deadline:

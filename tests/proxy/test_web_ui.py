@@ -14,6 +14,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from tests.proxy.conftest import REPO_ROOT, ProxyProcess, make_token, sim_stats
+from tests.timing import scaled, scaled_ms, wait_until
 
 SCREENSHOTS = Path(os.environ.get("TEST_OUTPUT_DIR", REPO_ROOT / "test-output")) / "screenshots"
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
@@ -28,8 +29,11 @@ def browser() -> Iterator[Browser]:
     if shutil.which(CHROMIUM) is None and not Path(CHROMIUM).exists():
         pytest.fail(f"Chromium not found at {CHROMIUM}: apt-get install -y chromium "
                     "(scripts/browser-tools does it)")
+    # Every Playwright wait (actions and `expect`) gets the suite's scaled budget.
+    expect.set_options(timeout=scaled_ms(5))
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS,
+                                             timeout=scaled_ms(30))
         yield browser
         browser.close()
 
@@ -41,14 +45,14 @@ def web_proxy(proxy_factory, simulator) -> ProxyProcess:
 
 @pytest.fixture
 def slow_sim(sim) -> Iterator[object]:
-    httpx.post(f"{sim.url}/__sim__/config",
-               json={"tokens_per_second": 8, "first_token_delay": 0.2}).raise_for_status()
+    sim.configure(tokens_per_second=8, first_token_delay=0.2)
     yield sim
 
 
 @pytest.fixture
 def page(browser: Browser) -> Iterator[Page]:
     context = browser.new_context(viewport={"width": 1280, "height": 800})
+    context.set_default_timeout(scaled_ms(30))
     page = context.new_page()
     yield page
     context.close()
@@ -78,7 +82,7 @@ def test_sign_in_and_the_reply_streams_in_incrementally(page: Page, web_proxy: P
     ask(page, "Tell me about the sea")
     answer = last_answer(page)
     lengths: list[int] = []
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + scaled(30)
     while answer.get_attribute("data-state") != "done":
         assert time.monotonic() < deadline, "the reply never finished"
         lengths.append(len(answer.inner_text()))
@@ -95,20 +99,18 @@ def test_stop_ends_a_stream(page: Page, web_proxy: ProxyProcess, slow_sim) -> No
     sign_in(page, web_proxy, "bo")
     ask(page, "A long answer please")
     answer = last_answer(page)
-    expect(answer).not_to_have_text("", timeout=10_000)
+    expect(answer).not_to_have_text("", timeout=scaled_ms(10))
     page.click("#stop")
-    expect(answer).to_have_attribute("data-state", "stopped", timeout=10_000)
+    expect(answer).to_have_attribute("data-state", "stopped", timeout=scaled_ms(10))
     expect(page.locator("#send")).to_be_visible()
-    deadline = time.monotonic() + 10
-    while sim_stats(slow_sim)["cancelled"] < 1:
-        assert time.monotonic() < deadline, "the upstream generation was not cancelled"
-        time.sleep(0.1)
+    # An upstream generation that is not cancelled fails this wait.
+    wait_until(lambda: sim_stats(slow_sim)["cancelled"] >= 1)
 
 
 def test_reload_and_continue_a_conversation(page: Page, web_proxy: ProxyProcess, sim) -> None:
     sign_in(page, web_proxy, "cy")
     ask(page, "Remember the number seven")
-    expect(last_answer(page)).to_have_attribute("data-state", "done", timeout=15_000)
+    expect(last_answer(page)).to_have_attribute("data-state", "done", timeout=scaled_ms(15))
     first_reply = last_answer(page).inner_text()
     page.reload()
     # Still signed in (the token is kept for this tab), and the conversation is listed.
@@ -117,7 +119,7 @@ def test_reload_and_continue_a_conversation(page: Page, web_proxy: ProxyProcess,
     conversation.click()
     expect(page.locator(".message")).to_have_count(2)
     ask(page, "Which number?")
-    expect(last_answer(page)).to_have_attribute("data-state", "done", timeout=15_000)
+    expect(last_answer(page)).to_have_attribute("data-state", "done", timeout=scaled_ms(15))
     sent = sim_stats(sim)["last_body"]["/api/chat"]["messages"]
     assert [m["role"] for m in sent] == ["user", "assistant", "user"]
     assert sent[0]["content"] == "Remember the number seven"
@@ -133,10 +135,10 @@ def test_rate_limit_message_says_how_long_to_wait(page: Page, proxy_factory, sim
     sign_in(page, proxy, "dee")
     for text in ("one", "two"):
         ask(page, text)
-        expect(last_answer(page)).to_have_attribute("data-state", "done", timeout=15_000)
+        expect(last_answer(page)).to_have_attribute("data-state", "done", timeout=scaled_ms(15))
     ask(page, "three")
     notice = page.locator("#notice")
-    expect(notice).to_be_visible(timeout=10_000)
+    expect(notice).to_be_visible(timeout=scaled_ms(10))
     expect(notice).to_contain_text("Rate limit reached")
     expect(notice).to_contain_text("Try again in")
 
@@ -161,17 +163,17 @@ def test_upstream_down_is_explained(page: Page, proxy_factory) -> None:
 
 def test_admin_pulls_a_model_and_sees_progress_reach_100(page: Page, web_proxy: ProxyProcess,
                                                          sim) -> None:
-    httpx.post(f"{sim.url}/__sim__/config", json={"pull_duration": 1.5}).raise_for_status()
+    sim.configure(pull_duration=scaled(1.5))  # long enough to see progress between 0 and 100
     sign_in(page, web_proxy, "root", "admin")
     ask(page, "hello admin")
-    expect(last_answer(page)).to_have_attribute("data-state", "done", timeout=15_000)
+    expect(last_answer(page)).to_have_attribute("data-state", "done", timeout=scaled_ms(15))
     page.click("#tab-admin")
     expect(page.locator("#admin-view")).to_be_visible()
     page.fill("#pull-name", "gemma3:270m")
     page.click("#pull-button")
     progress = page.locator("#pull-progress")
     seen: set[str] = set()
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + scaled(30)
     while (value := progress.get_attribute("value")) != "100":
         assert time.monotonic() < deadline, f"progress stuck at {value}"
         seen.add(value or "")
@@ -214,7 +216,7 @@ def test_model_output_cannot_inject_html(page: Page, web_proxy: ProxyProcess) ->
 
 
 def test_security_headers_on_the_page(web_proxy: ProxyProcess) -> None:
-    response = httpx.get(web_proxy.url + "/", timeout=10)
+    response = httpx.get(web_proxy.url + "/", timeout=scaled(10))
     assert response.status_code == 200
     policy = response.headers["content-security-policy"]
     assert "script-src 'self'" in policy
@@ -228,11 +230,12 @@ def test_security_headers_on_the_page(web_proxy: ProxyProcess) -> None:
 def test_works_on_a_phone_sized_screen(browser: Browser, web_proxy: ProxyProcess, sim) -> None:
     context = browser.new_context(viewport={"width": 375, "height": 740}, is_mobile=True,
                                   has_touch=True)
+    context.set_default_timeout(scaled_ms(30))
     page = context.new_page()
     try:
         sign_in(page, web_proxy, "hal")
         ask(page, "small screen")
-        expect(last_answer(page)).to_have_attribute("data-state", "done", timeout=15_000)
+        expect(last_answer(page)).to_have_attribute("data-state", "done", timeout=scaled_ms(15))
         width = page.evaluate("document.documentElement.scrollWidth")
         assert width <= 375, f"the page scrolls sideways ({width}px)"
         assert page.locator("#send").is_visible() or page.locator("#stop").is_visible()

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
 from tests.proxy.conftest import ProxyProcess, make_token, sim_stats
+from tests.timing import scaled, wait_until
 
 pytestmark = pytest.mark.usefixtures("sim")
 
@@ -25,13 +24,13 @@ def ws_url(proxy: ProxyProcess, token: str | None = None) -> str:
 
 @pytest.fixture
 def socket(proxy_server: ProxyProcess) -> Iterator[ClientConnection]:
-    with connect(ws_url(proxy_server, make_token("wendy")), open_timeout=10) as ws:
+    with connect(ws_url(proxy_server, make_token("wendy")), open_timeout=scaled(10)) as ws:
         assert receive(ws) == {"type": "ready", "user": "wendy", "role": "user"}
         yield ws
 
 
 def receive(ws: ClientConnection, timeout: float = 10) -> dict[str, Any]:
-    frame: dict[str, Any] = json.loads(ws.recv(timeout=timeout))
+    frame: dict[str, Any] = json.loads(ws.recv(timeout=scaled(timeout)))
     return frame
 
 
@@ -59,7 +58,7 @@ def test_generate_streams_tokens_then_done(socket: ClientConnection) -> None:
 
 
 def test_auth_frame_instead_of_query_token(proxy_server: ProxyProcess) -> None:
-    with connect(ws_url(proxy_server), open_timeout=10) as ws:
+    with connect(ws_url(proxy_server), open_timeout=scaled(10)) as ws:
         ws.send(json.dumps({"type": "auth", "token": make_token("frank", "admin")}))
         assert receive(ws) == {"type": "ready", "user": "frank", "role": "admin"}
 
@@ -69,20 +68,20 @@ def test_auth_frame_instead_of_query_token(proxy_server: ProxyProcess) -> None:
 def test_failed_auth_closes_with_1008(proxy_server: ProxyProcess, how: str) -> None:
     url = {"bad query token": ws_url(proxy_server, "nope"),
            "expired": ws_url(proxy_server, make_token(ttl=-300))}.get(how, ws_url(proxy_server))
-    with connect(url, open_timeout=10) as ws:
+    with connect(url, open_timeout=scaled(10)) as ws:
         if how == "bad auth frame":
             ws.send(json.dumps({"type": "auth", "token": "nope"}))
         elif how == "no auth frame":
             ws.send(json.dumps({"type": "generate", "id": "1", "model": "llama3.2",
                                 "prompt": "x"}))
         with pytest.raises(ConnectionClosed) as closed:
-            ws.recv(timeout=10)
+            ws.recv(timeout=scaled(10))
     assert closed.value.rcvd is not None
     assert closed.value.rcvd.code == 1008
 
 
 def test_several_requests_in_flight_on_one_socket(socket: ClientConnection, sim) -> None:
-    httpx.post(f"{sim.url}/__sim__/config", json={"tokens_per_second": 40}).raise_for_status()
+    sim.configure(tokens_per_second=20)  # a window wide enough for b to start inside a
     try:
         for request_id, prompt in (("a", "first"), ("b", "second")):
             socket.send(json.dumps({"type": "generate", "id": request_id, "model": "llama3.2",
@@ -98,11 +97,11 @@ def test_several_requests_in_flight_on_one_socket(socket: ClientConnection, sim)
         # Interleaved, not one after the other: b's first token comes before a's last.
         assert order.index("b") < len(order) - 1 - order[::-1].index("a")
     finally:
-        httpx.post(f"{sim.url}/__sim__/config", json={"tokens_per_second": 400})
+        sim.configure(tokens_per_second=400)
 
 
 def test_cancel_stops_one_request(socket: ClientConnection, sim) -> None:
-    httpx.post(f"{sim.url}/__sim__/config", json={"tokens_per_second": 10}).raise_for_status()
+    sim.configure(tokens_per_second=10)
     try:
         socket.send(json.dumps({"type": "generate", "id": "long", "model": "llama3.2",
                                 "prompt": "go on", "options": {"num_predict": 200}}))
@@ -112,15 +111,13 @@ def test_cancel_stops_one_request(socket: ClientConnection, sim) -> None:
         while frame["type"] == "token":
             frame = receive(socket)
         assert frame == {"id": "long", "type": "cancelled"}
-        deadline = time.monotonic() + 10
-        while (stats := sim_stats(sim))["cancelled"] < 1 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        stats = wait_until(lambda: (st := sim_stats(sim))["cancelled"] >= 1 and st)
         assert stats["cancelled"] == 1
         assert stats["active_streams"] == 0
         socket.send(json.dumps({"type": "ping"}))
         assert receive(socket) == {"type": "pong"}
     finally:
-        httpx.post(f"{sim.url}/__sim__/config", json={"tokens_per_second": 400})
+        sim.configure(tokens_per_second=400)
 
 
 BAD_FRAMES: list[tuple[str, str, int]] = [
@@ -161,7 +158,7 @@ def test_binary_frame_is_an_error_not_a_drop(socket: ClientConnection) -> None:
 
 
 def test_duplicate_id_in_flight_is_refused(socket: ClientConnection, sim) -> None:
-    httpx.post(f"{sim.url}/__sim__/config", json={"tokens_per_second": 20}).raise_for_status()
+    sim.configure(tokens_per_second=20)
     try:
         frame = json.dumps({"type": "generate", "id": "dup", "model": "llama3.2",
                             "prompt": "x", "options": {"num_predict": 10}})
@@ -177,7 +174,7 @@ def test_duplicate_id_in_flight_is_refused(socket: ClientConnection, sim) -> Non
         assert len(errors) == 1
         assert errors[0]["status"] == 409
     finally:
-        httpx.post(f"{sim.url}/__sim__/config", json={"tokens_per_second": 400})
+        sim.configure(tokens_per_second=400)
 
 
 def test_chat_with_context_over_the_socket_is_persisted(socket: ClientConnection,

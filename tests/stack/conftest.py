@@ -33,6 +33,7 @@ import pytest
 import testinfra
 
 from tests.hosts.target import POSTGRES_PORT, REDIS_PORT, StackHost, StackSettings
+from tests.timing import scaled
 
 REPO = Path(__file__).resolve().parents[2]
 LOG_DIR = REPO / "test-output" / "stack"
@@ -41,6 +42,7 @@ PROJECT = "llm-stack-e2e"
 COMPOSE_FILES = ("docker-compose.yml", "tests/stack/docker-compose.ci.yml")
 CI_IMAGE_PREFIX = "llm-stack-ci/"
 # The whole bring-up on a cold machine: engine install, debootstrap, image builds, healthchecks.
+# Budgets on an idle machine: run_logged stretches them by the scale factor.
 ENGINE_TIMEOUT_S = 300
 BUILD_TIMEOUT_S = 900
 UP_TIMEOUT_S = 300
@@ -67,8 +69,10 @@ def run_logged(
 
     The scripts' own progress lines (`docker-engine: …`, `build-stack-images: …`) are echoed,
     so a long cold start is visibly moving, then one line with the step's time. A command still
-    running after `timeout_s` is killed. Returns the output.
+    running after `timeout_s` (the budget on an idle machine, stretched by the scale factor) is
+    killed. Returns the output.
     """
+    timeout_s = scaled(timeout_s)
     start = time.monotonic()
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     log_path = LOG_DIR / log_name
@@ -150,7 +154,7 @@ class LocalStack:
             env=self.compose_env(),
             capture_output=True,
             text=True,
-            timeout=120,
+            timeout=scaled(120),
         )
 
     def services(self) -> dict[str, dict[str, Any]]:
@@ -201,7 +205,7 @@ class LocalStack:
                 ["docker", *kind.split(), "--quiet", "--filter", label],
                 capture_output=True,
                 text=True,
-                timeout=60,
+                timeout=scaled(60),
             )
             found += [f"{kind.split()[0]} {item}" for item in result.stdout.split()]
         return found

@@ -18,6 +18,7 @@ import pytest
 from proxy.simulator import completion_tokens, run_simulator
 from proxy.simulator.cli import build_parser, config_from_args
 from proxy.simulator.process import SimulatorProcess
+from tests.timing import TIME_SCALE, scaled, wait_until
 
 RATE = 200.0  # tokens/s of the shared simulator: quick, yet slow enough to measure
 QUEUE_FULL = "server busy, please try again.  maximum pending requests exceeded"
@@ -25,7 +26,13 @@ QUEUE_FULL = "server busy, please try again.  maximum pending requests exceeded"
 
 @pytest.fixture(scope="module")
 def sim() -> Iterator[SimulatorProcess]:
-    with run_simulator(first_token_delay=0.02, tokens_per_second=RATE, pull_duration=0.2) as s:
+    with run_simulator(
+        first_token_delay=0.02,
+        tokens_per_second=RATE,
+        pull_duration=0.2,
+        startup_timeout=scaled(15),
+        control_timeout=scaled(5),
+    ) as s:
         yield s
 
 
@@ -36,7 +43,7 @@ def fresh(sim: SimulatorProcess) -> None:
 
 @pytest.fixture
 def client(sim: SimulatorProcess) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=sim.url, timeout=10) as c:
+    with httpx.Client(base_url=sim.url, timeout=scaled(10)) as c:
         yield c
 
 
@@ -47,7 +54,9 @@ def ndjson(response: httpx.Response) -> list[dict[str, Any]]:
 
 
 def wait_for(sim: SimulatorProcess, check: Any, timeout: float = 3.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
+    """The simulator's stats once `check` holds, or the last ones when the (scaled) budget is
+    spent: the caller's assertion on them then says what was missing."""
+    deadline = time.monotonic() + scaled(timeout)
     while True:
         stats = sim.stats()
         if check(stats) or time.monotonic() > deadline:
@@ -187,15 +196,32 @@ def test_generate_streams_ndjson_with_counters_only_at_the_end(client: httpx.Cli
 
 
 def test_generate_rate_matches_configuration(client: httpx.Client) -> None:
-    final = client.post("/api/generate", json={"model": "llama3.2", "prompt": "count"}).text
-    counters = json.loads(final.splitlines()[-1])
-    rate = counters["eval_count"] / counters["eval_duration"] * 1e9
-    assert RATE * 0.5 < rate < RATE * 1.5
+    # The simulator paces tokens against a fixed schedule and reports eval_duration as measured
+    # wall time (proxy/simulator/generation.py), so a generation can never come out faster than
+    # configured: the upper bound holds on any machine. Load can only make it slower (a stall of
+    # the simulator's event loop lands in eval_duration), so the lower bound is taken on the best
+    # of a few tries (a stall is transient, a pacing bug slows every try) and, on a machine slow
+    # throughout, stretched by TEST_TIME_SCALE like every other time budget.
+    slowest_accepted = RATE * 0.5 / TIME_SCALE
+    rates: list[float] = []
+    for _ in range(5):
+        started = time.monotonic()
+        final = client.post("/api/generate", json={"model": "llama3.2", "prompt": "count"}).text
+        waited_ns = (time.monotonic() - started) * 1e9
+        counters = json.loads(final.splitlines()[-1])
+        # Measured, not made up: the whole generation fits in the time the client waited.
+        assert counters["total_duration"] <= waited_ns, (counters, waited_ns)
+        rate = counters["eval_count"] / counters["eval_duration"] * 1e9
+        assert rate <= RATE * 1.01, counters
+        rates.append(rate)
+        if rate > slowest_accepted:
+            break
+    assert max(rates) > slowest_accepted, rates
 
 
 def test_first_token_delay_holds_back_headers(sim: SimulatorProcess) -> None:
     sim.configure(first_token_delay=0.4)
-    with httpx.Client(base_url=sim.url, timeout=10) as c:
+    with httpx.Client(base_url=sim.url, timeout=scaled(10)) as c:
         started = time.monotonic()
         with c.stream("POST", "/api/generate", json={"model": "llama3.2", "prompt": "x"}) as r:
             headers_after = time.monotonic() - started
@@ -467,17 +493,19 @@ def test_fault_without_count_lasts_until_reset(sim: SimulatorProcess, client: ht
 
 def test_fault_hang_sends_no_headers(sim: SimulatorProcess) -> None:
     sim.set_fault("hang", count=1)
-    with httpx.Client(base_url=sim.url, timeout=httpx.Timeout(10, read=0.5)) as c:
+    # The 0.5 s read timeout is the one under test: it must fire, so it is not scaled.
+    with httpx.Client(base_url=sim.url, timeout=httpx.Timeout(scaled(10), read=0.5)) as c:
         with pytest.raises(httpx.ReadTimeout):
             c.post("/api/generate", json=GENERATE)
-        assert c.post("/api/generate", json=GENERATE).status_code == 200
+        # The fault is spent: this one answers, however long a busy machine takes to.
+        assert c.post("/api/generate", json=GENERATE, timeout=scaled(10)).status_code == 200
     # The client giving up on the hung request is what a proxy's timeout test looks for.
     assert wait_for(sim, lambda s: s["cancelled"] == 1)["cancelled"] == 1
 
 
 def test_fault_disconnect_drops_the_connection(sim: SimulatorProcess) -> None:
     sim.set_fault("disconnect", count=1)
-    with httpx.Client(base_url=sim.url, timeout=5) as c:
+    with httpx.Client(base_url=sim.url, timeout=scaled(5)) as c:
         with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
             c.post(
                 "/api/chat",
@@ -503,15 +531,24 @@ def test_fault_midstream_error(sim: SimulatorProcess, client: httpx.Client) -> N
 
 
 def test_fault_refuse_closes_the_port_for_a_while(sim: SimulatorProcess) -> None:
-    with httpx.Client(base_url=sim.url, timeout=5) as pooled:
+    # The outage must outlast the two attempts below, which a busy machine may make late.
+    outage = scaled(1.0)
+    with httpx.Client(base_url=sim.url, timeout=scaled(5)) as pooled:
         assert pooled.get("/").status_code == 200  # leaves a keep-alive connection open
-        sim.set_fault("refuse", seconds=1.0)
+        sim.set_fault("refuse", seconds=outage)
         with pytest.raises(httpx.ConnectError):
-            httpx.get(sim.url + "/", timeout=2)
+            httpx.get(sim.url + "/", timeout=scaled(2))
         with pytest.raises(httpx.TransportError):
             pooled.get("/")
-        time.sleep(1.2)
-        assert pooled.get("/").status_code == 200
+
+        def answers() -> bool:
+            try:
+                return pooled.get("/").status_code == 200
+            except httpx.TransportError:
+                return False
+
+        # The port comes back by itself once the outage is over.
+        wait_until(answers, timeout=1.0 + 5)
 
 
 def test_unknown_fault_mode_is_rejected(client: httpx.Client) -> None:
@@ -524,8 +561,10 @@ def test_unknown_fault_mode_is_rejected(client: httpx.Client) -> None:
 
 
 def test_client_disconnect_mid_stream_is_counted(sim: SimulatorProcess) -> None:
-    sim.configure(tokens_per_second=20)
-    with httpx.Client(base_url=sim.url, timeout=5) as c:
+    # ~30 tokens at 20/s: the stream must still be running when the stats are read and the
+    # client leaves, so on a slower machine it runs longer (only the 2 tokens read cost time).
+    sim.configure(tokens_per_second=20 / TIME_SCALE)
+    with httpx.Client(base_url=sim.url, timeout=scaled(5)) as c:
         body = {"model": "llama3.2", "prompt": "a long answer please"}
         with c.stream("POST", "/api/generate", json=body) as reply:
             lines = reply.iter_lines()
@@ -539,22 +578,39 @@ def test_client_disconnect_mid_stream_is_counted(sim: SimulatorProcess) -> None:
 
 
 async def test_queue_full_gives_503(sim: SimulatorProcess) -> None:
-    sim.configure(num_parallel=1, max_queue=1, tokens_per_second=20)
+    # The running request's 8 tokens are the window in which the other two must line up behind
+    # it; on a slower machine the window stretches with the scale factor.
+    sim.configure(num_parallel=1, max_queue=1, tokens_per_second=20 / TIME_SCALE)
     body = {"model": "llama3.2", "prompt": "slow", "options": {"num_predict": 8}}
 
-    async def one(c: httpx.AsyncClient, delay: float) -> tuple[int, list[dict[str, Any]]]:
-        await asyncio.sleep(delay)  # arrive in order: running, queued, rejected
+    async def one(c: httpx.AsyncClient) -> tuple[int, list[dict[str, Any]]]:
         reply = await c.post("/api/generate", json=body)
         return reply.status_code, [json.loads(line) for line in reply.text.splitlines()]
 
-    async with httpx.AsyncClient(base_url=sim.url, timeout=10) as c:
-        results = await asyncio.gather(one(c, 0), one(c, 0.1), one(c, 0.2))
+    async def until(c: httpx.AsyncClient, check: Any, timeout: float = 10.0) -> None:
+        # wait_until for this event loop: polling must not block the requests it waits for.
+        deadline = time.monotonic() + scaled(timeout)
+        while True:
+            stats = (await c.get("/__sim__/stats")).json()
+            if check(stats):
+                return
+            assert time.monotonic() < deadline, f"not reached within {scaled(timeout):g} s: {stats}"
+            await asyncio.sleep(0.02)
 
-    (s1, first), (s2, queued), (s3, rejected) = results
+    async with httpx.AsyncClient(base_url=sim.url, timeout=scaled(10)) as c:
+        # Arrive in order, each once the simulator holds the one before: running, queued,
+        # rejected.
+        running = asyncio.create_task(one(c))
+        await until(c, lambda s: s["active_streams"] == 1)
+        waiting = asyncio.create_task(one(c))
+        await until(c, lambda s: s["queued"] == 1)
+        s3, rejected = await one(c)
+        (s1, first), (s2, queued) = await running, await waiting
+
     assert (s1, s2, s3) == (200, 200, 503)
     assert rejected == [{"error": QUEUE_FULL}]
     assert first[-1]["done"] is True and queued[-1]["done"] is True
-    # The queued request waited for the running one, which took ~8 tokens at 20/s.
+    # The queued request waited for the running one, which took ~8 tokens at 20/s (or slower).
     assert queued[-1]["load_duration"] > 0.2e9
     stats = sim.stats()
     assert (stats["completed"], stats["rejected"], stats["active_streams"]) == (2, 1, 0)
