@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import Close
 from websockets.sync.client import ClientConnection, connect
 
-from tests.proxy.conftest import ProxyProcess, make_token, sim_stats
+from tests.proxy.conftest import ProxyProcess, count_rows, make_token, sim_stats
+from tests.proxy.test_auth import MALFORMED_TOKENS, auth_failures
 from tests.timing import scaled, wait_until
 
 pytestmark = pytest.mark.usefixtures("sim")
@@ -80,6 +82,80 @@ def test_failed_auth_closes_with_1008(proxy_server: ProxyProcess, how: str) -> N
     assert closed.value.rcvd.code == 1008
 
 
+def closed_by_server(ws: ClientConnection, frames: list[dict[str, Any]] | None = None
+                     ) -> Close:
+    """Read until the server closes the socket (keeping what came before in `frames`); the
+    close frame it sent. A socket dropped without one (code 1006) fails here."""
+    with pytest.raises(ConnectionClosed) as closed:
+        while True:
+            frame = receive(ws)
+            if frames is not None:
+                frames.append(frame)
+    assert closed.value.rcvd is not None, f"no close frame from the server: {closed.value}"
+    return closed.value.rcvd
+
+
+def ws_auth_rows(proxy: ProxyProcess, reason: str) -> int:
+    return count_rows(proxy.env["DATABASE_URL"],
+                      "SELECT count(*) FROM audit_log WHERE endpoint = '/api/llm/ws' "
+                      "AND status = 401 AND error LIKE $1", f"auth: {reason}: %")
+
+
+def assert_refused_with_1008(proxy: ProxyProcess, ws: ClientConnection, reason: str,
+                             failures: float, rows: int) -> None:
+    close = closed_by_server(ws)
+    assert close.code == 1008
+    assert close.reason
+    assert auth_failures(proxy, reason) == failures + 1
+    wait_until(lambda: ws_auth_rows(proxy, reason) == rows + 1)
+
+
+# Every malformed token of the HTTP tests, sent both ways. A query string over 8 KiB (the huge
+# header) never reaches the app: the server's WebSocket handshake answers 414 on its own.
+WS_MALFORMED_TOKENS = [(how, case, mint, reason)
+                       for how in ("query", "auth frame")
+                       for case, mint, reason in MALFORMED_TOKENS
+                       if not (how == "query" and case == "header is huge")]
+
+
+@pytest.mark.parametrize(("how", "case", "mint", "reason"), WS_MALFORMED_TOKENS,
+                         ids=[f"{c[0]}-{c[1]}" for c in WS_MALFORMED_TOKENS])
+def test_malformed_tokens_close_with_1008_counted_and_audited(
+    proxy_server: ProxyProcess, how: str, case: str, mint: Callable[[], str], reason: str
+) -> None:
+    failures, rows = auth_failures(proxy_server, reason), ws_auth_rows(proxy_server, reason)
+    token = mint()
+    url = ws_url(proxy_server, token) if how == "query" else ws_url(proxy_server)
+    with connect(url, open_timeout=scaled(10)) as ws:
+        if how == "auth frame":
+            ws.send(json.dumps({"type": "auth", "token": token}))
+        assert_refused_with_1008(proxy_server, ws, reason, failures, rows)
+
+
+BAD_AUTH_FRAMES: list[tuple[str, str | bytes, str]] = [
+    ("nested deeply", "[" * 100_000, "missing_token"),
+    ("not JSON", "{not json", "missing_token"),
+    ("a list", "[]", "missing_token"),
+    ("binary", b"\x00\x01", "missing_token"),
+    ("not an auth frame", json.dumps({"type": "ping"}), "missing_token"),
+    ("token is a number", json.dumps({"type": "auth", "token": 123}), "missing_token"),
+    ("token is missing", json.dumps({"type": "auth"}), "missing_token"),
+    ("token is empty", json.dumps({"type": "auth", "token": ""}), "missing_token"),
+    ("token is huge", json.dumps({"type": "auth", "token": "A" * 200_000}), "malformed"),
+]
+
+
+@pytest.mark.parametrize(("case", "raw", "reason"), BAD_AUTH_FRAMES,
+                         ids=[c[0] for c in BAD_AUTH_FRAMES])
+def test_bad_auth_frames_close_with_1008_counted_and_audited(
+    proxy_server: ProxyProcess, case: str, raw: str | bytes, reason: str
+) -> None:
+    failures, rows = auth_failures(proxy_server, reason), ws_auth_rows(proxy_server, reason)
+    with connect(ws_url(proxy_server), open_timeout=scaled(10)) as ws:
+        ws.send(raw)
+        assert_refused_with_1008(proxy_server, ws, reason, failures, rows)
+
+
 def test_several_requests_in_flight_on_one_socket(socket: ClientConnection, sim) -> None:
     sim.configure(tokens_per_second=20)  # a window wide enough for b to start inside a
     try:
@@ -122,6 +198,7 @@ def test_cancel_stops_one_request(socket: ClientConnection, sim) -> None:
 
 BAD_FRAMES: list[tuple[str, str, int]] = [
     ("{not json", "malformed JSON", 400),
+    ("[" * 100_000, "malformed JSON", 400),
     ("[1, 2]", "JSON object", 400),
     (json.dumps({"type": "dance", "id": "1"}), "unknown frame type", 400),
     (json.dumps({"type": "generate", "model": "llama3.2", "prompt": "x"}), "id", 422),
@@ -190,3 +267,4 @@ def test_chat_with_context_over_the_socket_is_persisted(socket: ClientConnection
         detail = client.get(f"/api/llm/conversations/{cid}",
                             headers={"Authorization": f"Bearer {make_token('wendy')}"}).json()
     assert [m["role"] for m in detail["messages"]] == ["user", "assistant"]
+

@@ -13,7 +13,8 @@ Protocol (JSON text frames):
     server → {"id": …, "type": "error", "error": "…", "status": 4xx/5xx}
     server → {"id": …, "type": "cancelled"}
     server → {"type": "pong"}
-A bad frame gets an error frame and the socket stays open; failed auth closes it with 1008.
+A bad frame gets an error frame and the socket stays open. Failed auth (a bad token, a bad
+first frame) closes the socket with 1008, audited and counted like a 401.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from proxy.api.accounting import finish
 from proxy.audit.record import AuditRecord
 from proxy.core.errors import ProxyError
-from proxy.core.security import AuthError, Principal
+from proxy.core.security import AuthError, Principal, printable
 from proxy.core.state import AppState
 from proxy.schemas import ChatRequest, GenerateRequest
 from proxy.services.calls import PlannedCall, admit, plan_chat, plan_generate
@@ -42,6 +43,9 @@ AUTH_FRAME_TIMEOUT_SECONDS = 10.0
 MAX_IN_FLIGHT_PER_SOCKET = 8
 MAX_FRAME_BYTES = 1_048_576
 POLICY_VIOLATION = 1008
+# RFC 6455: a close frame's reason is at most 123 bytes of UTF-8.
+MAX_CLOSE_REASON_BYTES = 123
+ENDPOINT = "/api/llm/ws"
 
 ClientId = str
 
@@ -60,6 +64,10 @@ class WsCancel(BaseModel):
     model_config = ConfigDict(extra="forbid")
     type: Literal["cancel"]
     id: ClientId = Field(..., min_length=1, max_length=64)
+
+
+def _close_reason(message: str) -> str:
+    return message.encode()[:MAX_CLOSE_REASON_BYTES].decode(errors="ignore")
 
 
 def _first_error(exc: ValidationError) -> str:
@@ -99,6 +107,9 @@ class Session:
         except ValueError as exc:
             await self.error(f"malformed JSON: {exc}")
             return
+        except RecursionError:
+            await self.error("malformed JSON: nested too deeply")
+            return
         if not isinstance(frame, dict):
             await self.error("a frame must be a JSON object")
             return
@@ -112,8 +123,10 @@ class Session:
             await self._start(kind, frame)
         elif kind == "auth":
             await self.error("already authenticated", client_id)
+        elif isinstance(kind, str):
+            await self.error(f"unknown frame type {printable(kind, 40)!r}", client_id)
         else:
-            await self.error(f"unknown frame type {kind!r}", client_id)
+            await self.error("a frame needs a string 'type'", client_id)
 
     async def _cancel(self, frame: dict[str, Any]) -> None:
         try:
@@ -172,7 +185,7 @@ class Session:
     async def _run(self, client_id: str, planned: PlannedCall, record: AuditRecord) -> None:
         request_id = record.id
         status = 200
-        in_flight = self.state.metrics.in_flight.labels(endpoint="/api/llm/ws")
+        in_flight = self.state.metrics.in_flight.labels(endpoint=ENDPOINT)
         in_flight.inc()
         try:
             async for item in relay(self.state.upstream, planned.call):
@@ -217,10 +230,10 @@ async def _authenticate(websocket: WebSocket, state: AppState) -> Principal | No
     except AuthError as exc:
         state.metrics.auth_failures.labels(reason=exc.reason).inc()
         client = websocket.client.host if websocket.client else None
-        record = AuditRecord(id=str(uuid.uuid4()), endpoint="/api/llm/ws", client=client,
+        record = AuditRecord(id=str(uuid.uuid4()), endpoint=ENDPOINT, client=client,
                              error=f"auth: {exc.reason}: {exc.message}"[:500])
         await finish(state, record, 401)
-        await websocket.close(POLICY_VIOLATION, exc.message[:120])
+        await websocket.close(POLICY_VIOLATION, _close_reason(exc.message))
         return None
 
 
@@ -228,7 +241,8 @@ async def _auth_frame_token(websocket: WebSocket) -> str:
     try:
         raw = await asyncio.wait_for(websocket.receive_text(), AUTH_FRAME_TIMEOUT_SECONDS)
         frame = json.loads(raw)
-    except (TimeoutError, ValueError, KeyError) as exc:
+    # KeyError: a binary frame; RecursionError: JSON nested deeper than the parser goes.
+    except (TimeoutError, ValueError, KeyError, RecursionError) as exc:
         raise AuthError("missing_token", "first frame must be {\"type\": \"auth\", "
                                          "\"token\": …}") from exc
     token = frame.get("token") if isinstance(frame, dict) and frame.get("type") == "auth" \
