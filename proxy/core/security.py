@@ -93,6 +93,11 @@ class Principal:
     def is_admin(self) -> bool:
         return self.role == "admin"
 
+    @property
+    def expires_at(self) -> float:
+        """When the token stops being valid, in epoch seconds (`exp`, required and checked)."""
+        return float(int(self.claims["exp"]))
+
 
 class TokenVerifier:
     """Verifies bearer tokens against the configured keys. One instance per app."""

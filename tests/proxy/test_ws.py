@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import jwt
 import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import Close
 from websockets.sync.client import ClientConnection, connect
 
-from tests.proxy.conftest import ProxyProcess, count_rows, make_token, sim_stats
+from tests.proxy.conftest import ProxyProcess, count_rows, make_token, metric, sim_stats
 from tests.proxy.test_auth import MALFORMED_TOKENS, auth_failures
 from tests.timing import scaled, wait_until
 
@@ -154,6 +156,48 @@ def test_bad_auth_frames_close_with_1008_counted_and_audited(
     with connect(ws_url(proxy_server), open_timeout=scaled(10)) as ws:
         ws.send(raw)
         assert_refused_with_1008(proxy_server, ws, reason, failures, rows)
+
+
+@pytest.fixture(scope="module")
+def short_leeway_proxy(proxy_factory, simulator) -> ProxyProcess:
+    return proxy_factory(OLLAMA_URL=simulator.url, JWT_LEEWAY_SECONDS="1")
+
+
+@pytest.mark.parametrize("how", ["query", "auth frame"])
+def test_socket_is_closed_when_its_token_expires(short_leeway_proxy: ProxyProcess, sim,
+                                                 how: str) -> None:
+    proxy, leeway = short_leeway_proxy, 1
+    sim.configure(tokens_per_second=1)  # the generation (20 to 40 tokens) outlives the token
+    user = f"expiring-{uuid.uuid4().hex[:8]}"
+    token = make_token(user, ttl=2)
+    expires = jwt.decode(token, options={"verify_signature": False})["exp"]
+    url = ws_url(proxy, token) if how == "query" else ws_url(proxy)
+    with connect(url, open_timeout=scaled(10)) as ws:
+        if how == "auth frame":
+            ws.send(json.dumps({"type": "auth", "token": token}))
+        assert receive(ws)["type"] == "ready"
+        ws.send(json.dumps({"type": "ping"}))
+        assert receive(ws) == {"type": "pong"}
+        ws.send(json.dumps({"type": "generate", "id": "long", "model": "llama3.2",
+                            "prompt": "go on"}))
+        frames: list[dict[str, Any]] = []
+        close = closed_by_server(ws, frames)
+    assert time.time() >= expires + leeway
+    assert close.code == 1008
+    assert "expired" in close.reason
+    assert frames[0] == {"id": "long", "type": "token", "content": frames[0]["content"]}
+    assert frames[-1] == {"id": "long", "type": "error", "status": 401,
+                          "error": "cancelled: the token expired"}
+    assert not [f for f in frames if f["type"] == "done"]
+    # The generation is cancelled upstream and accounted like a disconnect: its slot and
+    # in-flight gauge are given back and its audit row says why it ended.
+    stats = wait_until(lambda: (st := sim_stats(sim))["active_streams"] == 0 and st)
+    assert stats["cancelled"] == 1
+    assert metric(proxy, "llm_proxy_requests_in_flight", endpoint="/api/llm/ws") == 0
+    wait_until(lambda: count_rows(
+        proxy.env["DATABASE_URL"],
+        'SELECT count(*) FROM audit_log WHERE "user" = $1 AND endpoint = $2 AND status = 401 '
+        "AND error = 'cancelled: the token expired'", user, "/api/llm/ws") == 1)
 
 
 def test_several_requests_in_flight_on_one_socket(socket: ClientConnection, sim) -> None:

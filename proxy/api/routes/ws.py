@@ -14,7 +14,9 @@ Protocol (JSON text frames):
     server → {"id": …, "type": "cancelled"}
     server → {"type": "pong"}
 A bad frame gets an error frame and the socket stays open. Failed auth (a bad token, a bad
-first frame) closes the socket with 1008, audited and counted like a 401.
+first frame) closes the socket with 1008, audited and counted like a 401. So does the token's
+expiry: at `exp` + JWT_LEEWAY_SECONDS the generations still running are cancelled (each gets an
+error frame with status 401 and is accounted) and the socket is closed with 1008.
 """
 
 from __future__ import annotations
@@ -22,11 +24,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 import uuid
 from typing import Any, Literal
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.types import Message
 
 from proxy.api.accounting import finish
 from proxy.audit.record import AuditRecord
@@ -46,6 +50,7 @@ POLICY_VIOLATION = 1008
 # RFC 6455: a close frame's reason is at most 123 bytes of UTF-8.
 MAX_CLOSE_REASON_BYTES = 123
 ENDPOINT = "/api/llm/ws"
+TOKEN_EXPIRED = "cancelled: the token expired"
 
 ClientId = str
 
@@ -85,6 +90,7 @@ class Session:
         self.state = state
         self.user = user
         self.tasks: dict[str, asyncio.Task[None]] = {}
+        self.expired = False
         self._send_lock = asyncio.Lock()
 
     async def send(self, frame: dict[str, Any]) -> None:
@@ -205,9 +211,14 @@ class Session:
             with contextlib.suppress(Exception):
                 await self.error(exc.message, client_id, exc.status_code)
         except asyncio.CancelledError:
-            status, record.error = 499, "cancelled by the client"
-            with contextlib.suppress(Exception):
-                await self.send({"id": client_id, "type": "cancelled"})
+            if self.expired:
+                status, record.error = 401, TOKEN_EXPIRED
+                with contextlib.suppress(Exception):
+                    await self.error(TOKEN_EXPIRED, client_id, 401)
+            else:
+                status, record.error = 499, "cancelled by the client"
+                with contextlib.suppress(Exception):
+                    await self.send({"id": client_id, "type": "cancelled"})
         finally:
             in_flight.dec()
             self.tasks.pop(client_id, None)
@@ -218,6 +229,23 @@ class Session:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def expire(self) -> None:
+        """The token has expired: cancel what runs (accounted as 401), then close with 1008."""
+        self.expired = True
+        await self.close()
+        await self.websocket.close(POLICY_VIOLATION, "token expired")
+
+    async def receive_until_expiry(self, expires_at: float) -> Message | None:
+        """The next message, or None once the token has expired (`expires_at`: loop time)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            remaining = expires_at - loop.time()
+            if remaining <= 0:
+                return None
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(remaining):
+                    return await self.websocket.receive()
 
 
 async def _authenticate(websocket: WebSocket, state: AppState) -> Principal | None:
@@ -264,10 +292,16 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
     if user is None:
         return
     session = Session(websocket, state, user)
+    # The token's `exp` is wall-clock time; the wait for it runs on the loop's monotonic clock.
+    expires_at = (asyncio.get_running_loop().time() + user.expires_at
+                  + state.settings.jwt_leeway_seconds - time.time())
     try:
         await session.send({"type": "ready", "user": user.sub, "role": user.role})
         while True:
-            message = await websocket.receive()
+            message = await session.receive_until_expiry(expires_at)
+            if message is None:
+                await session.expire()
+                break
             if message["type"] == "websocket.disconnect":
                 break
             if message.get("text") is not None:
