@@ -312,3 +312,70 @@ def test_chat_with_context_over_the_socket_is_persisted(socket: ClientConnection
                             headers={"Authorization": f"Bearer {make_token('wendy')}"}).json()
     assert [m["role"] for m in detail["messages"]] == ["user", "assistant"]
 
+
+def requests_counted(proxy: ProxyProcess, status: str) -> float:
+    try:
+        return metric(proxy, "llm_proxy_requests_total", endpoint="/api/llm/ws", status=status)
+    except AssertionError:  # no request has finished yet on this proxy
+        return 0.0
+
+
+@pytest.fixture(scope="module")
+def audited_proxy(proxy_factory, simulator, database_url: str) -> ProxyProcess:
+    return proxy_factory(OLLAMA_URL=simulator.url, DATABASE_URL=database_url,
+                         PROXY_MODEL_ALLOWLIST="llama3.2")
+
+
+def test_refused_frames_are_audited_and_counted_like_http(audited_proxy: ProxyProcess, sim
+                                                           ) -> None:
+    proxy = audited_proxy
+    user = f"refused-{uuid.uuid4().hex[:8]}"
+    statuses = ("400", "403", "404", "409", "413", "422", "429")
+    before = {status: requests_counted(proxy, status) for status in statuses}
+    sim.configure(tokens_per_second=20)  # keep eight generations in flight for the 409/429
+    refusals: list[dict[str, Any]] = []
+    with connect(ws_url(proxy, make_token(user)), open_timeout=scaled(10)) as ws:
+        assert receive(ws)["type"] == "ready"
+        # Refused before anything runs (validation, the allowlist, a missing template)...
+        bad: list[str | bytes] = [
+            json.dumps({"type": "generate", "id": "m", "model": "mistral", "prompt": "x"}),
+            json.dumps({"type": "generate", "id": "t", "model": "llama3.2",
+                        "template": "no-such-template"}),
+            json.dumps({"type": "cancel", "id": "never-started"}),
+            json.dumps({"type": "generate", "id": "e", "model": "llama3.2", "prompt": ""}),
+            "{not json",
+            b"\x00",
+            "x" * 1_048_577,
+        ]
+        for raw in bad:
+            ws.send(raw)
+        # ...and refused because of what already runs on the socket.
+        for i in range(8):
+            ws.send(json.dumps({"type": "generate", "id": f"g{i}", "model": "llama3.2",
+                                "prompt": "x", "options": {"num_predict": 60}}))
+        bad += [
+            json.dumps({"type": "generate", "id": "g0", "model": "llama3.2", "prompt": "x"}),
+            json.dumps({"type": "generate", "id": "g9", "model": "llama3.2", "prompt": "x"}),
+        ]
+        for raw in bad[-2:]:
+            ws.send(raw)
+        while len(refusals) < len(bad):
+            frame = receive(ws)
+            if frame["type"] == "error":
+                refusals.append(frame)
+        ws.send(json.dumps({"type": "ping"}))
+        while receive(ws)["type"] != "pong":
+            pass  # tokens of the eight generations
+    assert [f["status"] for f in refusals] == [403, 404, 404, 422, 400, 400, 413, 409, 429], [
+        (f["status"], f["error"]) for f in refusals]
+    db = proxy.env["DATABASE_URL"]
+
+    def audited(frame: dict[str, Any]) -> int:
+        return count_rows(db, 'SELECT count(*) FROM audit_log WHERE "user" = $1 '
+                          "AND role = 'user' AND endpoint = '/api/llm/ws' AND status = $2 "
+                          "AND error = $3", user, frame["status"], frame["error"])
+
+    wait_until(lambda: [audited(f) for f in refusals] == [1] * len(refusals))
+    for status in statuses:
+        expected = sum(1 for f in refusals if str(f["status"]) == status)
+        wait_until(lambda s=status, n=expected: requests_counted(proxy, s) == before[s] + n)

@@ -13,7 +13,8 @@ Protocol (JSON text frames):
     server → {"id": …, "type": "error", "error": "…", "status": 4xx/5xx}
     server → {"id": …, "type": "cancelled"}
     server → {"type": "pong"}
-A bad frame gets an error frame and the socket stays open. Failed auth (a bad token, a bad
+A bad frame gets an error frame and the socket stays open; a refused request frame is audited
+and counted like a refused HTTP request (endpoint /api/llm/ws). Failed auth (a bad token, a bad
 first frame) closes the socket with 1008, audited and counted like a 401. So does the token's
 expiry: at `exp` + JWT_LEEWAY_SECONDS the generations still running are cancelled (each gets an
 error frame with status 401 and is accounted) and the socket is closed with 1008.
@@ -36,7 +37,7 @@ from proxy.api.accounting import finish
 from proxy.audit.record import AuditRecord
 from proxy.core.errors import ProxyError
 from proxy.core.security import AuthError, Principal, printable
-from proxy.core.state import AppState
+from proxy.core.state import AppState, full_model_name
 from proxy.schemas import ChatRequest, GenerateRequest
 from proxy.services.calls import PlannedCall, admit, plan_chat, plan_generate
 from proxy.services.relay import Completion, relay
@@ -104,20 +105,30 @@ class Session:
             frame["id"] = client_id
         await self.send(frame)
 
+    async def refuse(self, message: str, client_id: Any = None, status: int = 400,
+                     model: str | None = None) -> None:
+        """Answer a frame that will not run, accounted as a refused HTTP request is: one audit
+        row and one count in the requests metric, then the error frame."""
+        record = AuditRecord(id=str(uuid.uuid4()), endpoint=ENDPOINT, client=self.client,
+                             user=self.user.sub, role=self.user.role, error=message[:500],
+                             model=full_model_name(model) if model else None)
+        await finish(self.state, record, status)
+        await self.error(message, client_id, status)
+
     async def handle(self, raw: str) -> None:
         if len(raw) > MAX_FRAME_BYTES:
-            await self.error(f"frame larger than {MAX_FRAME_BYTES} bytes", status=413)
+            await self.refuse(f"frame larger than {MAX_FRAME_BYTES} bytes", status=413)
             return
         try:
             frame = json.loads(raw)
         except ValueError as exc:
-            await self.error(f"malformed JSON: {exc}")
+            await self.refuse(f"malformed JSON: {exc}")
             return
         except RecursionError:
-            await self.error("malformed JSON: nested too deeply")
+            await self.refuse("malformed JSON: nested too deeply")
             return
         if not isinstance(frame, dict):
-            await self.error("a frame must be a JSON object")
+            await self.refuse("a frame must be a JSON object")
             return
         kind = frame.get("type")
         client_id = frame.get("id")
@@ -128,21 +139,21 @@ class Session:
         elif kind in ("generate", "chat"):
             await self._start(kind, frame)
         elif kind == "auth":
-            await self.error("already authenticated", client_id)
+            await self.refuse("already authenticated", client_id)
         elif isinstance(kind, str):
-            await self.error(f"unknown frame type {printable(kind, 40)!r}", client_id)
+            await self.refuse(f"unknown frame type {printable(kind, 40)!r}", client_id)
         else:
-            await self.error("a frame needs a string 'type'", client_id)
+            await self.refuse("a frame needs a string 'type'", client_id)
 
     async def _cancel(self, frame: dict[str, Any]) -> None:
         try:
             cancel = WsCancel.model_validate(frame)
         except ValidationError as exc:
-            await self.error(_first_error(exc), frame.get("id"))
+            await self.refuse(_first_error(exc), frame.get("id"), status=422)
             return
         task = self.tasks.get(cancel.id)
         if task is None:
-            await self.error(f"no request {cancel.id!r} in flight", cancel.id, status=404)
+            await self.refuse(f"no request {cancel.id!r} in flight", cancel.id, status=404)
             return
         task.cancel()
 
@@ -154,14 +165,15 @@ class Session:
                 else WsChat.model_validate(frame)
             )
         except ValidationError as exc:
-            await self.error(_first_error(exc), client_id, status=422)
+            await self.refuse(_first_error(exc), client_id, status=422)
             return
         if request.id in self.tasks:
-            await self.error(f"request {request.id!r} is already in flight", request.id, 409)
+            await self.refuse(f"request {request.id!r} is already in flight", request.id, 409,
+                              request.model)
             return
         if len(self.tasks) >= MAX_IN_FLIGHT_PER_SOCKET:
-            await self.error(f"at most {MAX_IN_FLIGHT_PER_SOCKET} requests in flight per socket",
-                             request.id, status=429)
+            await self.refuse(f"at most {MAX_IN_FLIGHT_PER_SOCKET} requests in flight per "
+                              f"socket", request.id, 429, request.model)
             return
         try:
             planned = (
@@ -169,7 +181,7 @@ class Session:
                 else await plan_chat(self.state, self.user, request)
             )
         except ProxyError as exc:
-            await self.error(exc.message, request.id, exc.status_code)
+            await self.refuse(exc.message, request.id, exc.status_code, request.model)
             return
         record = AuditRecord(id=str(uuid.uuid4()), endpoint="/api/llm/ws", client=self.client,
                              user=self.user.sub, role=self.user.role)
@@ -307,7 +319,7 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
             if message.get("text") is not None:
                 await session.handle(message["text"])
             else:
-                await session.error("frames must be JSON text, not binary")
+                await session.refuse("frames must be JSON text, not binary")
     except WebSocketDisconnect:
         pass
     finally:
