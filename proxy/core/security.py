@@ -6,18 +6,27 @@ Rules enforced here (each one a known way JWT gateways have been broken):
   against `JWT_SECRET`, an RS*/ES* token only against the public key or JWKS, so a public key can
   never be used as an HMAC secret (the HS/RS confusion);
 - `exp` is required, `iss`/`aud` are checked when configured, with a small leeway for clock skew;
-- the claims the proxy relies on (`sub`, `role`) must be present and well-formed.
+- the claims the proxy relies on (`sub`, `role`) must be present and well-formed;
+- the token is untrusted input until its signature is checked, and the header is read before
+  that: a token longer than `JWT_MAX_TOKEN_BYTES`, a header that is not a JSON object, a
+  non-string `kid`/`typ`/`cty`, any `crit` (this proxy implements no critical extension) or
+  `b64` are refused before PyJWT sees them, so every malformed token is an AuthError (a 401
+  with a stable reason), never an exception from the library;
+- nothing taken from a token reaches a message (and so a response, an audit row or a log line)
+  unescaped or unbounded: see `printable`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import jwt
 from jwt import PyJWKClient
+from jwt.utils import base64url_decode
 
 from proxy.core.settings import (
     ASYMMETRIC_ALGORITHMS,
@@ -28,6 +37,39 @@ from proxy.core.settings import (
 
 Role = Literal["user", "admin"]
 ROLES: tuple[Role, ...] = ("user", "admin")
+
+# Header parameters that RFC 7515 defines as strings; PyJWT raises a bare InvalidTokenError on
+# a non-string `kid` and lets a non-string `typ`/`cty` through.
+STRING_HEADER_PARAMETERS = ("kid", "typ", "cty")
+# How much of a value taken from a token a message may quote.
+QUOTED_CHARS = 40
+MESSAGE_CHARS = 200
+
+
+def printable(text: str, limit: int = MESSAGE_CHARS) -> str:
+    """`text` made safe to put in a message, an audit row or a log line: every non-printable
+    character (newline, carriage return, U+2028, escape sequences...) is written as its Python
+    escape, so that text from a token can never start a line of its own, and the result is cut
+    to about `limit` characters."""
+    cut = text[:limit]
+    safe = "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii")
+                   for ch in cut)
+    return safe if len(text) <= limit else f"{safe}..."
+
+
+def _json_kind(value: object) -> str:
+    """What a JSON value is, for a message that must not quote it (it may be huge or nested)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return "a string"
 
 
 class AuthError(Exception):
@@ -51,6 +93,11 @@ class Principal:
     def is_admin(self) -> bool:
         return self.role == "admin"
 
+    @property
+    def expires_at(self) -> float:
+        """When the token stops being valid, in epoch seconds (`exp`, required and checked)."""
+        return float(int(self.claims["exp"]))
+
 
 class TokenVerifier:
     """Verifies bearer tokens against the configured keys. One instance per app."""
@@ -69,13 +116,16 @@ class TokenVerifier:
     async def verify(self, token: str | None) -> Principal:
         if not token:
             raise AuthError("missing_token", "missing bearer token")
-        try:
-            header = jwt.get_unverified_header(token)
-        except jwt.DecodeError as exc:
-            raise AuthError("malformed", "malformed token") from exc
-        alg = header.get("alg")
-        if not isinstance(alg, str) or alg not in self._algorithms:
-            raise AuthError("algorithm", f"token algorithm {alg!r} is not allowed")
+        limit = self._settings.jwt_max_token_bytes
+        if not token.isascii():
+            raise AuthError("malformed", "malformed token: a JWT is ASCII (base64url and dots)")
+        if len(token) > limit:
+            raise AuthError("malformed", f"token is longer than {limit} bytes "
+                                         f"(JWT_MAX_TOKEN_BYTES)")
+        header = _unverified_header(token)
+        alg = header["alg"]
+        if alg not in self._algorithms:
+            raise AuthError("algorithm", f"token algorithm {_quoted(alg)} is not allowed")
         key = await self._key_for(alg, token)
         try:
             claims: dict[str, Any] = jwt.decode(
@@ -100,9 +150,16 @@ class TokenVerifier:
         except jwt.InvalidIssuerError as exc:
             raise AuthError("issuer", "token issuer is not accepted") from exc
         except jwt.MissingRequiredClaimError as exc:
-            raise AuthError("claims", f"token lacks the required claim {exc.claim!r}") from exc
+            raise AuthError("claims", f"token lacks the required claim "
+                                      f"{_quoted(exc.claim)}") from exc
+        except jwt.DecodeError as exc:
+            # A payload that is not a JSON object, or a registered claim of the wrong type.
+            raise AuthError("malformed", f"malformed token: {printable(str(exc))}") from exc
         except jwt.InvalidTokenError as exc:
-            raise AuthError("invalid", f"invalid token: {exc}") from exc
+            raise AuthError("invalid", f"invalid token: {printable(str(exc))}") from exc
+        except (ValueError, TypeError, OverflowError, RecursionError) as exc:
+            # Whatever else the library trips over in a token is still the token's fault.
+            raise AuthError("malformed", "malformed token: it cannot be decoded") from exc
         return _principal_from(claims)
 
     async def _key_for(self, alg: str, token: str) -> Any:
@@ -118,10 +175,50 @@ class TokenVerifier:
                 try:
                     # PyJWKClient fetches with urllib (blocking); keep it off the event loop.
                     signing_key = await asyncio.to_thread(jwks.get_signing_key_from_jwt, token)
-                except jwt.PyJWKClientError as exc:
-                    raise AuthError("jwks", f"no usable key in the JWKS: {exc}") from exc
+                except jwt.PyJWTError as exc:
+                    # The message can quote the token's `kid`.
+                    raise AuthError("jwks", f"no usable key in the JWKS: "
+                                            f"{printable(str(exc))}") from exc
                 return signing_key.key
         raise AuthError("algorithm", f"token algorithm {alg!r} is not configured")
+
+
+def _quoted(value: str) -> str:
+    return repr(printable(value, QUOTED_CHARS))
+
+
+def _unverified_header(token: str) -> dict[str, Any]:
+    """The token's header, checked before PyJWT reads it (see the module docstring): a JSON
+    object whose `alg` is a string and that asks for nothing this proxy does not implement."""
+    segments = token.split(".")
+    if len(segments) != 3:
+        raise AuthError("malformed", f"malformed token: a JWT has 3 dot-separated segments, "
+                                     f"not {len(segments)}")
+    try:
+        header = json.loads(base64url_decode(segments[0]))
+    except (ValueError, RecursionError) as exc:
+        # binascii.Error and UnicodeDecodeError are ValueErrors; a deeply nested header is a
+        # RecursionError.
+        raise AuthError("malformed", "malformed token: the header is not base64url-encoded "
+                                     "JSON") from exc
+    if not isinstance(header, dict):
+        raise AuthError("malformed", f"malformed token: the header must be a JSON object, not "
+                                     f"{_json_kind(header)}")
+    if "alg" not in header:
+        raise AuthError("algorithm", "token header has no 'alg'")
+    if not isinstance(header["alg"], str):
+        raise AuthError("algorithm", f"token header 'alg' must be a string, not "
+                                     f"{_json_kind(header['alg'])}")
+    for name in STRING_HEADER_PARAMETERS:
+        if name in header and not isinstance(header[name], str):
+            raise AuthError("header", f"token header '{name}' must be a string, not "
+                                      f"{_json_kind(header[name])}")
+    if "crit" in header:
+        raise AuthError("header", "token header lists critical extensions ('crit'); this proxy "
+                                  "implements none")
+    if "b64" in header:
+        raise AuthError("header", "token header 'b64' (an unencoded payload) is not supported")
+    return header
 
 
 def _principal_from(claims: dict[str, Any]) -> Principal:

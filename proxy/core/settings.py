@@ -114,6 +114,8 @@ class Settings(BaseSettings):
     jwt_audience: str | None = None
     jwt_issuer: str | None = None
     jwt_leeway_seconds: int = Field(30, ge=0, le=300)
+    # Tokens are untrusted input until verified: longer ones are refused unread (401).
+    jwt_max_token_bytes: int = Field(8192, ge=1024, le=1_048_576)
 
     @field_validator("jwt_algorithms", "proxy_model_allowlist", mode="before")
     @classmethod

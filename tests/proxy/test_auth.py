@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
 import subprocess
 import sys
@@ -15,8 +18,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from tests.proxy.conftest import SECRET, ProxyProcess, auth, make_token
-from tests.timing import scaled
+from tests.proxy.conftest import SECRET, ProxyProcess, auth, count_rows, make_token, metric
+from tests.timing import scaled, wait_until
 
 pytestmark = pytest.mark.usefixtures("sim")
 
@@ -44,12 +47,27 @@ def models(proxy: ProxyProcess, token: str | None):
         return client.get("/api/llm/models", headers=headers)
 
 
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def hs256_token(header: object, payload: object = None, key: str = SECRET) -> str:
+    """A token whose header (and payload) are exactly what the test says, HMAC-signed with `key`
+    by hand, so that PyJWT's encoder cannot tidy up what an attacker would send. Bytes are sent
+    as they are; anything else is JSON-encoded. The default payload is a valid user's."""
+    def segment(value: object) -> str:
+        return b64url(value if isinstance(value, bytes) else json.dumps(value).encode())
+
+    if payload is None:
+        payload = {"sub": "mallory", "role": "user", "exp": int(time.time()) + 600}
+    signing_input = f"{segment(header)}.{segment(payload)}"
+    mac = hmac.new(key.encode(), signing_input.encode(), hashlib.sha256)
+    return f"{signing_input}.{b64url(mac.digest())}"
+
+
 def unsigned_none_token() -> str:
-    def b64(obj: dict[str, object]) -> str:
-        import base64
-        return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
     claims = {"sub": "x", "role": "admin", "exp": int(time.time()) + 600}
-    return f"{b64({'alg': 'none', 'typ': 'JWT'})}.{b64(claims)}."
+    return hs256_token({"alg": "none", "typ": "JWT"}, claims).rsplit(".", 1)[0] + "."
 
 
 # Each token is minted by the test that sends it (a factory per case), never at import time.
@@ -77,6 +95,110 @@ def test_refused_tokens_are_401_with_a_reason(proxy_server: ProxyProcess, case: 
     assert response.status_code == 401, case
     assert response.json()["reason"] == reason
     assert response.headers["www-authenticate"].startswith("Bearer")
+
+
+def hs256_header(header: object) -> Callable[[], str]:
+    return lambda: hs256_token(header)
+
+
+# What an attacker can put in a token's header without knowing any key (the signature is good
+# here, so that the header alone is at fault). Shared with the WebSocket tests (test_ws.py).
+MALFORMED_TOKENS: list[tuple[str, Callable[[], str], str]] = [
+    ("kid is a number", hs256_header({"alg": "HS256", "kid": 123}), "header"),
+    ("kid is an object", hs256_header({"alg": "HS256", "kid": {"a": 1}}), "header"),
+    ("kid is a list", hs256_header({"alg": "HS256", "kid": [1]}), "header"),
+    ("kid is null", hs256_header({"alg": "HS256", "kid": None}), "header"),
+    ("typ is a number", hs256_header({"alg": "HS256", "typ": 1}), "header"),
+    ("typ is an object", hs256_header({"alg": "HS256", "typ": {"JWT": True}}), "header"),
+    ("cty is a list", hs256_header({"alg": "HS256", "cty": ["JWT"]}), "header"),
+    ("alg is a number", hs256_header({"alg": 256}), "algorithm"),
+    ("alg is an object", hs256_header({"alg": {"HS256": True}}), "algorithm"),
+    ("alg is a list", hs256_header({"alg": ["HS256"]}), "algorithm"),
+    ("alg is missing", hs256_header({"typ": "JWT"}), "algorithm"),
+    ("alg is long", hs256_header({"alg": "HS256" * 1000}), "algorithm"),
+    ("crit is a string", hs256_header({"alg": "HS256", "crit": "b64"}), "header"),
+    ("crit is empty", hs256_header({"alg": "HS256", "crit": []}), "header"),
+    ("crit lists a number", hs256_header({"alg": "HS256", "crit": [1]}), "header"),
+    ("crit names an unknown extension",
+     hs256_header({"alg": "HS256", "crit": ["urn:x"], "urn:x": 1}), "header"),
+    ("crit names an absent extension", hs256_header({"alg": "HS256", "crit": ["exp2"]}),
+     "header"),
+    ("crit names b64", hs256_header({"alg": "HS256", "crit": ["b64"], "b64": True}), "header"),
+    ("crit holds a newline",
+     hs256_header({"alg": "HS256", "crit": ["x\nERROR:    forged line"]}), "header"),
+    ("b64 without crit", hs256_header({"alg": "HS256", "b64": False}), "header"),
+    ("header is not JSON", hs256_header(b"{alg: HS256}"), "malformed"),
+    ("header is a JSON list", hs256_header(b'["HS256"]'), "malformed"),
+    ("header is a JSON string", hs256_header(b'"HS256"'), "malformed"),
+    ("header is not UTF-8", hs256_header(b"\xff\xfe\xfd"), "malformed"),
+    ("header is nested deeply",
+     hs256_header(b'{"alg": "HS256", "x": ' + b"[" * 3000 + b"]" * 3000 + b"}"), "malformed"),
+    ("header is huge", hs256_header({"alg": "HS256", "x": "A" * 9_000}), "malformed"),
+    ("header is not base64", lambda: "@@@." + hs256_token({"alg": "HS256"}).split(".", 1)[1],
+     "malformed"),
+    ("two segments", lambda: hs256_token({"alg": "HS256"}).rsplit(".", 1)[0], "malformed"),
+    ("payload is nested deeply",
+     lambda: hs256_token({"alg": "HS256"}, b"[" * 3000 + b"]" * 3000), "malformed"),
+    ("payload is not an object", lambda: hs256_token({"alg": "HS256"}, b"[1]"), "malformed"),
+    ("exp is infinite", lambda: hs256_token({"alg": "HS256"}, b'{"sub": "m", "exp": 1e999}'),
+     "malformed"),
+]
+
+
+def auth_failures(proxy: ProxyProcess, reason: str) -> float:
+    try:
+        return metric(proxy, "llm_proxy_auth_failures_total", reason=reason)
+    except AssertionError:  # no authentication has failed yet on this proxy
+        return 0.0
+
+
+def audited_refusals(proxy: ProxyProcess, request_id: str, reason: str) -> int:
+    return count_rows(proxy.env["DATABASE_URL"],
+                      'SELECT count(*) FROM audit_log WHERE id = $1 AND status = 401 '
+                      'AND "user" IS NULL AND error LIKE $2', request_id, f"auth: {reason}: %")
+
+
+@pytest.mark.parametrize(("case", "mint", "reason"), MALFORMED_TOKENS,
+                         ids=[c[0] for c in MALFORMED_TOKENS])
+def test_malformed_tokens_are_401_with_a_reason_counted_and_audited(
+    proxy_server: ProxyProcess, case: str, mint: Callable[[], str], reason: str
+) -> None:
+    failures = auth_failures(proxy_server, reason)
+    response = models(proxy_server, mint())
+    assert response.status_code == 401, f"{case}: {response.status_code} {response.text[:300]}"
+    body = response.json()
+    assert body["reason"] == reason
+    assert response.headers["www-authenticate"] == (
+        f'Bearer error="invalid_token", reason="{reason}"')
+    # The message names the problem without echoing what the token carried at length.
+    assert body["error"].isprintable() and 0 < len(body["error"]) <= 200, body["error"]
+    assert auth_failures(proxy_server, reason) == failures + 1
+    request_id = response.headers["x-request-id"]
+    wait_until(lambda: audited_refusals(proxy_server, request_id, reason) == 1)
+
+
+def test_nothing_from_a_token_reaches_a_log_line_unescaped(proxy_factory, simulator) -> None:
+    # Debug level: whatever the proxy logs at all must show up here.
+    proxy = proxy_factory(OLLAMA_URL=simulator.url, PROXY_LOG_LEVEL="debug")
+    marker = "FORGED-LOG-LINE"
+    now = int(time.time())
+    tokens = [
+        hs256_token({"alg": "HS256", "crit": [f"x\n{marker} crit", f"y\u2028{marker} crit"]}),
+        hs256_token({"alg": "HS256", "kid": f"k\r\n{marker} kid"}, key="another-key"),
+        hs256_token({"alg": f"HS256\n{marker} alg"}),
+        hs256_token({"alg": "HS256", "typ": f"JWT\n{marker} typ"},
+                    {"sub": f"a\n{marker} sub", "exp": now + 600}),
+    ]
+    for token in tokens:
+        response = models(proxy, token)
+        assert response.status_code == 401, response.text[:300]
+        assert response.json()["error"].isprintable()
+    forged = [line for line in proxy.log().splitlines() if line.startswith(marker)]
+    assert forged == []
+    db = proxy.env["DATABASE_URL"]
+    wait_until(lambda: count_rows(db, "SELECT count(*) FROM audit_log WHERE status = 401")
+               == len(tokens))
+    assert count_rows(db, "SELECT count(*) FROM audit_log WHERE error LIKE $1", "%\n%") == 0
 
 
 def test_a_valid_token_minted_elsewhere_is_accepted(proxy_server: ProxyProcess) -> None:
@@ -148,18 +270,9 @@ def test_rs256_with_a_pem_public_key(rsa_proxy: ProxyProcess) -> None:
 
 def test_public_key_used_as_hmac_secret_is_refused(rsa_proxy: ProxyProcess) -> None:
     # The classic confusion: sign HS256 with the (public) PEM as the HMAC key.
-    import base64
-    import hashlib
-    import hmac
-
-    def b64(data: bytes) -> str:
-        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-    header = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
-    payload = b64(json.dumps({"sub": "mallory", "role": "admin",
-                              "exp": int(time.time()) + 600}).encode())
-    mac = hmac.new(pem_public(RSA_KEY).encode(), f"{header}.{payload}".encode(), hashlib.sha256)
-    forged = f"{header}.{payload}.{b64(mac.digest())}"
+    forged = hs256_token({"alg": "HS256", "typ": "JWT"},
+                         {"sub": "mallory", "role": "admin", "exp": int(time.time()) + 600},
+                         key=pem_public(RSA_KEY))
     response = models(rsa_proxy, forged)
     assert response.status_code == 401
     assert response.json()["reason"] == "signature"

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
+import jwt
 import pytest
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import Close
 from websockets.sync.client import ClientConnection, connect
 
-from tests.proxy.conftest import ProxyProcess, make_token, sim_stats
+from tests.proxy.conftest import ProxyProcess, count_rows, make_token, metric, sim_stats
+from tests.proxy.test_auth import MALFORMED_TOKENS, auth_failures
 from tests.timing import scaled, wait_until
 
 pytestmark = pytest.mark.usefixtures("sim")
@@ -80,6 +84,122 @@ def test_failed_auth_closes_with_1008(proxy_server: ProxyProcess, how: str) -> N
     assert closed.value.rcvd.code == 1008
 
 
+def closed_by_server(ws: ClientConnection, frames: list[dict[str, Any]] | None = None
+                     ) -> Close:
+    """Read until the server closes the socket (keeping what came before in `frames`); the
+    close frame it sent. A socket dropped without one (code 1006) fails here."""
+    with pytest.raises(ConnectionClosed) as closed:
+        while True:
+            frame = receive(ws)
+            if frames is not None:
+                frames.append(frame)
+    assert closed.value.rcvd is not None, f"no close frame from the server: {closed.value}"
+    return closed.value.rcvd
+
+
+def ws_auth_rows(proxy: ProxyProcess, reason: str) -> int:
+    return count_rows(proxy.env["DATABASE_URL"],
+                      "SELECT count(*) FROM audit_log WHERE endpoint = '/api/llm/ws' "
+                      "AND status = 401 AND error LIKE $1", f"auth: {reason}: %")
+
+
+def assert_refused_with_1008(proxy: ProxyProcess, ws: ClientConnection, reason: str,
+                             failures: float, rows: int) -> None:
+    close = closed_by_server(ws)
+    assert close.code == 1008
+    assert close.reason
+    assert auth_failures(proxy, reason) == failures + 1
+    wait_until(lambda: ws_auth_rows(proxy, reason) == rows + 1)
+
+
+# Every malformed token of the HTTP tests, sent both ways. A query string over 8 KiB (the huge
+# header) never reaches the app: the server's WebSocket handshake answers 414 on its own.
+WS_MALFORMED_TOKENS = [(how, case, mint, reason)
+                       for how in ("query", "auth frame")
+                       for case, mint, reason in MALFORMED_TOKENS
+                       if not (how == "query" and case == "header is huge")]
+
+
+@pytest.mark.parametrize(("how", "case", "mint", "reason"), WS_MALFORMED_TOKENS,
+                         ids=[f"{c[0]}-{c[1]}" for c in WS_MALFORMED_TOKENS])
+def test_malformed_tokens_close_with_1008_counted_and_audited(
+    proxy_server: ProxyProcess, how: str, case: str, mint: Callable[[], str], reason: str
+) -> None:
+    failures, rows = auth_failures(proxy_server, reason), ws_auth_rows(proxy_server, reason)
+    token = mint()
+    url = ws_url(proxy_server, token) if how == "query" else ws_url(proxy_server)
+    with connect(url, open_timeout=scaled(10)) as ws:
+        if how == "auth frame":
+            ws.send(json.dumps({"type": "auth", "token": token}))
+        assert_refused_with_1008(proxy_server, ws, reason, failures, rows)
+
+
+BAD_AUTH_FRAMES: list[tuple[str, str | bytes, str]] = [
+    ("nested deeply", "[" * 100_000, "missing_token"),
+    ("not JSON", "{not json", "missing_token"),
+    ("a list", "[]", "missing_token"),
+    ("binary", b"\x00\x01", "missing_token"),
+    ("not an auth frame", json.dumps({"type": "ping"}), "missing_token"),
+    ("token is a number", json.dumps({"type": "auth", "token": 123}), "missing_token"),
+    ("token is missing", json.dumps({"type": "auth"}), "missing_token"),
+    ("token is empty", json.dumps({"type": "auth", "token": ""}), "missing_token"),
+    ("token is huge", json.dumps({"type": "auth", "token": "A" * 200_000}), "malformed"),
+]
+
+
+@pytest.mark.parametrize(("case", "raw", "reason"), BAD_AUTH_FRAMES,
+                         ids=[c[0] for c in BAD_AUTH_FRAMES])
+def test_bad_auth_frames_close_with_1008_counted_and_audited(
+    proxy_server: ProxyProcess, case: str, raw: str | bytes, reason: str
+) -> None:
+    failures, rows = auth_failures(proxy_server, reason), ws_auth_rows(proxy_server, reason)
+    with connect(ws_url(proxy_server), open_timeout=scaled(10)) as ws:
+        ws.send(raw)
+        assert_refused_with_1008(proxy_server, ws, reason, failures, rows)
+
+
+@pytest.fixture(scope="module")
+def short_leeway_proxy(proxy_factory, simulator) -> ProxyProcess:
+    return proxy_factory(OLLAMA_URL=simulator.url, JWT_LEEWAY_SECONDS="1")
+
+
+@pytest.mark.parametrize("how", ["query", "auth frame"])
+def test_socket_is_closed_when_its_token_expires(short_leeway_proxy: ProxyProcess, sim,
+                                                 how: str) -> None:
+    proxy, leeway = short_leeway_proxy, 1
+    sim.configure(tokens_per_second=1)  # the generation (20 to 40 tokens) outlives the token
+    user = f"expiring-{uuid.uuid4().hex[:8]}"
+    token = make_token(user, ttl=2)
+    expires = jwt.decode(token, options={"verify_signature": False})["exp"]
+    url = ws_url(proxy, token) if how == "query" else ws_url(proxy)
+    with connect(url, open_timeout=scaled(10)) as ws:
+        if how == "auth frame":
+            ws.send(json.dumps({"type": "auth", "token": token}))
+        assert receive(ws)["type"] == "ready"
+        ws.send(json.dumps({"type": "ping"}))
+        assert receive(ws) == {"type": "pong"}
+        ws.send(json.dumps({"type": "generate", "id": "long", "model": "llama3.2",
+                            "prompt": "go on"}))
+        frames: list[dict[str, Any]] = []
+        close = closed_by_server(ws, frames)
+    assert time.time() >= expires + leeway
+    assert close.code == 1008
+    assert "expired" in close.reason
+    assert frames[0] == {"id": "long", "type": "token", "content": frames[0]["content"]}
+    assert frames[-1] == {"id": "long", "type": "error", "status": 401,
+                          "error": "cancelled: the token expired"}
+    assert not [f for f in frames if f["type"] == "done"]
+    # The generation is cancelled upstream and accounted like a disconnect: its slot and
+    # in-flight gauge are given back and its audit row says why it ended.
+    stats = wait_until(lambda: (st := sim_stats(sim))["active_streams"] == 0 and st)
+    assert stats["cancelled"] == 1
+    assert metric(proxy, "llm_proxy_requests_in_flight", endpoint="/api/llm/ws") == 0
+    wait_until(lambda: count_rows(
+        proxy.env["DATABASE_URL"],
+        'SELECT count(*) FROM audit_log WHERE "user" = $1 AND endpoint = $2 AND status = 401 '
+        "AND error = 'cancelled: the token expired'", user, "/api/llm/ws") == 1)
+
+
 def test_several_requests_in_flight_on_one_socket(socket: ClientConnection, sim) -> None:
     sim.configure(tokens_per_second=20)  # a window wide enough for b to start inside a
     try:
@@ -122,6 +242,7 @@ def test_cancel_stops_one_request(socket: ClientConnection, sim) -> None:
 
 BAD_FRAMES: list[tuple[str, str, int]] = [
     ("{not json", "malformed JSON", 400),
+    ("[" * 100_000, "malformed JSON", 400),
     ("[1, 2]", "JSON object", 400),
     (json.dumps({"type": "dance", "id": "1"}), "unknown frame type", 400),
     (json.dumps({"type": "generate", "model": "llama3.2", "prompt": "x"}), "id", 422),
@@ -190,3 +311,71 @@ def test_chat_with_context_over_the_socket_is_persisted(socket: ClientConnection
         detail = client.get(f"/api/llm/conversations/{cid}",
                             headers={"Authorization": f"Bearer {make_token('wendy')}"}).json()
     assert [m["role"] for m in detail["messages"]] == ["user", "assistant"]
+
+
+def requests_counted(proxy: ProxyProcess, status: str) -> float:
+    try:
+        return metric(proxy, "llm_proxy_requests_total", endpoint="/api/llm/ws", status=status)
+    except AssertionError:  # no request has finished yet on this proxy
+        return 0.0
+
+
+@pytest.fixture(scope="module")
+def audited_proxy(proxy_factory, simulator, database_url: str) -> ProxyProcess:
+    return proxy_factory(OLLAMA_URL=simulator.url, DATABASE_URL=database_url,
+                         PROXY_MODEL_ALLOWLIST="llama3.2")
+
+
+def test_refused_frames_are_audited_and_counted_like_http(audited_proxy: ProxyProcess, sim
+                                                           ) -> None:
+    proxy = audited_proxy
+    user = f"refused-{uuid.uuid4().hex[:8]}"
+    statuses = ("400", "403", "404", "409", "413", "422", "429")
+    before = {status: requests_counted(proxy, status) for status in statuses}
+    sim.configure(tokens_per_second=20)  # keep eight generations in flight for the 409/429
+    refusals: list[dict[str, Any]] = []
+    with connect(ws_url(proxy, make_token(user)), open_timeout=scaled(10)) as ws:
+        assert receive(ws)["type"] == "ready"
+        # Refused before anything runs (validation, the allowlist, a missing template)...
+        bad: list[str | bytes] = [
+            json.dumps({"type": "generate", "id": "m", "model": "mistral", "prompt": "x"}),
+            json.dumps({"type": "generate", "id": "t", "model": "llama3.2",
+                        "template": "no-such-template"}),
+            json.dumps({"type": "cancel", "id": "never-started"}),
+            json.dumps({"type": "generate", "id": "e", "model": "llama3.2", "prompt": ""}),
+            "{not json",
+            b"\x00",
+            "x" * 1_048_577,
+        ]
+        for raw in bad:
+            ws.send(raw)
+        # ...and refused because of what already runs on the socket.
+        for i in range(8):
+            ws.send(json.dumps({"type": "generate", "id": f"g{i}", "model": "llama3.2",
+                                "prompt": "x", "options": {"num_predict": 60}}))
+        bad += [
+            json.dumps({"type": "generate", "id": "g0", "model": "llama3.2", "prompt": "x"}),
+            json.dumps({"type": "generate", "id": "g9", "model": "llama3.2", "prompt": "x"}),
+        ]
+        for raw in bad[-2:]:
+            ws.send(raw)
+        while len(refusals) < len(bad):
+            frame = receive(ws)
+            if frame["type"] == "error":
+                refusals.append(frame)
+        ws.send(json.dumps({"type": "ping"}))
+        while receive(ws)["type"] != "pong":
+            pass  # tokens of the eight generations
+    assert [f["status"] for f in refusals] == [403, 404, 404, 422, 400, 400, 413, 409, 429], [
+        (f["status"], f["error"]) for f in refusals]
+    db = proxy.env["DATABASE_URL"]
+
+    def audited(frame: dict[str, Any]) -> int:
+        return count_rows(db, 'SELECT count(*) FROM audit_log WHERE "user" = $1 '
+                          "AND role = 'user' AND endpoint = '/api/llm/ws' AND status = $2 "
+                          "AND error = $3", user, frame["status"], frame["error"])
+
+    wait_until(lambda: [audited(f) for f in refusals] == [1] * len(refusals))
+    for status in statuses:
+        expected = sum(1 for f in refusals if str(f["status"]) == status)
+        wait_until(lambda s=status, n=expected: requests_counted(proxy, s) == before[s] + n)

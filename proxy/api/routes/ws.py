@@ -13,7 +13,11 @@ Protocol (JSON text frames):
     server → {"id": …, "type": "error", "error": "…", "status": 4xx/5xx}
     server → {"id": …, "type": "cancelled"}
     server → {"type": "pong"}
-A bad frame gets an error frame and the socket stays open; failed auth closes it with 1008.
+A bad frame gets an error frame and the socket stays open; a refused request frame is audited
+and counted like a refused HTTP request (endpoint /api/llm/ws). Failed auth (a bad token, a bad
+first frame) closes the socket with 1008, audited and counted like a 401. So does the token's
+expiry: at `exp` + JWT_LEEWAY_SECONDS the generations still running are cancelled (each gets an
+error frame with status 401 and is accounted) and the socket is closed with 1008.
 """
 
 from __future__ import annotations
@@ -21,17 +25,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 import uuid
 from typing import Any, Literal
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.types import Message
 
 from proxy.api.accounting import finish
 from proxy.audit.record import AuditRecord
 from proxy.core.errors import ProxyError
-from proxy.core.security import AuthError, Principal
-from proxy.core.state import AppState
+from proxy.core.security import AuthError, Principal, printable
+from proxy.core.state import AppState, full_model_name
 from proxy.schemas import ChatRequest, GenerateRequest
 from proxy.services.calls import PlannedCall, admit, plan_chat, plan_generate
 from proxy.services.relay import Completion, relay
@@ -42,6 +48,10 @@ AUTH_FRAME_TIMEOUT_SECONDS = 10.0
 MAX_IN_FLIGHT_PER_SOCKET = 8
 MAX_FRAME_BYTES = 1_048_576
 POLICY_VIOLATION = 1008
+# RFC 6455: a close frame's reason is at most 123 bytes of UTF-8.
+MAX_CLOSE_REASON_BYTES = 123
+ENDPOINT = "/api/llm/ws"
+TOKEN_EXPIRED = "cancelled: the token expired"
 
 ClientId = str
 
@@ -62,6 +72,10 @@ class WsCancel(BaseModel):
     id: ClientId = Field(..., min_length=1, max_length=64)
 
 
+def _close_reason(message: str) -> str:
+    return message.encode()[:MAX_CLOSE_REASON_BYTES].decode(errors="ignore")
+
+
 def _first_error(exc: ValidationError) -> str:
     err = exc.errors()[0]
     where = ".".join(str(p) for p in err["loc"])
@@ -77,6 +91,7 @@ class Session:
         self.state = state
         self.user = user
         self.tasks: dict[str, asyncio.Task[None]] = {}
+        self.expired = False
         self._send_lock = asyncio.Lock()
 
     async def send(self, frame: dict[str, Any]) -> None:
@@ -90,17 +105,30 @@ class Session:
             frame["id"] = client_id
         await self.send(frame)
 
+    async def refuse(self, message: str, client_id: Any = None, status: int = 400,
+                     model: str | None = None) -> None:
+        """Answer a frame that will not run, accounted as a refused HTTP request is: one audit
+        row and one count in the requests metric, then the error frame."""
+        record = AuditRecord(id=str(uuid.uuid4()), endpoint=ENDPOINT, client=self.client,
+                             user=self.user.sub, role=self.user.role, error=message[:500],
+                             model=full_model_name(model) if model else None)
+        await finish(self.state, record, status)
+        await self.error(message, client_id, status)
+
     async def handle(self, raw: str) -> None:
         if len(raw) > MAX_FRAME_BYTES:
-            await self.error(f"frame larger than {MAX_FRAME_BYTES} bytes", status=413)
+            await self.refuse(f"frame larger than {MAX_FRAME_BYTES} bytes", status=413)
             return
         try:
             frame = json.loads(raw)
         except ValueError as exc:
-            await self.error(f"malformed JSON: {exc}")
+            await self.refuse(f"malformed JSON: {exc}")
+            return
+        except RecursionError:
+            await self.refuse("malformed JSON: nested too deeply")
             return
         if not isinstance(frame, dict):
-            await self.error("a frame must be a JSON object")
+            await self.refuse("a frame must be a JSON object")
             return
         kind = frame.get("type")
         client_id = frame.get("id")
@@ -111,19 +139,21 @@ class Session:
         elif kind in ("generate", "chat"):
             await self._start(kind, frame)
         elif kind == "auth":
-            await self.error("already authenticated", client_id)
+            await self.refuse("already authenticated", client_id)
+        elif isinstance(kind, str):
+            await self.refuse(f"unknown frame type {printable(kind, 40)!r}", client_id)
         else:
-            await self.error(f"unknown frame type {kind!r}", client_id)
+            await self.refuse("a frame needs a string 'type'", client_id)
 
     async def _cancel(self, frame: dict[str, Any]) -> None:
         try:
             cancel = WsCancel.model_validate(frame)
         except ValidationError as exc:
-            await self.error(_first_error(exc), frame.get("id"))
+            await self.refuse(_first_error(exc), frame.get("id"), status=422)
             return
         task = self.tasks.get(cancel.id)
         if task is None:
-            await self.error(f"no request {cancel.id!r} in flight", cancel.id, status=404)
+            await self.refuse(f"no request {cancel.id!r} in flight", cancel.id, status=404)
             return
         task.cancel()
 
@@ -135,14 +165,15 @@ class Session:
                 else WsChat.model_validate(frame)
             )
         except ValidationError as exc:
-            await self.error(_first_error(exc), client_id, status=422)
+            await self.refuse(_first_error(exc), client_id, status=422)
             return
         if request.id in self.tasks:
-            await self.error(f"request {request.id!r} is already in flight", request.id, 409)
+            await self.refuse(f"request {request.id!r} is already in flight", request.id, 409,
+                              request.model)
             return
         if len(self.tasks) >= MAX_IN_FLIGHT_PER_SOCKET:
-            await self.error(f"at most {MAX_IN_FLIGHT_PER_SOCKET} requests in flight per socket",
-                             request.id, status=429)
+            await self.refuse(f"at most {MAX_IN_FLIGHT_PER_SOCKET} requests in flight per "
+                              f"socket", request.id, 429, request.model)
             return
         try:
             planned = (
@@ -150,7 +181,7 @@ class Session:
                 else await plan_chat(self.state, self.user, request)
             )
         except ProxyError as exc:
-            await self.error(exc.message, request.id, exc.status_code)
+            await self.refuse(exc.message, request.id, exc.status_code, request.model)
             return
         record = AuditRecord(id=str(uuid.uuid4()), endpoint="/api/llm/ws", client=self.client,
                              user=self.user.sub, role=self.user.role)
@@ -172,7 +203,7 @@ class Session:
     async def _run(self, client_id: str, planned: PlannedCall, record: AuditRecord) -> None:
         request_id = record.id
         status = 200
-        in_flight = self.state.metrics.in_flight.labels(endpoint="/api/llm/ws")
+        in_flight = self.state.metrics.in_flight.labels(endpoint=ENDPOINT)
         in_flight.inc()
         try:
             async for item in relay(self.state.upstream, planned.call):
@@ -192,9 +223,14 @@ class Session:
             with contextlib.suppress(Exception):
                 await self.error(exc.message, client_id, exc.status_code)
         except asyncio.CancelledError:
-            status, record.error = 499, "cancelled by the client"
-            with contextlib.suppress(Exception):
-                await self.send({"id": client_id, "type": "cancelled"})
+            if self.expired:
+                status, record.error = 401, TOKEN_EXPIRED
+                with contextlib.suppress(Exception):
+                    await self.error(TOKEN_EXPIRED, client_id, 401)
+            else:
+                status, record.error = 499, "cancelled by the client"
+                with contextlib.suppress(Exception):
+                    await self.send({"id": client_id, "type": "cancelled"})
         finally:
             in_flight.dec()
             self.tasks.pop(client_id, None)
@@ -205,6 +241,23 @@ class Session:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def expire(self) -> None:
+        """The token has expired: cancel what runs (accounted as 401), then close with 1008."""
+        self.expired = True
+        await self.close()
+        await self.websocket.close(POLICY_VIOLATION, "token expired")
+
+    async def receive_until_expiry(self, expires_at: float) -> Message | None:
+        """The next message, or None once the token has expired (`expires_at`: loop time)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            remaining = expires_at - loop.time()
+            if remaining <= 0:
+                return None
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(remaining):
+                    return await self.websocket.receive()
 
 
 async def _authenticate(websocket: WebSocket, state: AppState) -> Principal | None:
@@ -217,10 +270,10 @@ async def _authenticate(websocket: WebSocket, state: AppState) -> Principal | No
     except AuthError as exc:
         state.metrics.auth_failures.labels(reason=exc.reason).inc()
         client = websocket.client.host if websocket.client else None
-        record = AuditRecord(id=str(uuid.uuid4()), endpoint="/api/llm/ws", client=client,
+        record = AuditRecord(id=str(uuid.uuid4()), endpoint=ENDPOINT, client=client,
                              error=f"auth: {exc.reason}: {exc.message}"[:500])
         await finish(state, record, 401)
-        await websocket.close(POLICY_VIOLATION, exc.message[:120])
+        await websocket.close(POLICY_VIOLATION, _close_reason(exc.message))
         return None
 
 
@@ -228,7 +281,8 @@ async def _auth_frame_token(websocket: WebSocket) -> str:
     try:
         raw = await asyncio.wait_for(websocket.receive_text(), AUTH_FRAME_TIMEOUT_SECONDS)
         frame = json.loads(raw)
-    except (TimeoutError, ValueError, KeyError) as exc:
+    # KeyError: a binary frame; RecursionError: JSON nested deeper than the parser goes.
+    except (TimeoutError, ValueError, KeyError, RecursionError) as exc:
         raise AuthError("missing_token", "first frame must be {\"type\": \"auth\", "
                                          "\"token\": …}") from exc
     token = frame.get("token") if isinstance(frame, dict) and frame.get("type") == "auth" \
@@ -250,16 +304,22 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
     if user is None:
         return
     session = Session(websocket, state, user)
+    # The token's `exp` is wall-clock time; the wait for it runs on the loop's monotonic clock.
+    expires_at = (asyncio.get_running_loop().time() + user.expires_at
+                  + state.settings.jwt_leeway_seconds - time.time())
     try:
         await session.send({"type": "ready", "user": user.sub, "role": user.role})
         while True:
-            message = await websocket.receive()
+            message = await session.receive_until_expiry(expires_at)
+            if message is None:
+                await session.expire()
+                break
             if message["type"] == "websocket.disconnect":
                 break
             if message.get("text") is not None:
                 await session.handle(message["text"])
             else:
-                await session.error("frames must be JSON text, not binary")
+                await session.refuse("frames must be JSON text, not binary")
     except WebSocketDisconnect:
         pass
     finally:
