@@ -17,6 +17,7 @@ from contextlib import ExitStack
 from pydantic import ValidationError
 
 from proxy import __version__
+from proxy.core.redact import redact_secrets
 from proxy.core.settings import Settings, get_settings
 
 EPILOG = """\
@@ -60,7 +61,7 @@ def _serve(args: argparse.Namespace) -> int:
         app = create_app(settings)
         base = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
         print(f"LLM proxy {__version__} ({settings.proxy_env} mode), "
-              f"upstream {settings.ollama_url}")
+              f"upstream {redact_secrets(settings.ollama_url)}")
         if settings.proxy_env == "dev" and settings.wants_symmetric:
             if settings.jwt_secret is None:
                 print("JWT_SECRET is not set: using a random secret for this process only.")
@@ -102,15 +103,16 @@ def _migrate(_: argparse.Namespace) -> int:
             await engine.dispose()
 
     asyncio.run(run())
-    print(f"database at {settings.database_url.split('@')[-1]} is at the latest revision")
+    print(f"database at {redact_secrets(settings.database_url)} is at the latest revision")
     return 0
 
 
 def _check_config(_: argparse.Namespace) -> int:
     settings = _load_settings()
     print(f"mode: {settings.proxy_env}")
-    print(f"upstream: {settings.ollama_url}")
-    print(f"database: {settings.database_url.split('@')[-1]}")
+    print(f"upstream: {redact_secrets(settings.ollama_url)}")
+    print(f"database: {redact_secrets(settings.database_url)}")
+    print(f"redis: {redact_secrets(settings.redis_url) if settings.redis_url else 'unset'}")
     print(f"jwt algorithms: {', '.join(settings.jwt_algorithms)}")
     print("configuration is valid")
     return 0

@@ -103,3 +103,16 @@ def test_dev_serve_starts_the_simulator_and_prints_a_working_token(tmp_path: Pat
     finally:
         process.terminate()
         process.wait(scaled(15))
+
+
+def test_check_config_shows_urls_without_their_credentials(tmp_path: Path) -> None:
+    result = run(["check-config"], tmp_path,
+                 OLLAMA_URL="http://ollama:upstream-pw-9d1e@gpu-host:11434",
+                 DATABASE_URL="postgresql://llm:database-pw-5b7c@postgres:5432/llm",
+                 REDIS_URL="redis://:redis-pw-2a8f@redis:6379/0")
+    assert result.returncode == 0, result.stderr
+    for password in ("upstream-pw-9d1e", "database-pw-5b7c", "redis-pw-2a8f"):
+        assert password not in result.stdout + result.stderr
+    assert "upstream: http://***@gpu-host:11434" in result.stdout
+    assert "database: postgresql+asyncpg://***@postgres:5432/llm" in result.stdout
+    assert "redis: redis://***@redis:6379/0" in result.stdout
