@@ -63,12 +63,18 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"LLM proxy {__version__} ({settings.proxy_env} mode), "
               f"upstream {redact_secrets(settings.ollama_url)}")
         if settings.proxy_env == "dev" and settings.wants_symmetric:
-            if settings.jwt_secret is None:
+            if settings.jwt_secret is not None:
+                # A token signed with a real secret works on every proxy that shares it, and
+                # startup output ends up in logs: only a per-process secret's token is printed.
+                print("JWT_SECRET is set: mint a token with "
+                      "`python -m proxy token --sub <you> --role admin`.")
+            else:
                 print("JWT_SECRET is not set: using a random secret for this process only.")
-            token = mint_token(settings, sub="dev", role="admin", ttl_seconds=12 * 3600)
-            print(f"dev token (sub=dev, role=admin, 12 h):\n  {token}")
-            print(f"try:\n  TOKEN={token}\n  curl -N -H \"Authorization: Bearer $TOKEN\" "
-                  f"-d '{{\"model\":\"llama3.2\",\"prompt\":\"Hello\"}}' {base}/api/llm/generate")
+                token = mint_token(settings, sub="dev", role="admin", ttl_seconds=12 * 3600)
+                print(f"dev token (sub=dev, role=admin, 12 h):\n  {token}")
+                print(f"try:\n  TOKEN={token}\n  curl -N -H \"Authorization: Bearer $TOKEN\" "
+                      f"-d '{{\"model\":\"llama3.2\",\"prompt\":\"Hello\"}}' "
+                      f"{base}/api/llm/generate")
         print(f"open {base}/docs  (status: {base}/api/llm/status)", flush=True)
         # uvicorn re-raises SIGTERM after its graceful shutdown; turning it into SystemExit lets
         # the ExitStack stop the dev simulator instead of orphaning it.
