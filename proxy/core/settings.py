@@ -11,6 +11,7 @@ the proxy refuses to start without a real verification key.
 
 from __future__ import annotations
 
+import ipaddress
 import secrets
 from functools import lru_cache
 from typing import Annotated, Literal
@@ -79,6 +80,10 @@ class Settings(BaseSettings):
 
     proxy_metrics_token: str | None = None
 
+    # Reverse proxies (addresses or CIDR networks) whose X-Forwarded-For/-Proto are believed.
+    # Empty = none: otherwise any client could choose the address that is audited.
+    proxy_trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
     proxy_audit_store_prompts: bool = Field(False, description="Store prompt text in the audit.")
     proxy_audit_spool_path: str = "./audit-spool.jsonl"
     proxy_audit_batch_size: int = Field(200, ge=1, le=5000)
@@ -115,7 +120,8 @@ class Settings(BaseSettings):
     jwt_issuer: str | None = None
     jwt_leeway_seconds: int = Field(30, ge=0, le=300)
 
-    @field_validator("jwt_algorithms", "proxy_model_allowlist", mode="before")
+    @field_validator("jwt_algorithms", "proxy_model_allowlist", "proxy_trusted_proxies",
+                     mode="before")
     @classmethod
     def _split_algorithms(cls, value: object) -> object:
         if isinstance(value, str):
@@ -146,6 +152,25 @@ class Settings(BaseSettings):
     def _rate_limits_parse(cls, value: dict[str, str]) -> dict[str, str]:
         for limit in value.values():
             cls._rate_limit_parses(limit)
+        return value
+
+    @field_validator("proxy_trusted_proxies")
+    @classmethod
+    def _trusted_proxies_are_addresses(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            if entry == "*":
+                raise ValueError("PROXY_TRUSTED_PROXIES: '*' would let every client choose its "
+                                 "address; list your reverse proxies' addresses or networks")
+            try:
+                ipaddress.ip_network(entry)
+            except ValueError as exc:
+                try:
+                    network = ipaddress.ip_network(entry, strict=False)
+                except ValueError:
+                    raise ValueError(f"PROXY_TRUSTED_PROXIES: {entry!r} is not an IP address or "
+                                     "network (e.g. 10.0.0.5 or 172.18.0.0/16)") from exc
+                raise ValueError(f"PROXY_TRUSTED_PROXIES: {entry!r} has host bits set; did you "
+                                 f"mean {network}?") from exc
         return value
 
     @field_validator("database_url")
