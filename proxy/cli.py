@@ -34,8 +34,8 @@ def _load_settings() -> Settings:
     try:
         return get_settings()
     except ValidationError as exc:
-        lines = [f"  {'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}"
-                 for e in exc.errors()]
+        lines = [f"  {'.'.join(str(p) for p in e['loc']) or 'settings'}: "
+                 f"{e['msg'].removeprefix('Value error, ')}" for e in exc.errors()]
         sys.exit("configuration error:\n" + "\n".join(lines))
 
 
