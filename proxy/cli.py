@@ -43,6 +43,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from proxy.core.security import mint_token
+    from proxy.core.server import server_options
     from proxy.main import create_app
 
     with ExitStack() as stack:
@@ -79,13 +80,7 @@ def _serve(args: argparse.Namespace) -> int:
         # uvicorn re-raises SIGTERM after its graceful shutdown; turning it into SystemExit lets
         # the ExitStack stop the dev simulator instead of orphaning it.
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-        # Forwarding headers are believed only from the configured proxies; uvicorn's own
-        # default would trust 127.0.0.1, i.e. anything that reaches the proxy through a local
-        # port forward or sidecar.
-        uvicorn.run(app, host=host, port=port, log_level=settings.proxy_log_level,
-                    proxy_headers=bool(settings.proxy_trusted_proxies),
-                    forwarded_allow_ips=settings.proxy_trusted_proxies,
-                    ws_max_size=2 * settings.proxy_max_body_bytes)
+        uvicorn.run(app, host=host, port=port, **server_options(settings))
     return 0
 
 

@@ -1,10 +1,12 @@
-"""`redact_secrets`: what is removed, and what is left alone."""
+"""`redact_secrets` and the logging filter: what is removed, and what is left alone."""
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
-from proxy.core.redact import redact_secrets
+from proxy.core.redact import RedactingFilter, redact_secrets
 
 
 @pytest.mark.parametrize(("text", "expected"), [
@@ -28,3 +30,30 @@ from proxy.core.redact import redact_secrets
 ])
 def test_redact_secrets(text: str, expected: str) -> None:
     assert redact_secrets(text) == expected
+
+
+def record(msg: str, args: object) -> logging.LogRecord:
+    return logging.LogRecord("uvicorn.access", logging.INFO, __file__, 1, msg, args, None)  # type: ignore[arg-type]
+
+
+def test_the_filter_cleans_arguments_and_keeps_their_shape() -> None:
+    access = record('%s - "%s %s HTTP/%s" %d',
+                    ("127.0.0.1:5000", "GET", "/api/llm/ws?token=s3cr3t", "1.1", 101))
+    assert RedactingFilter().filter(access) is True
+    assert access.args == ("127.0.0.1:5000", "GET", "/api/llm/ws?token=***", "1.1", 101)
+    assert access.getMessage() == '127.0.0.1:5000 - "GET /api/llm/ws?token=*** HTTP/1.1" 101'
+
+
+def test_the_filter_cleans_exceptions_and_tracebacks() -> None:
+    error = ConnectionError("cannot reach redis://:pw-123@redis:6379/0")
+    try:
+        raise error
+    except ConnectionError:
+        import sys
+        logged = logging.LogRecord("proxy", logging.ERROR, __file__, 1, "failed: %s (%d tries)",
+                                   (error, 3), sys.exc_info())
+    RedactingFilter().filter(logged)
+    assert logged.getMessage() == "failed: cannot reach redis://***@redis:6379/0 (3 tries)"
+    assert logged.exc_text is not None
+    assert "pw-123" not in logged.exc_text
+    assert "redis://***@redis:6379/0" in logged.exc_text
