@@ -1,4 +1,9 @@
-"""How uvicorn serves the proxy: which forwarding headers it believes and how it logs.
+"""How uvicorn serves the proxy: forwarding headers, limits before authentication, logging.
+
+The HTTP implementation is h11, not httptools (uvicorn's default when installed): httptools
+keeps reading a request head however large it grows, h11 refuses an unfinished head larger
+than `PROXY_MAX_HEADER_BYTES` with 400. A head that arrives whole in one read (up to asyncio's
+256 KiB) is still parsed; either way what one connection can make the server hold is bounded.
 
 Everything `python -m proxy serve` passes to `uvicorn.run` besides the app, host and port is
 decided here, from the settings, so that it can be read (and tested) in one place.
@@ -10,6 +15,7 @@ import copy
 from typing import Any
 
 from uvicorn.config import LOGGING_CONFIG
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from proxy.core.settings import Settings
 
@@ -40,4 +46,8 @@ def server_options(settings: Settings) -> dict[str, Any]:
         "proxy_headers": bool(settings.proxy_trusted_proxies),
         "forwarded_allow_ips": settings.proxy_trusted_proxies,
         "ws_max_size": 2 * settings.proxy_max_body_bytes,
+        "http": H11Protocol,
+        "h11_max_incomplete_event_size": settings.proxy_max_header_bytes,
+        "limit_concurrency": settings.proxy_max_connections,
+        "timeout_keep_alive": settings.proxy_keepalive_timeout_seconds,
     }

@@ -124,6 +124,16 @@ class Settings(BaseSettings):
     # Empty = none: otherwise any client could choose the address that is audited.
     proxy_trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
+    # What one client may make the HTTP server hold before it is authenticated.
+    proxy_max_header_bytes: int = Field(
+        16_384, ge=1024, le=1_048_576,
+        description="An unfinished request head larger than this is refused (400, closed).")
+    proxy_max_connections: int = Field(
+        512, ge=2, description="Open connections (idle ones too) beyond which the server "
+                               "answers 503; keeps file descriptors and memory bounded.")
+    proxy_keepalive_timeout_seconds: int = Field(
+        5, ge=1, le=300, description="An idle keep-alive connection is closed after this long.")
+
     proxy_audit_store_prompts: bool = Field(False, description="Store prompt text in the audit.")
     proxy_audit_spool_path: str = "./audit-spool.jsonl"
     proxy_audit_batch_size: int = Field(200, ge=1, le=5000)
