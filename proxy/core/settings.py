@@ -133,6 +133,9 @@ class Settings(BaseSettings):
                                "answers 503; keeps file descriptors and memory bounded.")
     proxy_keepalive_timeout_seconds: int = Field(
         5, ge=1, le=300, description="An idle keep-alive connection is closed after this long.")
+    proxy_header_timeout_seconds: float = Field(
+        15.0, gt=0, le=300, description="A request head must arrive whole within this long of "
+                                        "the connection opening or the previous response.")
 
     proxy_audit_store_prompts: bool = Field(False, description="Store prompt text in the audit.")
     proxy_audit_spool_path: str = "./audit-spool.jsonl"
