@@ -17,6 +17,7 @@ from contextlib import ExitStack
 from pydantic import ValidationError
 
 from proxy import __version__
+from proxy.core.redact import redact_secrets
 from proxy.core.settings import Settings, get_settings
 
 EPILOG = """\
@@ -33,8 +34,8 @@ def _load_settings() -> Settings:
     try:
         return get_settings()
     except ValidationError as exc:
-        lines = [f"  {'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}"
-                 for e in exc.errors()]
+        lines = [f"  {'.'.join(str(p) for p in e['loc']) or 'settings'}: "
+                 f"{e['msg'].removeprefix('Value error, ')}" for e in exc.errors()]
         sys.exit("configuration error:\n" + "\n".join(lines))
 
 
@@ -42,6 +43,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from proxy.core.security import mint_token
+    from proxy.core.server import server_options
     from proxy.main import create_app
 
     with ExitStack() as stack:
@@ -60,20 +62,25 @@ def _serve(args: argparse.Namespace) -> int:
         app = create_app(settings)
         base = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
         print(f"LLM proxy {__version__} ({settings.proxy_env} mode), "
-              f"upstream {settings.ollama_url}")
+              f"upstream {redact_secrets(settings.ollama_url)}")
         if settings.proxy_env == "dev" and settings.wants_symmetric:
-            if settings.jwt_secret is None:
+            if settings.jwt_secret is not None:
+                # A token signed with a real secret works on every proxy that shares it, and
+                # startup output ends up in logs: only a per-process secret's token is printed.
+                print("JWT_SECRET is set: mint a token with "
+                      "`python -m proxy token --sub <you> --role admin`.")
+            else:
                 print("JWT_SECRET is not set: using a random secret for this process only.")
-            token = mint_token(settings, sub="dev", role="admin", ttl_seconds=12 * 3600)
-            print(f"dev token (sub=dev, role=admin, 12 h):\n  {token}")
-            print(f"try:\n  TOKEN={token}\n  curl -N -H \"Authorization: Bearer $TOKEN\" "
-                  f"-d '{{\"model\":\"llama3.2\",\"prompt\":\"Hello\"}}' {base}/api/llm/generate")
+                token = mint_token(settings, sub="dev", role="admin", ttl_seconds=12 * 3600)
+                print(f"dev token (sub=dev, role=admin, 12 h):\n  {token}")
+                print(f"try:\n  TOKEN={token}\n  curl -N -H \"Authorization: Bearer $TOKEN\" "
+                      f"-d '{{\"model\":\"llama3.2\",\"prompt\":\"Hello\"}}' "
+                      f"{base}/api/llm/generate")
         print(f"open {base}/docs  (status: {base}/api/llm/status)", flush=True)
         # uvicorn re-raises SIGTERM after its graceful shutdown; turning it into SystemExit lets
         # the ExitStack stop the dev simulator instead of orphaning it.
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-        uvicorn.run(app, host=host, port=port, log_level=settings.proxy_log_level,
-                    proxy_headers=True, ws_max_size=2 * settings.proxy_max_body_bytes)
+        uvicorn.run(app, host=host, port=port, **server_options(settings))
     return 0
 
 
@@ -102,15 +109,16 @@ def _migrate(_: argparse.Namespace) -> int:
             await engine.dispose()
 
     asyncio.run(run())
-    print(f"database at {settings.database_url.split('@')[-1]} is at the latest revision")
+    print(f"database at {redact_secrets(settings.database_url)} is at the latest revision")
     return 0
 
 
 def _check_config(_: argparse.Namespace) -> int:
     settings = _load_settings()
     print(f"mode: {settings.proxy_env}")
-    print(f"upstream: {settings.ollama_url}")
-    print(f"database: {settings.database_url.split('@')[-1]}")
+    print(f"upstream: {redact_secrets(settings.ollama_url)}")
+    print(f"database: {redact_secrets(settings.database_url)}")
+    print(f"redis: {redact_secrets(settings.redis_url) if settings.redis_url else 'unset'}")
     print(f"jwt algorithms: {', '.join(settings.jwt_algorithms)}")
     print("configuration is valid")
     return 0

@@ -197,13 +197,19 @@ class UpstreamStatus(ComponentStatus):
     version: str | None = None
 
 
-class StatusResponse(BaseModel):
-    status: Literal["ok", "degraded"]
+class StatusDetails(BaseModel):
     version: str
-    upstream: UpstreamStatus
+    upstream: UpstreamStatus = Field(..., description="`url` is shown without its credentials.")
     database: ComponentStatus
     redis: ComponentStatus | None = Field(None, description="Present when REDIS_URL is set.")
+
+
+class StatusResponse(BaseModel):
+    status: Literal["ok", "degraded"]
     failing: list[str] = Field(default_factory=list, description="Names of failing parts.")
+    details: StatusDetails | None = Field(
+        None, description="Versions, the upstream URL and error texts: only for a caller with an "
+                          "admin token, absent from the public answer.")
 
 
 class ErrorResponse(BaseModel):

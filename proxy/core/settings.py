@@ -6,19 +6,31 @@ tuning is `OLLAMA_*`. Every variable is listed in `.env.example` and the README.
 
 There are no default secrets. In `dev` mode a missing `JWT_SECRET` is replaced by a random one
 that lives as long as the process (so nothing guessable is ever accepted); in `production` mode
-the proxy refuses to start without a real verification key.
+the proxy refuses to start without a real verification key, with a weak secret, with tokens not
+bound to an audience and issuer, with keys fetched over plain HTTP, or with the embedded
+development stores (SQLite, in-process limits), and names every variable to fix at once.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import math
 import secrets
+import zlib
+from collections import Counter
 from functools import lru_cache
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from proxy.core.redact import redact_secrets
+
 MIN_SECRET_BYTES = 32
+# What a production secret must be worth by both estimates in `estimated_secret_bits`. Every
+# `openssl rand -hex 32` scores over 200 by both, so none is ever refused; repeated characters,
+# a word repeated, or 32 characters from a small alphabet score far below.
+MIN_SECRET_BITS = 128
 # Values people paste from examples; accepting them in production would be a default secret.
 PLACEHOLDER_SECRETS = frozenset({"changeme", "change-me", "secret", "please-change-me"})
 SYMMETRIC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
@@ -29,6 +41,35 @@ ASYMMETRIC_ALGORITHMS = frozenset(
 
 class SettingsError(ValueError):
     """The configuration cannot be used; the message says which variable and why."""
+
+
+def estimated_secret_bits(value: str) -> float:
+    """A pessimistic guess at how many bits of randomness `value` holds: the smaller of its
+    length times the entropy of its character frequencies (low for few distinct characters)
+    and eight times its zlib-compressed size (low for repeats). It cannot tell a counting
+    sequence from randomness: it catches typed secrets, not every bad one."""
+    data = value.encode()
+    counts = Counter(data)
+    by_frequency = -sum(n * math.log2(n / len(data)) for n in counts.values())
+    by_compression = 8 * (len(zlib.compress(data, 9)) - len(zlib.compress(b"", 9)))
+    return max(0.0, min(by_frequency, by_compression))
+
+
+def secret_weakness(variable: str, value: str) -> str | None:
+    """Why `value` is not fit to be the production secret `variable`, or None if it is."""
+    hint = "generate one with `openssl rand -hex 32`"
+    if value.strip().lower() in PLACEHOLDER_SECRETS:
+        return f"{variable} is a placeholder value; {hint}"
+    size = len(value.encode())
+    if size < MIN_SECRET_BYTES:
+        return (f"{variable} is too short for production: {size} bytes, need at least "
+                f"{MIN_SECRET_BYTES}; {hint}")
+    bits = estimated_secret_bits(value)
+    if bits < MIN_SECRET_BITS:
+        return (f"{variable} is too predictable for production: about {bits:.0f} bits of "
+                f"randomness estimated, need {MIN_SECRET_BITS} (repeated or too few distinct "
+                f"characters); {hint}")
+    return None
 
 
 def async_database_url(url: str) -> str:
@@ -79,6 +120,23 @@ class Settings(BaseSettings):
 
     proxy_metrics_token: str | None = None
 
+    # Reverse proxies (addresses or CIDR networks) whose X-Forwarded-For/-Proto are believed.
+    # Empty = none: otherwise any client could choose the address that is audited.
+    proxy_trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    # What one client may make the HTTP server hold before it is authenticated.
+    proxy_max_header_bytes: int = Field(
+        16_384, ge=1024, le=1_048_576,
+        description="An unfinished request head larger than this is refused (400, closed).")
+    proxy_max_connections: int = Field(
+        512, ge=2, description="Open connections (idle ones too) beyond which the server "
+                               "answers 503; keeps file descriptors and memory bounded.")
+    proxy_keepalive_timeout_seconds: int = Field(
+        5, ge=1, le=300, description="An idle keep-alive connection is closed after this long.")
+    proxy_header_timeout_seconds: float = Field(
+        15.0, gt=0, le=300, description="A request head must arrive whole within this long of "
+                                        "the connection opening or the previous response.")
+
     proxy_audit_store_prompts: bool = Field(False, description="Store prompt text in the audit.")
     proxy_audit_spool_path: str = "./audit-spool.jsonl"
     proxy_audit_batch_size: int = Field(200, ge=1, le=5000)
@@ -117,7 +175,8 @@ class Settings(BaseSettings):
     # Tokens are untrusted input until verified: longer ones are refused unread (401).
     jwt_max_token_bytes: int = Field(8192, ge=1024, le=1_048_576)
 
-    @field_validator("jwt_algorithms", "proxy_model_allowlist", mode="before")
+    @field_validator("jwt_algorithms", "proxy_model_allowlist", "proxy_trusted_proxies",
+                     mode="before")
     @classmethod
     def _split_algorithms(cls, value: object) -> object:
         if isinstance(value, str):
@@ -150,6 +209,25 @@ class Settings(BaseSettings):
             cls._rate_limit_parses(limit)
         return value
 
+    @field_validator("proxy_trusted_proxies")
+    @classmethod
+    def _trusted_proxies_are_addresses(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            if entry == "*":
+                raise ValueError("PROXY_TRUSTED_PROXIES: '*' would let every client choose its "
+                                 "address; list your reverse proxies' addresses or networks")
+            try:
+                ipaddress.ip_network(entry)
+            except ValueError as exc:
+                try:
+                    network = ipaddress.ip_network(entry, strict=False)
+                except ValueError:
+                    raise ValueError(f"PROXY_TRUSTED_PROXIES: {entry!r} is not an IP address or "
+                                     "network (e.g. 10.0.0.5 or 172.18.0.0/16)") from exc
+                raise ValueError(f"PROXY_TRUSTED_PROXIES: {entry!r} has host bits set; did you "
+                                 f"mean {network}?") from exc
+        return value
+
     @field_validator("database_url")
     @classmethod
     def _async_driver(cls, value: str) -> str:
@@ -174,19 +252,52 @@ class Settings(BaseSettings):
         return self
 
     def _check_production(self) -> None:
-        if not self.wants_symmetric:
-            return
-        if self.jwt_secret is None:
-            raise SettingsError(
-                "PROXY_ENV=production and JWT_ALGORITHMS allows HS*, but JWT_SECRET is not set"
-            )
-        if self.jwt_secret.strip().lower() in PLACEHOLDER_SECRETS:
-            raise SettingsError("JWT_SECRET is a placeholder value; generate a real secret")
-        if len(self.jwt_secret.encode()) < MIN_SECRET_BYTES:
-            raise SettingsError(
-                f"JWT_SECRET is too short for production: {len(self.jwt_secret.encode())} bytes, "
-                f"need at least {MIN_SECRET_BYTES} (e.g. `openssl rand -hex 32`)"
-            )
+        problems = [*self._production_key_problems(), *self._production_store_problems()]
+        if problems:
+            raise SettingsError("PROXY_ENV=production refuses this configuration:\n"
+                                + "\n".join(f"    - {problem}" for problem in problems))
+
+    def _production_key_problems(self) -> list[str]:
+        problems: list[str] = []
+        if self.wants_symmetric:
+            if self.jwt_secret is None:
+                problems.append("PROXY_ENV=production and JWT_ALGORITHMS allows HS*, but "
+                                "JWT_SECRET is not set; generate one with `openssl rand -hex 32`")
+            elif weakness := secret_weakness("JWT_SECRET", self.jwt_secret):
+                problems.append(weakness)
+        if self.proxy_metrics_token is not None:
+            if weakness := secret_weakness("PROXY_METRICS_TOKEN", self.proxy_metrics_token):
+                problems.append(weakness)
+        if self.wants_asymmetric:
+            # An identity provider signs tokens for many services; without both checks a token
+            # it issued to any of them would open this one.
+            unbound = [variable for variable, value in (("JWT_AUDIENCE", self.jwt_audience),
+                                                        ("JWT_ISSUER", self.jwt_issuer))
+                       if value is None]
+            if unbound:
+                problems.append(f"{' and '.join(unbound)} {'is' if len(unbound) == 1 else 'are'} "
+                                "not set: with RS*/ES* tokens in production set both, so that "
+                                "only tokens your identity provider issued for this proxy are "
+                                "accepted")
+            if self.jwt_jwks_url and not self.jwt_jwks_url.lower().startswith("https://"):
+                problems.append("JWT_JWKS_URL must be an https:// URL in production: keys "
+                                "fetched over anything else can be replaced on the way; got "
+                                f"{redact_secrets(self.jwt_jwks_url)}")
+        return problems
+
+    def _production_store_problems(self) -> list[str]:
+        problems: list[str] = []
+        if "database_url" not in self.model_fields_set:
+            problems.append("DATABASE_URL is not set (the default is a SQLite file): production "
+                            "needs PostgreSQL, e.g. postgresql://llm:<password>@postgres:5432/llm")
+        elif not self.database_url.startswith("postgresql"):
+            problems.append("DATABASE_URL must point at PostgreSQL in production "
+                            "(postgresql://…); SQLite is for development and tests")
+        if self.redis_url is None:
+            problems.append("REDIS_URL is not set: production needs Redis, so that rate limits, "
+                            "concurrency slots and the cache hold across restarts and replicas "
+                            "(e.g. redis://redis:6379/0)")
+        return problems
 
     @property
     def wants_symmetric(self) -> bool:

@@ -321,10 +321,13 @@ def test_es256_with_a_jwks_url(proxy_factory, simulator, jwks_server: str) -> No
 def test_production_refuses_to_start_without_a_real_key(tmp_path, env: dict[str, str],
                                                         message: str) -> None:
     import os
+    import secrets
 
+    # Everything else is production-grade, so that the one flaw under test is what is refused.
     full_env = {**{k: v for k, v in os.environ.items() if not k.startswith(("JWT_", "PROXY_"))},
-                "PROXY_ENV": "production", "JWT_SECRET": "p" * 40,
-                "DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}", **env}
+                "PROXY_ENV": "production", "JWT_SECRET": secrets.token_hex(32),
+                "DATABASE_URL": "postgresql://llm@127.0.0.1:5432/llm",
+                "REDIS_URL": "redis://127.0.0.1:6379/0", **env}
     result = subprocess.run([sys.executable, "-m", "proxy", "serve", "--port", "1"],
                             cwd=tmp_path, env=full_env, capture_output=True, text=True,
                             timeout=scaled(60))

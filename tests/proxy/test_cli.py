@@ -103,3 +103,50 @@ def test_dev_serve_starts_the_simulator_and_prints_a_working_token(tmp_path: Pat
     finally:
         process.terminate()
         process.wait(scaled(15))
+
+
+def test_check_config_shows_urls_without_their_credentials(tmp_path: Path) -> None:
+    result = run(["check-config"], tmp_path,
+                 OLLAMA_URL="http://ollama:upstream-pw-9d1e@gpu-host:11434",
+                 DATABASE_URL="postgresql://llm:database-pw-5b7c@postgres:5432/llm",
+                 REDIS_URL="redis://:redis-pw-2a8f@redis:6379/0")
+    assert result.returncode == 0, result.stderr
+    for password in ("upstream-pw-9d1e", "database-pw-5b7c", "redis-pw-2a8f"):
+        assert password not in result.stdout + result.stderr
+    assert "upstream: http://***@gpu-host:11434" in result.stdout
+    assert "database: postgresql+asyncpg://***@postgres:5432/llm" in result.stdout
+    assert "redis: redis://***@redis:6379/0" in result.stdout
+
+
+def serve_output(tmp_path: Path, **env: str) -> str:
+    """What `serve` prints up to its `open …` line (the proxy is stopped right after)."""
+    clean = {k: v for k, v in os.environ.items()
+             if not k.startswith(("JWT_", "PROXY_", "OLLAMA_", "DATABASE_"))}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "proxy", "serve", "--no-simulator", "--port", str(free_port())],
+        cwd=tmp_path, env={**clean, "DATABASE_URL": f"sqlite:///{tmp_path / 'p.db'}", **env},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    output: list[str] = []
+    try:
+        assert process.stdout is not None
+        deadline = time.monotonic() + scaled(30)
+        while time.monotonic() < deadline:
+            line = process.stdout.readline()
+            if not line:
+                break
+            output.append(line)
+            if line.startswith("open "):
+                break
+    finally:
+        process.terminate()
+        process.wait(scaled(15))
+    assert any(line.startswith("open ") for line in output), "".join(output)
+    return "".join(output)
+
+
+def test_dev_serve_with_a_configured_secret_prints_no_token(tmp_path: Path) -> None:
+    # A token signed with the real JWT_SECRET would work against every proxy sharing that
+    # secret, and startup output ends up in logs: only the per-process random secret is safe.
+    output = serve_output(tmp_path, JWT_SECRET=SECRET, OLLAMA_URL="http://127.0.0.1:9")
+    assert "eyJ" not in output
+    assert "python -m proxy token" in output

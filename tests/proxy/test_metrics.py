@@ -105,13 +105,20 @@ def test_scrape_needs_the_token_when_one_is_set(metrics_proxy: ProxyProcess) -> 
     assert families["llm_proxy_audit_spooled_rows"] == "gauge"
 
 
-def test_production_without_a_token_refuses_to_serve_metrics(proxy_factory, simulator) -> None:
-    proxy = proxy_factory(OLLAMA_URL=simulator.url, PROXY_ENV="production")
+def test_production_without_a_token_refuses_to_serve_metrics(proxy_factory, simulator,
+                                                              postgres_url: str) -> None:
+    import secrets
+
+    # Production refuses weak secrets, SQLite and in-process limits (test_production_settings).
+    secret = secrets.token_hex(32)
+    proxy = proxy_factory(OLLAMA_URL=simulator.url, PROXY_ENV="production", JWT_SECRET=secret,
+                          DATABASE_URL=postgres_url, REDIS_URL="redis://127.0.0.1:6379/0")
     response = httpx.get(f"{proxy.url}/metrics")
     assert response.status_code == 403
     assert "PROXY_METRICS_TOKEN" in response.text
     # Not even a valid admin JWT opens it: the scrape token is the only key.
-    admin = httpx.get(f"{proxy.url}/metrics", headers=auth("root", "admin"))
+    admin_token = make_token("root", "admin", secret=secret)
+    admin = httpx.get(f"{proxy.url}/metrics", headers={"Authorization": f"Bearer {admin_token}"})
     assert admin.status_code == 403
 
 

@@ -1,61 +1,108 @@
-"""Public health: is the proxy able to serve, and if not, which part is failing."""
+"""Public health: is the proxy able to serve, and if not, which part is failing.
+
+Anyone may ask (the Docker healthcheck does, with no token), so the public answer is only
+`status` and the names of the failing parts. Versions, the upstream URL and error texts name
+hosts, ports and software an attacker would like to know: they are `details`, for admins only.
+"""
 
 from __future__ import annotations
 
 import asyncio
+from typing import Annotated
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials
 
 from proxy import __version__
-from proxy.api.deps import StateDep
+from proxy.api.deps import StateDep, bearer_scheme
 from proxy.core.db import database_ok
 from proxy.core.errors import ProxyError
-from proxy.schemas import ComponentStatus, StatusResponse, UpstreamStatus
+from proxy.core.redact import redact_secrets
+from proxy.core.security import AuthError
+from proxy.core.state import AppState
+from proxy.schemas import ComponentStatus, StatusDetails, StatusResponse, UpstreamStatus
 
 router = APIRouter(prefix="/api/llm", tags=["status"])
 
 CHECK_TIMEOUT_SECONDS = 3.0
 
 
-@router.get(
-    "/status",
-    response_model=StatusResponse,
-    responses={503: {"model": StatusResponse, "description": "A part is failing; see `failing`."}},
-    summary="Proxy version, upstream reachability and version, database and Redis health "
-            "(no auth)",
-)
-async def status(state: StateDep) -> JSONResponse:
-    upstream = UpstreamStatus(ok=False, url=state.upstream.base_url)
-    database = ComponentStatus(ok=False)
+async def _caller_is_admin(
+    state: StateDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
+) -> bool:
+    # A missing or bad token is not refused here: it only means the public answer.
+    if credentials is None:
+        return False
+    try:
+        user = await state.verifier.verify(credentials.credentials)
+    except AuthError:
+        return False
+    return user.is_admin
+
+
+def _error_text(exc: BaseException) -> str:
+    return redact_secrets(f"{type(exc).__name__}: {exc}")[:300]
+
+
+async def _check_upstream(state: AppState) -> UpstreamStatus:
+    upstream = UpstreamStatus(ok=False, url=redact_secrets(state.upstream.base_url))
     try:
         upstream.version = await asyncio.wait_for(state.upstream.version(), CHECK_TIMEOUT_SECONDS)
         upstream.ok = True
     except TimeoutError:
         upstream.error = f"no answer within {CHECK_TIMEOUT_SECONDS:g}s"
     except ProxyError as exc:
-        upstream.error = exc.message
+        upstream.error = redact_secrets(exc.message)
+    return upstream
+
+
+async def _check_database(state: AppState) -> ComponentStatus:
+    database = ComponentStatus(ok=False)
     try:
         await asyncio.wait_for(database_ok(state.engine), CHECK_TIMEOUT_SECONDS)
         database.ok = True
     except TimeoutError:
         database.error = f"no answer within {CHECK_TIMEOUT_SECONDS:g}s"
     except Exception as exc:  # any driver error means "not ok"; the text says which
-        database.error = f"{type(exc).__name__}: {exc}"[:300]
-    redis: ComponentStatus | None = None
-    if state.limiter.shared:
-        redis = ComponentStatus(ok=False)
-        try:
-            await asyncio.wait_for(state.limiter.ping(), CHECK_TIMEOUT_SECONDS)
-            redis.ok = True
-        except TimeoutError:
-            redis.error = f"no answer within {CHECK_TIMEOUT_SECONDS:g}s"
-        except Exception as exc:  # any client error means "not ok"; the text says which
-            redis.error = f"{type(exc).__name__}: {exc}"[:300]
+        database.error = _error_text(exc)
+    return database
+
+
+async def _check_redis(state: AppState) -> ComponentStatus | None:
+    if not state.limiter.shared:
+        return None
+    redis = ComponentStatus(ok=False)
+    try:
+        await asyncio.wait_for(state.limiter.ping(), CHECK_TIMEOUT_SECONDS)
+        redis.ok = True
+    except TimeoutError:
+        redis.error = f"no answer within {CHECK_TIMEOUT_SECONDS:g}s"
+    except Exception as exc:  # any client error means "not ok"; the text says which
+        redis.error = _error_text(exc)
+    return redis
+
+
+@router.get(
+    "/status",
+    response_model=StatusResponse,
+    response_model_exclude_none=True,
+    responses={503: {"model": StatusResponse, "description": "A part is failing; see `failing`."}},
+    summary="Health: ok or degraded and the failing parts (no auth); versions, upstream and "
+            "error details with an admin token",
+)
+async def status(state: StateDep, admin: Annotated[bool, Depends(_caller_is_admin)]
+                 ) -> JSONResponse:
+    upstream = await _check_upstream(state)
+    database = await _check_database(state)
+    redis = await _check_redis(state)
     parts = [("upstream", upstream), ("database", database), ("redis", redis)]
     failing = [name for name, part in parts if part is not None and not part.ok]
-    body = StatusResponse(
-        status="degraded" if failing else "ok", version=__version__, upstream=upstream,
-        database=database, redis=redis, failing=failing,
-    )
-    return JSONResponse(body.model_dump(mode="json"), status_code=503 if failing else 200)
+    body = StatusResponse(status="degraded" if failing else "ok", failing=failing)
+    content = body.model_dump(mode="json", exclude={"details"})
+    if admin:
+        details = StatusDetails(version=__version__, upstream=upstream, database=database,
+                                redis=redis)
+        content["details"] = details.model_dump(mode="json")
+    return JSONResponse(content, status_code=503 if failing else 200)
