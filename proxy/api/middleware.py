@@ -10,11 +10,22 @@ import uuid
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 REQUEST_ID_HEADER = b"x-request-id"
+CORRELATION_ID_HEADER = b"x-correlation-id"
 # A caller's id is kept (for tracing across services) only if it is short and plain.
 _CLIENT_ID = re.compile(rb"^[A-Za-z0-9._\-]{8,64}$")
 
 
 class RequestIdMiddleware:
+    """Name every request with an id the server makes; keep a caller's id only as a label.
+
+    The server's id keys the audit row, the concurrency slot and the spool line, so it must be
+    unique and never chosen by the caller: replaying one id would otherwise merge audit rows
+    (hiding usage and cost) and share one slot among many generations. A caller's own id
+    (`X-Correlation-ID`, else `X-Request-ID`, as load balancers set it) is kept as the audit row's
+    non-unique `correlation_id`. Answers carry the server's id in `X-Request-ID` and echo the
+    caller's in `X-Correlation-ID`.
+    """
+
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
@@ -22,16 +33,24 @@ class RequestIdMiddleware:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        supplied = dict(scope["headers"]).get(REQUEST_ID_HEADER, b"")
-        request_id = supplied.decode() if _CLIENT_ID.match(supplied) else str(uuid.uuid4())
-        scope.setdefault("state", {})["request_id"] = request_id
+        headers = dict(scope["headers"])
+        supplied = headers.get(CORRELATION_ID_HEADER) or headers.get(REQUEST_ID_HEADER, b"")
+        correlation_id = supplied.decode() if _CLIENT_ID.match(supplied) else None
+        request_id = str(uuid.uuid4())
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        state["correlation_id"] = correlation_id
+        ours = [(REQUEST_ID_HEADER, request_id.encode())]
+        if correlation_id is not None:
+            ours.append((CORRELATION_ID_HEADER, correlation_id.encode()))
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = [(k, v) for k, v in message.get("headers", [])
-                           if k.lower() != REQUEST_ID_HEADER]
-                headers.append((REQUEST_ID_HEADER, request_id.encode()))
-                message["headers"] = headers
+                message["headers"] = [
+                    *((k, v) for k, v in message.get("headers", [])
+                      if k.lower() not in (REQUEST_ID_HEADER, CORRELATION_ID_HEADER)),
+                    *ours,
+                ]
             await send(message)
 
         await self.app(scope, receive, send_with_id)
