@@ -54,6 +54,8 @@ class Settings(BaseSettings):
     proxy_port: int = Field(8000, ge=1, le=65535)
     proxy_log_level: str = "info"
     proxy_max_body_bytes: int = Field(1_048_576, ge=1024, description="Larger bodies get 413.")
+    proxy_body_read_timeout_seconds: float = Field(
+        30.0, gt=0, le=3600, description="A whole request body must arrive within this; else 408.")
     proxy_max_prompt_chars: int = Field(100_000, ge=1)
     proxy_max_messages: int = Field(100, ge=1, description="Messages in one chat request.")
     proxy_max_history_messages: int = Field(
