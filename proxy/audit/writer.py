@@ -14,6 +14,8 @@
 - A batch the database refuses while it is answering (bad data, not an outage) is retried row
   by row; a row refused on its own goes to a dead-letter file beside the spool
   (`<spool>.rejected.jsonl`), is logged and counted, and does not hold up the rows after it.
+- The writer also runs the retention job (proxy/audit/retention.py) beside it, for as long as
+  it runs, when `PROXY_AUDIT_RETENTION_DAYS` is not 0.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from proxy.audit.record import AuditRecord
+from proxy.audit.retention import prune_periodically
 from proxy.core.metrics import ProxyMetrics
 from proxy.core.models import AuditEntry
 from proxy.core.settings import Settings
@@ -45,6 +48,7 @@ REPLAY_CHUNK = 500
 class AuditWriter:
     def __init__(self, engine: AsyncEngine, settings: Settings, metrics: ProxyMetrics) -> None:
         self._engine = engine
+        self._settings = settings
         self._metrics = metrics
         self._spool = Path(settings.proxy_audit_spool_path)
         self._dead_letter = self._spool.with_name(self._spool.stem + ".rejected.jsonl")
@@ -57,6 +61,7 @@ class AuditWriter:
         # because inserts ignore ids already present.
         self._pending: list[AuditRecord] = []
         self._task: asyncio.Task[None] | None = None
+        self._retention: asyncio.Task[None] | None = None
         self._spooled = self._count_spooled()
         self._last_replay = 0.0
         self._closing = False
@@ -72,9 +77,16 @@ class AuditWriter:
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="audit-writer")
+        if self._settings.proxy_audit_retention_days > 0:
+            self._retention = asyncio.create_task(
+                prune_periodically(self._engine, self._settings), name="audit-retention")
 
     async def close(self) -> None:
         self._closing = True
+        if self._retention is not None:
+            self._retention.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._retention
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

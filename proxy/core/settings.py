@@ -86,6 +86,10 @@ class Settings(BaseSettings):
     proxy_audit_batch_size: int = Field(200, ge=1, le=5000)
     proxy_audit_flush_seconds: float = Field(0.25, gt=0, le=300)
     proxy_audit_retry_seconds: float = Field(2.0, gt=0, le=300)
+    proxy_audit_retention_days: int = Field(
+        90, ge=0, description="Audit rows older than this are deleted; 0 keeps them forever.")
+    proxy_audit_prune_interval_seconds: float = Field(
+        3600.0, gt=0, le=86_400, description="How often the running proxy deletes old rows.")
 
     proxy_cache_ttl_seconds: int = Field(300, ge=0, description="0 disables the response cache.")
     proxy_cache_max_entries: int = Field(10_000, ge=1, description="In-memory cache only.")
