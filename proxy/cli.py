@@ -1,4 +1,4 @@
-"""Command line: `python -m proxy [serve|token|migrate|check-config]`.
+"""Command line: `python -m proxy [serve|token|migrate|prune-audit|check-config]`.
 
 `serve` is the default. In dev mode with no `OLLAMA_URL` in the environment it starts the
 built-in Ollama simulator next to the proxy, so a fresh checkout has something to talk to.
@@ -27,6 +27,7 @@ examples:
   OLLAMA_URL=http://gpu-host:11434 python -m proxy serve --host 0.0.0.0
   python -m proxy token --sub alice --role admin --ttl 3600
   python -m proxy migrate                      apply database migrations and exit
+  python -m proxy prune-audit                  delete audit rows older than the retention
 """
 
 
@@ -113,6 +114,39 @@ def _migrate(_: argparse.Namespace) -> int:
     return 0
 
 
+def _prune_audit(args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from proxy.audit.retention import prune_audit, retention_cutoff
+    from proxy.core.db import create_engine
+
+    settings = _load_settings()
+    days = settings.proxy_audit_retention_days if args.days is None else args.days
+    if days == 0:
+        print("PROXY_AUDIT_RETENTION_DAYS=0: every audit row is kept; nothing deleted")
+        return 0
+
+    async def run() -> int:
+        engine = create_engine(settings)
+        try:
+            return await prune_audit(engine, days)
+        finally:
+            await engine.dispose()
+
+    cutoff = retention_cutoff(days)
+    try:
+        deleted = asyncio.run(run())
+    except SQLAlchemyError as exc:
+        where = settings.database_url.split("@")[-1]
+        print(f"cannot prune the audit log at {where}: {type(exc).__name__}: "
+              f"{str(exc).splitlines()[0][:300]}\n(is the schema there? run "
+              f"`python -m proxy migrate`; is DATABASE_URL right?)", file=sys.stderr)
+        return 1
+    print(f"deleted {deleted} audit rows older than {days} days "
+          f"(before {cutoff.isoformat(timespec='seconds')})")
+    return 0
+
+
 def _check_config(_: argparse.Namespace) -> int:
     settings = _load_settings()
     print(f"mode: {settings.proxy_env}")
@@ -122,6 +156,12 @@ def _check_config(_: argparse.Namespace) -> int:
     print(f"jwt algorithms: {', '.join(settings.jwt_algorithms)}")
     print("configuration is valid")
     return 0
+
+
+def _retention_days(value: str) -> int:
+    if not value.isdigit():
+        raise argparse.ArgumentTypeError(f"a whole number of days, 0 or more: {value!r}")
+    return int(value)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -150,6 +190,12 @@ def build_parser() -> argparse.ArgumentParser:
     migrate = sub.add_parser("migrate", help="apply database migrations and exit")
     migrate.set_defaults(func=_migrate)
 
+    prune = sub.add_parser(
+        "prune-audit", help="delete audit rows older than PROXY_AUDIT_RETENTION_DAYS, once")
+    prune.add_argument("--days", type=_retention_days,
+                       help="keep this many days instead (0 keeps every row)")
+    prune.set_defaults(func=_prune_audit)
+
     check = sub.add_parser("check-config", help="validate the configuration and exit")
     check.set_defaults(func=_check_config)
     return parser
@@ -158,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     words = list(sys.argv[1:] if argv is None else argv)
-    commands = {"serve", "token", "migrate", "check-config"}
+    commands = {"serve", "token", "migrate", "prune-audit", "check-config"}
     if not words or (words[0] not in commands and words[0] not in ("-h", "--help", "--version")):
         words = ["serve", *words]
     args = parser.parse_args(words)

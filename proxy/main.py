@@ -22,6 +22,7 @@ from proxy import __version__
 from proxy.api.accounting import AccountingMiddleware, audit_record
 from proxy.api.middleware import (
     BodySizeLimitMiddleware,
+    EarlyAuthMiddleware,
     JsonBodyMiddleware,
     RequestIdMiddleware,
     SecurityHeadersMiddleware,
@@ -140,9 +141,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     _install_error_handlers(app)
     app.include_router(api_router)
-    # Outermost last: request id, then accounting (so that 413s are audited), then the cap.
+    # Outermost last: request id, then accounting (so that 401s, 413s and 408s are audited),
+    # then the token check (before any body is read), then the body cap and read deadline.
     app.add_middleware(JsonBodyMiddleware)
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.proxy_max_body_bytes)
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.proxy_max_body_bytes,
+                       read_timeout=settings.proxy_body_read_timeout_seconds)
+    app.add_middleware(EarlyAuthMiddleware)
     app.add_middleware(AccountingMiddleware)
     app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(RequestIdMiddleware)

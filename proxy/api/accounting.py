@@ -9,6 +9,7 @@ WebSocket requests are accounted per request frame through the same `finish`.
 from __future__ import annotations
 
 import time
+import uuid
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -68,8 +69,11 @@ class AccountingMiddleware:
         state: AppState = scope["app"].state.proxy
         scope_state: dict[str, Any] = scope.setdefault("state", {})
         client = scope.get("client")
-        record = AuditRecord(id=scope_state.get("request_id", ""), endpoint=path,
-                             client=client[0] if client else None)
+        # The server's own id (RequestIdMiddleware), never one the caller chose: it is the
+        # audit row's primary key and the concurrency slot's name.
+        record = AuditRecord(id=scope_state.get("request_id") or str(uuid.uuid4()),
+                             endpoint=path, client=client[0] if client else None,
+                             correlation_id=scope_state.get("correlation_id"))
         scope_state["audit"] = record
         status = 500
 

@@ -8,6 +8,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from proxy.api.accounting import audit_record
+from proxy.api.middleware import verified_early
 from proxy.core.errors import Forbidden
 from proxy.core.security import Principal
 from proxy.core.state import AppState
@@ -28,8 +29,10 @@ async def current_user(
     state: StateDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
 ) -> Principal:
+    token = credentials.credentials if credentials else None
+    # Usually verified already, before the body was read (EarlyAuthMiddleware); otherwise an
     # AuthError propagates to its handler, which answers 401 with WWW-Authenticate.
-    user = await state.verifier.verify(credentials.credentials if credentials else None)
+    user = verified_early(request.scope, token) or await state.verifier.verify(token)
     record = audit_record(request.scope)
     if record is not None:
         record.user, record.role = user.sub, user.role

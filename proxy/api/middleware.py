@@ -1,20 +1,40 @@
-"""ASGI middleware: a request id on every request, JSON bodies whatever their declared type,
-the request body size cap (413), and security headers on every answer."""
+"""ASGI middleware: a server-made request id on every request, the bearer token checked before
+any body is read (401), the request body size cap (413) and read deadline (408), JSON bodies
+whatever their declared type, and security headers on every answer."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import uuid
+from typing import TYPE_CHECKING
 
+from fastapi.security.utils import get_authorization_scheme_param
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from proxy.core.security import AuthError, Principal
+
+if TYPE_CHECKING:
+    from proxy.core.state import AppState
+
 REQUEST_ID_HEADER = b"x-request-id"
+CORRELATION_ID_HEADER = b"x-correlation-id"
 # A caller's id is kept (for tracing across services) only if it is short and plain.
 _CLIENT_ID = re.compile(rb"^[A-Za-z0-9._\-]{8,64}$")
 
 
 class RequestIdMiddleware:
+    """Name every request with an id the server makes; keep a caller's id only as a label.
+
+    The server's id keys the audit row, the concurrency slot and the spool line, so it must be
+    unique and never chosen by the caller: replaying one id would otherwise merge audit rows
+    (hiding usage and cost) and share one slot among many generations. A caller's own id
+    (`X-Correlation-ID`, else `X-Request-ID`, as load balancers set it) is kept as the audit row's
+    non-unique `correlation_id`. Answers carry the server's id in `X-Request-ID` and echo the
+    caller's in `X-Correlation-ID`.
+    """
+
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
@@ -22,31 +42,127 @@ class RequestIdMiddleware:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        supplied = dict(scope["headers"]).get(REQUEST_ID_HEADER, b"")
-        request_id = supplied.decode() if _CLIENT_ID.match(supplied) else str(uuid.uuid4())
-        scope.setdefault("state", {})["request_id"] = request_id
+        headers = dict(scope["headers"])
+        supplied = headers.get(CORRELATION_ID_HEADER) or headers.get(REQUEST_ID_HEADER, b"")
+        correlation_id = supplied.decode() if _CLIENT_ID.match(supplied) else None
+        request_id = str(uuid.uuid4())
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        state["correlation_id"] = correlation_id
+        ours = [(REQUEST_ID_HEADER, request_id.encode())]
+        if correlation_id is not None:
+            ours.append((CORRELATION_ID_HEADER, correlation_id.encode()))
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = [(k, v) for k, v in message.get("headers", [])
-                           if k.lower() != REQUEST_ID_HEADER]
-                headers.append((REQUEST_ID_HEADER, request_id.encode()))
-                message["headers"] = headers
+                message["headers"] = [
+                    *((k, v) for k, v in message.get("headers", [])
+                      if k.lower() not in (REQUEST_ID_HEADER, CORRELATION_ID_HEADER)),
+                    *ours,
+                ]
             await send(message)
 
         await self.app(scope, receive, send_with_id)
 
 
+# The only API route that answers without a token (a health check, polled, bodyless).
+PUBLIC_API_PATHS = frozenset({"/api/llm/status"})
+_EARLY_PRINCIPAL = "early_principal"
+
+
+def bearer_token(scope: Scope) -> str | None:
+    """The bearer token of a request, read exactly as FastAPI's HTTPBearer reads it."""
+    authorization = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
+    scheme, credentials = get_authorization_scheme_param(authorization)
+    if not credentials or scheme.lower() != "bearer":
+        return None
+    return credentials
+
+
+def verified_early(scope: Scope, token: str | None) -> Principal | None:
+    """The caller EarlyAuthMiddleware already verified for this very token, if it did."""
+    early = scope.get("state", {}).get(_EARLY_PRINCIPAL)
+    if early is None or token is None or early[0] != token:
+        return None
+    principal: Principal = early[1]
+    return principal
+
+
+def _declares_body(scope: Scope) -> bool:
+    headers = dict(scope["headers"])
+    length = headers.get(b"content-length", b"0").strip()
+    return b"transfer-encoding" in headers or not length.isdigit() or int(length) > 0
+
+
+async def _send_error(send: Send, status: int, body: dict[str, str],
+                      headers: list[tuple[bytes, bytes]], close: bool = False) -> None:
+    content = json.dumps(body).encode()
+    all_headers = [(b"content-type", b"application/json"),
+                   (b"content-length", str(len(content)).encode()), *headers]
+    if close:
+        # The body was not (all) read: closing is the only way to be done with the connection.
+        all_headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": all_headers})
+    await send({"type": "http.response.body", "body": content})
+
+
+class EarlyAuthMiddleware:
+    """Check the bearer token before any of the request body is read.
+
+    FastAPI reads a body before a route's dependencies run (and the size cap below buffers it
+    whole), so without this an anonymous caller could make the proxy hold up to
+    PROXY_MAX_BODY_BYTES per connection, for as long as the upload takes. A missing or bad token
+    is answered 401 here, audited and counted like any auth failure, with the body unread and
+    the connection closed. A good one is kept with the request, and `current_user` takes it from
+    there instead of verifying the token a second time.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or not path.startswith("/api/") or path in PUBLIC_API_PATHS:
+            await self.app(scope, receive, send)
+            return
+        state: AppState = scope["app"].state.proxy
+        token = bearer_token(scope)
+        try:
+            principal = await state.verifier.verify(token)
+        except AuthError as exc:
+            state.metrics.auth_failures.labels(reason=exc.reason).inc()
+            record = scope.get("state", {}).get("audit")
+            if record is not None:
+                record.error = f"auth: {exc.reason}: {exc.message}"[:500]
+            await _send_error(
+                send, 401, {"error": exc.message, "reason": exc.reason},
+                [(b"www-authenticate",
+                  f'Bearer error="invalid_token", reason="{exc.reason}"'.encode())],
+                close=_declares_body(scope))
+            return
+        scope_state = scope.setdefault("state", {})
+        scope_state[_EARLY_PRINCIPAL] = (token, principal)
+        record = scope_state.get("audit")
+        if record is not None:
+            # Refusals before the route runs (413, 408) are then audited with their user.
+            record.user, record.role = principal.sub, principal.role
+        await self.app(scope, receive, send)
+
+
 class BodySizeLimitMiddleware:
-    """Refuse bodies over the cap with 413, by Content-Length or by counting what arrives.
+    """Refuse bodies over the cap with 413, by Content-Length or by counting what arrives, and
+    bodies that take longer than the read timeout to arrive with 408.
 
     The body is read whole (it is at most the cap) before the app sees any of it, so a chunked
     body that grows past the cap is refused outright: the app never acts on a truncated request.
+    The timeout bounds the whole body, not each read, so a caller trickling a byte now and then
+    cannot hold the connection (and what it has sent so far) for longer.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, read_timeout: float) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.read_timeout = read_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -58,8 +174,14 @@ class BodySizeLimitMiddleware:
             return
         chunks: list[bytes] = []
         received = 0
+        deadline = asyncio.get_running_loop().time() + self.read_timeout
         while True:
-            message = await receive()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                await self._too_slow(scope, send)
+                return
             if message["type"] != "http.request":
                 # The client went away before sending its body; let the app see that.
                 await self.app(scope, _replay([message], receive), send)
@@ -80,11 +202,15 @@ class BodySizeLimitMiddleware:
         record = scope.get("state", {}).get("audit")
         if record is not None:
             record.error = message
-        body = json.dumps({"error": message}).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
+        await _send_error(send, 413, {"error": message}, [])
+
+    async def _too_slow(self, scope: Scope, send: Send) -> None:
+        message = (f"request body not received within {self.read_timeout:g} seconds "
+                   f"(PROXY_BODY_READ_TIMEOUT_SECONDS)")
+        record = scope.get("state", {}).get("audit")
+        if record is not None:
+            record.error = message
+        await _send_error(send, 408, {"error": message}, [], close=True)
 
 
 def _replay(messages: list[Message], receive: Receive) -> Receive:

@@ -10,15 +10,18 @@ from datetime import UTC, datetime
 from typing import Any
 
 # String columns of `audit_log` and their sizes (proxy/core/models.py).
-COLUMN_LIMITS = {"id": 64, "user": 255, "role": 16, "client": 64, "endpoint": 100,
-                 "model": 200, "prompt_sha256": 64, "error": 500}
+COLUMN_LIMITS = {"id": 64, "correlation_id": 64, "user": 255, "role": 16, "client": 64,
+                 "endpoint": 100, "model": 200, "prompt_sha256": 64, "error": 500}
 
 
 @dataclass
 class AuditRecord:
+    # `id` is the server's own, unique name for the request; `correlation_id` is whatever id the
+    # caller sent, kept for tracing only: many rows may share it, so nothing may be keyed on it.
     id: str
     endpoint: str
     client: str | None = None
+    correlation_id: str | None = None
     at: datetime = field(default_factory=lambda: datetime.now(UTC))
     user: str | None = None
     role: str | None = None

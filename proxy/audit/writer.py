@@ -14,6 +14,10 @@
 - A batch the database refuses while it is answering (bad data, not an outage) is retried row
   by row; a row refused on its own goes to a dead-letter file beside the spool
   (`<spool>.rejected.jsonl`), is logged and counted, and does not hold up the rows after it.
+- Both files say who asked what, so they are the proxy user's alone: created 0600 whatever the
+  umask, and narrowed to 0600 at startup if an earlier version left them wider.
+- The writer also runs the retention job (proxy/audit/retention.py) beside it, for as long as
+  it runs, when `PROXY_AUDIT_RETENTION_DAYS` is not 0.
 """
 
 from __future__ import annotations
@@ -25,13 +29,14 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from sqlalchemy import insert, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from proxy.audit.record import AuditRecord
+from proxy.audit.retention import prune_periodically
 from proxy.core.metrics import ProxyMetrics
 from proxy.core.models import AuditEntry
 from proxy.core.settings import Settings
@@ -40,11 +45,14 @@ log = logging.getLogger("proxy.audit")
 
 DB_WRITE_TIMEOUT_SECONDS = 10.0
 REPLAY_CHUNK = 500
+PRIVATE_FILE = 0o600
+PRIVATE_DIRECTORY = 0o700
 
 
 class AuditWriter:
     def __init__(self, engine: AsyncEngine, settings: Settings, metrics: ProxyMetrics) -> None:
         self._engine = engine
+        self._settings = settings
         self._metrics = metrics
         self._spool = Path(settings.proxy_audit_spool_path)
         self._dead_letter = self._spool.with_name(self._spool.stem + ".rejected.jsonl")
@@ -57,6 +65,7 @@ class AuditWriter:
         # because inserts ignore ids already present.
         self._pending: list[AuditRecord] = []
         self._task: asyncio.Task[None] | None = None
+        self._retention: asyncio.Task[None] | None = None
         self._spooled = self._count_spooled()
         self._last_replay = 0.0
         self._closing = False
@@ -71,10 +80,25 @@ class AuditWriter:
         self._metrics.audit_queue_depth.set(self._queue.qsize() + len(self._pending))
 
     async def start(self) -> None:
+        for path in (self._spool, self._dead_letter):
+            if path.exists():
+                try:
+                    path.chmod(PRIVATE_FILE)
+                except OSError as exc:
+                    raise RuntimeError(
+                        f"cannot make {path} readable by this user only (0600): {exc}; give it "
+                        f"to the proxy's user or point PROXY_AUDIT_SPOOL_PATH elsewhere") from exc
         self._task = asyncio.create_task(self._run(), name="audit-writer")
+        if self._settings.proxy_audit_retention_days > 0:
+            self._retention = asyncio.create_task(
+                prune_periodically(self._engine, self._settings), name="audit-retention")
 
     async def close(self) -> None:
         self._closing = True
+        if self._retention is not None:
+            self._retention.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._retention
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -201,8 +225,8 @@ class AuditWriter:
 
     def _append_sync(self, lines: str, path: Path | None = None) -> None:
         target = path or self._spool
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with target.open("a", encoding="utf-8") as handle:
+        target.parent.mkdir(mode=PRIVATE_DIRECTORY, parents=True, exist_ok=True)
+        with _open_private(target, os.O_APPEND) as handle:
             handle.write(lines)
             handle.flush()
             os.fsync(handle.fileno())
@@ -238,7 +262,7 @@ class AuditWriter:
         return rows
 
     def _truncate_spool(self) -> None:
-        with self._spool.open("w", encoding="utf-8") as handle:
+        with _open_private(self._spool, os.O_TRUNC) as handle:
             handle.flush()
             os.fsync(handle.fileno())
 
@@ -247,3 +271,15 @@ class AuditWriter:
             return 0
         with self._spool.open(encoding="utf-8") as handle:
             return sum(1 for line in handle if line.strip())
+
+
+def _open_private(path: Path, mode_flag: int) -> TextIO:
+    """Open for writing (append or truncate), creating the file 0600; an existing file is
+    narrowed to 0600 too, so rows are never written into a file others can read."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | mode_flag, PRIVATE_FILE)
+    try:
+        os.fchmod(fd, PRIVATE_FILE)
+    except BaseException:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "w", encoding="utf-8")

@@ -70,8 +70,10 @@ class Message(Base):
 class AuditEntry(Base):
     __tablename__ = "audit_log"
 
+    # The server's id for the request (unique); the caller's own id is `correlation_id`.
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    correlation_id: Mapped[str | None] = mapped_column(String(64))
     user: Mapped[str | None] = mapped_column(String(255))
     role: Mapped[str | None] = mapped_column(String(16))
     client: Mapped[str | None] = mapped_column(String(64))
@@ -92,6 +94,7 @@ class AuditEntry(Base):
     __table_args__ = (
         Index("ix_audit_log_user_at", "user", "at"),
         Index("ix_audit_log_at", "at"),
+        Index("ix_audit_log_correlation_id", "correlation_id"),
     )
 
 

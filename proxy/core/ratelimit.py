@@ -3,10 +3,11 @@ generations.
 
 The rate uses the `limits` library: in-process memory by default, Redis when `REDIS_URL` is set,
 so that every proxy replica on one Redis shares the same window. `limits` has no concurrency
-primitive, so the concurrency cap is written here: a counter in memory, or in Redis a sorted set
-per user whose members are request ids scored by a lease expiry (a process that dies cannot hold
-a slot past `PROXY_CONCURRENCY_LEASE_SECONDS`); acquisition is one Lua script, so it is atomic
-across replicas.
+primitive, so the concurrency cap is written here: a set of held slots in memory, or in Redis a
+sorted set per user whose members are slot names scored by a lease expiry (a process that dies
+cannot hold a slot past `PROXY_CONCURRENCY_LEASE_SECONDS`); acquisition is one Lua script, so it
+is atomic across replicas. Every acquisition gets a slot name of its own (the server's request
+id plus a random suffix), so no two generations can ever hold, or give back, the same slot.
 
 Redis unreachable: `PROXY_LIMITER_FAILURE_MODE=closed` (default) refuses with 503;
 `open` admits, logs and counts.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+import secrets
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -162,16 +164,21 @@ class Limiter:
         return decision
 
     async def acquire(self, user: Principal, request_id: str) -> Release:
-        """Take a concurrency slot; the returned coroutine function gives it back."""
+        """Take a concurrency slot; the returned coroutine function gives it back.
+
+        `request_id` only labels the slot (for diagnostics): the slot's name is unique even if
+        two callers pass the same id, because a set member added twice is one slot.
+        """
         cap = self.concurrency_for(user)
+        slot = f"{request_id}:{secrets.token_hex(8)}"
         if self._redis is None:
             slots = self._local_slots.setdefault(user.sub, set())
             if len(slots) >= cap:
                 self._concurrency_refused(cap)
-            slots.add(request_id)
+            slots.add(slot)
 
             async def release_local() -> None:
-                slots.discard(request_id)
+                slots.discard(slot)
 
             return release_local
         key = f"llm-proxy:slots:{user.sub}"
@@ -179,7 +186,7 @@ class Limiter:
         now = time.time()
         try:
             got = await self._acquire(keys=[key],
-                                      args=[now, cap, now + lease, request_id, lease + 60])
+                                      args=[now, cap, now + lease, slot, lease + 60])
         except Exception as exc:
             self._backend_failed(exc, "concurrency")
 
@@ -193,7 +200,7 @@ class Limiter:
 
         async def release_shared() -> None:
             try:
-                await redis.zrem(key, request_id)
+                await redis.zrem(key, slot)
             except Exception as exc:  # the lease expiry frees it eventually
                 log.warning("could not release a concurrency slot in Redis: %s", exc)
 

@@ -95,6 +95,8 @@ class Settings(BaseSettings):
     proxy_port: int = Field(8000, ge=1, le=65535)
     proxy_log_level: str = "info"
     proxy_max_body_bytes: int = Field(1_048_576, ge=1024, description="Larger bodies get 413.")
+    proxy_body_read_timeout_seconds: float = Field(
+        30.0, gt=0, le=3600, description="A whole request body must arrive within this; else 408.")
     proxy_max_prompt_chars: int = Field(100_000, ge=1)
     proxy_max_messages: int = Field(100, ge=1, description="Messages in one chat request.")
     proxy_max_history_messages: int = Field(
@@ -142,6 +144,10 @@ class Settings(BaseSettings):
     proxy_audit_batch_size: int = Field(200, ge=1, le=5000)
     proxy_audit_flush_seconds: float = Field(0.25, gt=0, le=300)
     proxy_audit_retry_seconds: float = Field(2.0, gt=0, le=300)
+    proxy_audit_retention_days: int = Field(
+        90, ge=0, description="Audit rows older than this are deleted; 0 keeps them forever.")
+    proxy_audit_prune_interval_seconds: float = Field(
+        3600.0, gt=0, le=86_400, description="How often the running proxy deletes old rows.")
 
     proxy_cache_ttl_seconds: int = Field(300, ge=0, description="0 disables the response cache.")
     proxy_cache_max_entries: int = Field(10_000, ge=1, description="In-memory cache only.")

@@ -453,16 +453,20 @@ def test_audit_pages_newest_first(usage_proxy: ProxyProcess, traffic: Traffic) -
 
 
 def test_audit_row_for_a_bad_token_names_the_reason(usage_proxy: ProxyProcess) -> None:
-    request_id = f"bad-token-{uuid.uuid4().hex[:12]}"
+    correlation_id = f"bad-token-{uuid.uuid4().hex[:12]}"
     response, _ = send(usage_proxy, None, "llama3.2", "who am I",
                        headers={"Authorization": f"Bearer {make_token('mallory', ttl=-300)}",
-                                "X-Request-ID": request_id})
+                                "X-Request-ID": correlation_id})
     assert response.status_code == 401
+    request_id = response.headers["x-request-id"]
+    assert request_id != correlation_id
 
     def row() -> dict[str, Any] | None:
         return next((e for e in audit(usage_proxy, status=401) if e["id"] == request_id), None)
 
     entry = wait_until(row)
+    assert entry["correlation_id"] == correlation_id
+    assert [e["id"] for e in audit(usage_proxy, correlation_id=correlation_id)] == [request_id]
     assert entry["user"] is None
     assert entry["endpoint"] == "/api/llm/generate"
     assert "expired" in entry["error"]

@@ -4,7 +4,8 @@ the body size cap.
 
 Every refusal is checked three ways: the caller gets a clear status and message; nothing
 reached Ollama (the simulator's own counters) and no conversation was stored; and the refusal
-was audited (its row, found by the request id the test chose, appears in /api/admin/audit).
+was audited (its row, found by the id the server gave it in `X-Request-ID`, appears in
+/api/admin/audit, carrying the id the test sent as its `correlation_id`).
 """
 
 from __future__ import annotations
@@ -44,15 +45,14 @@ def last_sent(sim, path: str = "/api/generate") -> dict[str, Any]:
     return body
 
 
-def new_request_id() -> str:
+def new_correlation_id() -> str:
     return f"limits-{uuid.uuid4().hex[:16]}"
 
 
-def post(proxy: ProxyProcess, path: str, body: Any, request_id: str | None = None,
+def post(proxy: ProxyProcess, path: str, body: Any,
          headers: dict[str, str] | None = None) -> httpx.Response:
     with proxy.client() as client:
-        return client.post(path, json=body, headers={
-            **auth(), "X-Request-ID": request_id or new_request_id(), **(headers or {})})
+        return client.post(path, json=body, headers={**auth(), **(headers or {})})
 
 
 def generate_body(**fields: Any) -> dict[str, Any]:
@@ -74,14 +74,15 @@ class Refusals:
     def __init__(self, proxy: ProxyProcess, sim) -> None:
         self.proxy = proxy
         self.sim = sim
-        self.expected: dict[str, int] = {}
+        # The server's request id -> (expected status, the correlation id the test sent).
+        self.expected: dict[str, tuple[int, str]] = {}
         self.conversations: list[str] = []
 
     def send(self, path: str, body: Any, status: int, *mentions: str,
              raw: bytes | Iterator[bytes] | None = None) -> httpx.Response:
         before = upstream(self.sim)
-        request_id = new_request_id()
-        headers = {**auth(), "X-Request-ID": request_id}
+        correlation_id = new_correlation_id()
+        headers = {**auth(), "X-Request-ID": correlation_id}
         with self.proxy.client() as client:
             if raw is not None:
                 response = client.post(path, content=raw, headers=headers)
@@ -92,10 +93,16 @@ class Refusals:
         for mention in mentions:
             assert mention in error, (mention, error)
         assert upstream(self.sim) == before, f"refused but sent upstream: {body!r}"
-        self.expected[request_id] = status
+        self.expect(response, correlation_id)
         if isinstance(body, dict) and body.get("context_id"):
             self.conversations.append(body["context_id"])
         return response
+
+    def expect(self, response: httpx.Response, correlation_id: str) -> None:
+        request_id = response.headers["x-request-id"]
+        assert request_id != correlation_id, "the server must name the request itself"
+        assert response.headers["x-correlation-id"] == correlation_id
+        self.expected[request_id] = (response.status_code, correlation_id)
 
     def audited(self) -> None:
         """Every refusal has its audit row, with its status; no conversation was stored."""
@@ -106,7 +113,7 @@ class Refusals:
             deadline = time.monotonic() + scaled(10)
             while True:
                 found = {}
-                for status in set(self.expected.values()):
+                for status in {status for status, _ in self.expected.values()}:
                     page = client.get("/api/admin/audit", headers=admin_auth(),
                                       params={"status": status, "limit": 500}).json()
                     found.update({e["id"]: e for e in page["entries"] if e["id"] in self.expected})
@@ -115,8 +122,9 @@ class Refusals:
                 time.sleep(0.1)
         missing = sorted(set(self.expected) - set(found))
         assert missing == [], f"refusals without an audit row: {missing}"
-        for request_id, status in self.expected.items():
+        for request_id, (status, correlation_id) in self.expected.items():
             assert found[request_id]["status"] == status
+            assert found[request_id]["correlation_id"] == correlation_id
 
 
 @pytest.fixture
@@ -282,12 +290,12 @@ def test_a_chunked_body_over_the_cap_is_never_acted_on(proxy: ProxyProcess, sim,
         yield b" " * MAX_BODY
 
     before = upstream(sim)
-    request_id = new_request_id()
-    refusals.expected[request_id] = 413
+    correlation_id = new_correlation_id()
     with proxy.client() as client:
         response = client.post("/api/llm/chat", content=chunks(),
-                               headers={**auth(), "X-Request-ID": request_id})
+                               headers={**auth(), "X-Request-ID": correlation_id})
         assert response.status_code == 413
+        refusals.expect(response, correlation_id)
         assert "PROXY_MAX_BODY_BYTES" in response.json()["error"]
         stored = client.get(f"/api/llm/conversations/{context_id}", headers=auth())
     sent = upstream(sim)["/api/chat"] - before["/api/chat"]

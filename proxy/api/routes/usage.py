@@ -91,6 +91,9 @@ async def get_audit(
     model: Annotated[str | None, Query(max_length=200)] = None,
     endpoint: Annotated[str | None, Query(max_length=100)] = None,
     status: Annotated[int | None, Query(ge=100, le=599)] = None,
+    correlation_id: Annotated[str | None, Query(
+        max_length=64, description="The id a caller sent in X-Request-ID / X-Correlation-ID; "
+                                   "several requests may share one.")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> AuditPage:
@@ -100,6 +103,8 @@ async def get_audit(
         query = query.where(AuditEntry.endpoint == endpoint)
     if status is not None:
         query = query.where(AuditEntry.status == status)
+    if correlation_id is not None:
+        query = query.where(AuditEntry.correlation_id == correlation_id)
     query = query.order_by(desc(AuditEntry.at), AuditEntry.id).offset(offset).limit(limit + 1)
     async with state.sessions() as session:
         rows = list(await session.scalars(query))
