@@ -18,12 +18,13 @@ import pulumi_docker as docker
 NO_NEW_PRIVILEGES = "no-new-privileges:true"
 
 
-def confined() -> dict[str, Any]:
-    """Keyword arguments for `docker.Container`: no capability, no privilege gain, read-only."""
+def confined(read_only: bool = True) -> dict[str, Any]:
+    """Keyword arguments for `docker.Container`: no capability, no privilege gain, read-only
+    (`read_only=False` only where docker-compose.yml says why)."""
     return {
         "capabilities": docker.ContainerCapabilitiesArgs(drops=["ALL"]),
         "security_opts": [NO_NEW_PRIVILEGES],
-        "read_only": True,
+        "read_only": read_only,
     }
 
 

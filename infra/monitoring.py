@@ -77,7 +77,9 @@ class Monitoring(pulumi.ComponentResource):
             name=f"{args.name_prefix}-prometheus",
             image=prometheus_image.image_id,
             restart="unless-stopped",
-            **confined(),
+            # Not read-only, as in docker-compose.yml (Compose cannot copy its secret into a
+            # read-only container); no capabilities and no privilege gain all the same.
+            **confined(read_only=False),
             command=[
                 "--config.file=/etc/prometheus/prometheus.yml",
                 "--storage.tsdb.path=/prometheus",
@@ -90,8 +92,7 @@ class Monitoring(pulumi.ComponentResource):
             volumes=[
                 docker.ContainerVolumeArgs(
                     volume_name=self.prometheus_volume.name, container_path="/prometheus"
-                ),
-                *upload_volumes("/etc/prometheus", "/run/secrets"),
+                )
             ],
             ports=[docker.ContainerPortArgs(internal=9090, external=9090, ip=args.prometheus_bind)],
             networks_advanced=networks.attach("prometheus", networks.backend, networks.frontend),

@@ -179,6 +179,8 @@ def test_every_secret_is_required(deploy: Deploy, missing: str) -> None:
 # --- hardening ------------------------------------------------------------------------------------
 
 NO_NEW_PRIVILEGES = "no-new-privileges:true"
+# As in docker-compose.yml (see tests/infra/test_compose_policies.py for why).
+WRITABLE_ROOT = {"prometheus"}
 
 
 def _under(path: str, directory: str) -> bool:
@@ -193,7 +195,8 @@ def test_every_container_is_hardened(deploy: Deploy, gpu: str) -> None:
         assert capabilities.get("drops") == ["ALL"], f"{name} keeps capabilities"
         assert not capabilities.get("adds"), f"{name} adds capabilities {capabilities['adds']}"
         assert NO_NEW_PRIVILEGES in (inputs.get("securityOpts") or []), f"{name} may escalate"
-        assert inputs.get("readOnly") is True, f"{name} has a writable root filesystem"
+        read_only = name not in WRITABLE_ROOT
+        assert bool(inputs.get("readOnly")) is read_only, f"{name}: readOnly is not {read_only}"
 
 
 def test_uploads_into_read_only_containers_land_in_volumes(deploy: Deploy) -> None:
@@ -201,6 +204,8 @@ def test_uploads_into_read_only_containers_land_in_volumes(deploy: Deploy) -> No
     # volume; the provider uploads before the container starts, so a tmpfs would hide them.
     for name, container in deploy(gpu="true").containers.items():
         inputs = container.plain
+        if not inputs.get("readOnly"):
+            continue
         volumes = [v["containerPath"] for v in inputs.get("volumes") or []]
         for upload in inputs.get("uploads") or []:
             assert any(_under(upload["file"], v) for v in volumes), (

@@ -18,6 +18,8 @@ from tests.hosts.target import StackHost
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 
 NO_NEW_PRIVILEGES = "no-new-privileges:true"
+# docker-compose.yml's one writable root filesystem (Compose copies its secret in).
+WRITABLE_ROOT = {"prometheus"}
 SOCKET_HOLDERS = {"/", "/var/run", "/run", "/var/run/docker.sock", "/run/docker.sock"}
 
 # argv: HOST PORT [PASSWORD]. Speaks RESP by hand (no client library in the container): AUTH
@@ -100,7 +102,7 @@ def test_every_container_drops_all_capabilities_and_cannot_gain_privileges(
             "CapDrop": ["ALL"],
             "CapAdd": None,
             "SecurityOpt": [NO_NEW_PRIVILEGES],
-            "ReadonlyRootfs": True,
+            "ReadonlyRootfs": service not in WRITABLE_ROOT,
             "CapEff": "0000000000000000",
             "CapBnd": "0000000000000000",
             "NoNewPrivs": "1",
