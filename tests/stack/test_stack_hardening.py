@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from tests.hosts.target import StackHost
+from tests.timing import TIME_SCALE
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 
@@ -22,9 +23,15 @@ NO_NEW_PRIVILEGES = "no-new-privileges:true"
 WRITABLE_ROOT = {"prometheus"}
 SOCKET_HOLDERS = {"/", "/var/run", "/run", "/var/run/docker.sock", "/run/docker.sock"}
 
+
+def scaled_program(program: str) -> str:
+    """A program run inside a container, told the suite's TEST_TIME_SCALE for its timeouts."""
+    return f"TIME_SCALE = {TIME_SCALE!r}\n{program}"
+
+
 # argv: HOST PORT [PASSWORD]. Speaks RESP by hand (no client library in the container): AUTH
 # first when a password is given, then PING. Prints {"auth": reply or null, "ping": reply}.
-REDIS_PING = r"""
+REDIS_PING = scaled_program(r"""
 import json, socket, sys
 host, port = sys.argv[1], int(sys.argv[2])
 password = sys.argv[3] if len(sys.argv) > 3 else None
@@ -32,23 +39,43 @@ def command(sock, *parts):
     payload = f"*{len(parts)}\r\n" + "".join(f"${len(p)}\r\n{p}\r\n" for p in parts)
     sock.sendall(payload.encode())
     return sock.recv(4096).decode(errors="replace").strip()
-with socket.create_connection((host, port), timeout=10) as sock:
+with socket.create_connection((host, port), timeout=10 * TIME_SCALE) as sock:
     auth = command(sock, "AUTH", password) if password else None
     print(json.dumps({"auth": auth, "ping": command(sock, "PING")}))
-"""
+""")
 
 # argv: METHOD URL. Prints {"status", "body"} (body cut at 2000 characters).
-HTTP_REQUEST = r"""
+HTTP_REQUEST = scaled_program(r"""
 import json, sys, urllib.error, urllib.request
 request = urllib.request.Request(sys.argv[2], method=sys.argv[1],
                                  data=b"{}" if sys.argv[1] in ("POST", "PUT") else None)
 try:
-    with urllib.request.urlopen(request, timeout=20) as response:
+    with urllib.request.urlopen(request, timeout=20 * TIME_SCALE) as response:
         status, body = response.status, response.read()
 except urllib.error.HTTPError as exc:
     status, body = exc.code, exc.read()
 print(json.dumps({"status": status, "body": body.decode(errors="replace")[:2000]}))
-"""
+""")
+
+# argv: HOST PORT. Prints {"result": "open" | "no-name" | "refused" | "error", "detail"}: whether
+# this container can resolve and connect to HOST at all.
+TCP_OR_DNS = scaled_program(r"""
+import json, socket, sys
+host, port = sys.argv[1], int(sys.argv[2])
+try:
+    address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][4]
+except OSError as exc:
+    print(json.dumps({"result": "no-name", "detail": str(exc)}))
+    raise SystemExit(0)
+try:
+    socket.create_connection(address[:2], timeout=3 * TIME_SCALE).close()
+    result, detail = "open", ""
+except ConnectionRefusedError as exc:
+    result, detail = "refused", str(exc)
+except OSError as exc:
+    result, detail = "error", str(exc)
+print(json.dumps({"result": result, "detail": detail}))
+""")
 
 # The proxy's own view of its database: who it is connected as, and what that role may do.
 # Runs with the proxy image's interpreter and its DATABASE_URL.
@@ -91,7 +118,8 @@ def test_every_container_drops_all_capabilities_and_cannot_gain_privileges(
         found = {
             "CapDrop": host_config.get("CapDrop"),
             "CapAdd": host_config.get("CapAdd"),
-            "SecurityOpt": host_config.get("SecurityOpt"),
+            # Docker adds `label=disable` for a container in the host's PID namespace.
+            "no-new-privileges": NO_NEW_PRIVILEGES in (host_config.get("SecurityOpt") or []),
             "ReadonlyRootfs": host_config.get("ReadonlyRootfs"),
             # What the kernel enforces on the service's main process.
             "CapEff": status["CapEff"].strip(),
@@ -101,7 +129,7 @@ def test_every_container_drops_all_capabilities_and_cannot_gain_privileges(
         expected = {
             "CapDrop": ["ALL"],
             "CapAdd": None,
-            "SecurityOpt": [NO_NEW_PRIVILEGES],
+            "no-new-privileges": True,
             "ReadonlyRootfs": service not in WRITABLE_ROOT,
             "CapEff": "0000000000000000",
             "CapBnd": "0000000000000000",
@@ -197,24 +225,3 @@ def test_grafana_has_a_secret_key_of_its_own(stack: StackHost) -> None:
 
     # Grafana's built-in default, which signs and encrypts with a key every install shares.
     assert key and key != "SW2YcwTIb9zpOOhoPsMm"
-
-
-# argv: HOST PORT. Prints {"result": "open" | "no-name" | "refused" | "error", "detail"}: whether
-# this container can resolve and connect to HOST at all.
-TCP_OR_DNS = r"""
-import json, socket, sys
-host, port = sys.argv[1], int(sys.argv[2])
-try:
-    address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][4]
-except OSError as exc:
-    print(json.dumps({"result": "no-name", "detail": str(exc)}))
-    raise SystemExit(0)
-try:
-    socket.create_connection(address[:2], timeout=3).close()
-    result, detail = "open", ""
-except ConnectionRefusedError as exc:
-    result, detail = "refused", str(exc)
-except OSError as exc:
-    result, detail = "error", str(exc)
-print(json.dumps({"result": result, "detail": detail}))
-"""
