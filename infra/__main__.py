@@ -39,6 +39,8 @@ datastores = Datastores(
         postgres_image=config.images.postgres,
         networks=networks,
         postgres_password=config.secrets.postgres_password,
+        proxy_db_password=config.secrets.proxy_db_password,
+        redis_password=config.secrets.redis_password,
     ),
 )
 proxy = Proxy(
@@ -67,6 +69,7 @@ monitoring = Monitoring(
         grafana_bind=config.grafana_bind,
         metrics_token=config.secrets.metrics_token,
         grafana_admin_password=config.secrets.grafana_admin_password,
+        grafana_secret_key=config.secrets.grafana_secret_key,
         grafana_audit_db_password=config.secrets.grafana_audit_db_password,
         depends_on=[proxy.container],
     ),
@@ -77,6 +80,7 @@ HostExporters(
         name_prefix=prefix,
         node_exporter_image=config.images.node_exporter,
         cadvisor_image=config.images.cadvisor,
+        docker_api_image=config.images.docker_api,
         networks=networks,
         gpu_expected=config.gpu,
     ),

@@ -21,6 +21,7 @@ GRAFANA_IMAGE = "grafana/grafana:12.4.3"
 GPU_EXPORTER_IMAGE = "utkuozdemir/nvidia_gpu_exporter:1.5.0"
 NODE_EXPORTER_IMAGE = "prom/node-exporter:v1.9.1"
 CADVISOR_IMAGE = "gcr.io/cadvisor/cadvisor:v0.52.1"
+DOCKER_API_IMAGE = "haproxy:3.2.4-alpine"
 PROXY_BASE_IMAGE = "python:3.11.13-slim-bookworm"
 PROXY_IMAGE = "llm-proxy:local"
 
@@ -62,6 +63,7 @@ class Images:
     gpu_exporter: str
     node_exporter: str
     cadvisor: str
+    docker_api: str
     proxy_base: str
     proxy: str
 
@@ -72,6 +74,10 @@ class Secrets:
     postgres_password: pulumi.Output[str]
     grafana_admin_password: pulumi.Output[str]
     metrics_token: pulumi.Output[str]
+    # The proxy's own database role (not the superuser whose password is postgres_password).
+    proxy_db_password: pulumi.Output[str]
+    redis_password: pulumi.Output[str]
+    grafana_secret_key: pulumi.Output[str]
     # Optional (the per-user Grafana panels need it): "" when not set, as in compose.
     grafana_audit_db_password: pulumi.Output[str]
 
@@ -131,6 +137,7 @@ def load_config() -> StackConfig:
             gpu_exporter=config.get("gpuExporterImage") or GPU_EXPORTER_IMAGE,
             node_exporter=config.get("nodeExporterImage") or NODE_EXPORTER_IMAGE,
             cadvisor=config.get("cadvisorImage") or CADVISOR_IMAGE,
+            docker_api=config.get("dockerApiImage") or DOCKER_API_IMAGE,
             proxy_base=config.get("proxyBaseImage") or PROXY_BASE_IMAGE,
             proxy=config.get("proxyImage") or PROXY_IMAGE,
         ),
@@ -139,6 +146,9 @@ def load_config() -> StackConfig:
             postgres_password=config.require_secret("postgresPassword"),
             grafana_admin_password=config.require_secret("grafanaAdminPassword"),
             metrics_token=config.require_secret("metricsToken"),
+            proxy_db_password=config.require_secret("proxyDbPassword"),
+            redis_password=config.require_secret("redisPassword"),
+            grafana_secret_key=config.require_secret("grafanaSecretKey"),
             grafana_audit_db_password=config.get_secret("grafanaAuditDbPassword")
             or pulumi.Output.secret(""),
         ),

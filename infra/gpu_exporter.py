@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_docker as docker
 
+from infra.confinement import confined, tmpfs
 from infra.network import Networks
 
 
@@ -34,6 +35,8 @@ class GpuExporter(pulumi.ComponentResource):
             name=f"{args.name_prefix}-gpu-exporter",
             image=image.image_id,
             restart="unless-stopped",
+            **confined(),
+            tmpfs=tmpfs("/tmp"),
             networks_advanced=args.networks.attach("gpu-exporter", args.networks.backend),
             # `utility` makes the NVIDIA runtime mount nvidia-smi, which the exporter runs.
             device_requests=[

@@ -8,6 +8,7 @@ from pathlib import Path
 import pulumi
 import pulumi_docker as docker
 
+from infra.confinement import confined, tmpfs, upload_volumes
 from infra.network import Networks
 
 DASHBOARDS = Path(__file__).resolve().parent.parent / "dashboards"
@@ -41,6 +42,7 @@ class MonitoringArgs:
     grafana_bind: str
     metrics_token: pulumi.Output[str]
     grafana_admin_password: pulumi.Output[str]
+    grafana_secret_key: pulumi.Output[str]
     # The read-only Postgres role's password for the audit-postgres datasource; "" when unset.
     grafana_audit_db_password: pulumi.Output[str]
     # Prometheus starts after the proxy it scrapes, as in compose.
@@ -75,6 +77,9 @@ class Monitoring(pulumi.ComponentResource):
             name=f"{args.name_prefix}-prometheus",
             image=prometheus_image.image_id,
             restart="unless-stopped",
+            # Not read-only, as in docker-compose.yml (Compose cannot copy its secret into a
+            # read-only container); no capabilities and no privilege gain all the same.
+            **confined(read_only=False),
             command=[
                 "--config.file=/etc/prometheus/prometheus.yml",
                 "--storage.tsdb.path=/prometheus",
@@ -111,11 +116,17 @@ class Monitoring(pulumi.ComponentResource):
             name=f"{args.name_prefix}-grafana",
             image=grafana_image.image_id,
             restart="unless-stopped",
+            **confined(),
+            tmpfs=tmpfs("/tmp"),
             envs=pulumi.Output.all(
-                args.grafana_admin_password, args.grafana_audit_db_password
+                args.grafana_admin_password,
+                args.grafana_audit_db_password,
+                args.grafana_secret_key,
             ).apply(
                 lambda passwords: [
                     f"GF_SECURITY_ADMIN_PASSWORD={passwords[0]}",
+                    f"GF_SECURITY_SECRET_KEY={passwords[2]}",
+                    "GF_LOG_MODE=console",
                     "GF_USERS_ALLOW_SIGN_UP=false",
                     "GF_ANALYTICS_REPORTING_ENABLED=false",
                     f"GRAFANA_AUDIT_DB_PASSWORD={passwords[1]}",
@@ -128,7 +139,8 @@ class Monitoring(pulumi.ComponentResource):
             volumes=[
                 docker.ContainerVolumeArgs(
                     volume_name=self.grafana_volume.name, container_path="/var/lib/grafana"
-                )
+                ),
+                *upload_volumes("/etc/grafana/provisioning", "/etc/grafana/dashboards"),
             ],
             ports=[docker.ContainerPortArgs(internal=3000, external=3000, ip=args.grafana_bind)],
             networks_advanced=networks.attach("grafana", networks.frontend, networks.analytics),

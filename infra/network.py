@@ -14,12 +14,14 @@ class NetworksArgs:
 
 
 class Networks(pulumi.ComponentResource):
-    """`backend` and `analytics` (internal: no route off the host), `frontend` and `egress`.
+    """`backend`, `analytics`, `redis` and `docker-api` (internal: no route off the host),
+    `frontend` and `egress`.
 
-    Ollama, Redis and Postgres live on `backend`, which cannot publish ports. The proxy,
-    Prometheus and Grafana publish through `frontend`. `egress` exists only so that Ollama can
-    pull models without joining the network whose ports are published. `analytics` joins only
-    Postgres and Grafana, so Grafana reads the audit log without reaching anything else.
+    Ollama and Postgres live on `backend`, which cannot publish ports. The proxy, Prometheus and
+    Grafana publish through `frontend`. `egress` exists only so that Ollama can pull models
+    without joining the network whose ports are published. `analytics` joins only Postgres and
+    Grafana, so Grafana reads the audit log without reaching anything else; `redis` only Redis
+    and the proxy, its one client; `docker-api` only cAdvisor and the read-only Docker API proxy.
     """
 
     def __init__(
@@ -35,12 +37,20 @@ class Networks(pulumi.ComponentResource):
         self.analytics = docker.Network(
             "analytics", name=f"{args.name_prefix}_analytics", internal=True, opts=child
         )
+        self.redis = docker.Network(
+            "redis", name=f"{args.name_prefix}_redis", internal=True, opts=child
+        )
+        self.docker_api = docker.Network(
+            "docker-api", name=f"{args.name_prefix}_docker-api", internal=True, opts=child
+        )
         self.register_outputs(
             {
                 "backend": self.backend.name,
                 "frontend": self.frontend.name,
                 "egress": self.egress.name,
                 "analytics": self.analytics.name,
+                "redis": self.redis.name,
+                "docker_api": self.docker_api.name,
             }
         )
 

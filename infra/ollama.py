@@ -8,6 +8,7 @@ import pulumi
 import pulumi_docker as docker
 
 from infra.config import MIB
+from infra.confinement import confined, tmpfs
 from infra.network import Networks
 
 
@@ -40,6 +41,8 @@ class Ollama(pulumi.ComponentResource):
             name=f"{args.name_prefix}-ollama",
             image=image.image_id,
             restart="unless-stopped",
+            **confined(),
+            tmpfs=tmpfs("/tmp"),
             envs=[
                 "OLLAMA_HOST=0.0.0.0:11434",
                 f"OLLAMA_KEEP_ALIVE={args.keep_alive}",

@@ -10,6 +10,8 @@ import pulumi
 import pulumi_docker as docker
 
 from infra.config import Secrets
+from infra.confinement import confined, tmpfs
+from infra.datastores import PROXY_DB_ROLE
 from infra.network import Networks
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -66,16 +68,22 @@ class Proxy(pulumi.ComponentResource):
             # The digest, not the tag: a rebuilt image must replace the running container.
             image=self.image.repo_digest,
             restart="unless-stopped",
+            **confined(),
+            tmpfs=tmpfs("/tmp"),
             envs=pulumi.Output.all(
-                secrets.postgres_password, secrets.jwt_secret, secrets.metrics_token
+                secrets.proxy_db_password,
+                secrets.jwt_secret,
+                secrets.metrics_token,
+                secrets.redis_password,
             ).apply(
                 lambda values: [
                     "PROXY_ENV=production",
                     "PROXY_HOST=0.0.0.0",
                     f"PROXY_PORT={CONTAINER_PORT}",
                     "OLLAMA_URL=http://ollama:11434",
-                    f"DATABASE_URL=postgresql://llm:{values[0]}@postgres:5432/llm",
-                    "REDIS_URL=redis://redis:6379/0",
+                    # Its own role, owner of the database only; never the superuser.
+                    f"DATABASE_URL=postgresql://{PROXY_DB_ROLE}:{values[0]}@postgres:5432/llm",
+                    f"REDIS_URL=redis://:{values[3]}@redis:6379/0",
                     f"JWT_SECRET={values[1]}",
                     f"JWT_AUDIENCE={args.jwt_audience}",
                     f"JWT_ISSUER={args.jwt_issuer}",
@@ -94,7 +102,7 @@ class Proxy(pulumi.ComponentResource):
                 )
             ],
             networks_advanced=args.networks.attach(
-                "proxy", args.networks.backend, args.networks.frontend
+                "proxy", args.networks.backend, args.networks.frontend, args.networks.redis
             ),
             healthcheck=docker.ContainerHealthcheckArgs(
                 tests=[

@@ -46,14 +46,15 @@ PROXY_CONTAINER_PORT = 8000
 
 # The isolation policy, from DESIGN.md and docker-compose.yml: each private service and the
 # networks it may join. Ollama's `egress` network exists only so that it can pull models;
-# `analytics` gives Grafana read access to the audit tables and nothing else.
+# `analytics` gives Grafana read access to the audit tables and nothing else; Redis's own
+# network joins only the proxy.
 PRIVATE_SERVICE_NETWORKS = {
     "ollama": {"backend", "egress"},
-    "redis": {"backend"},
+    "redis": {"redis"},
     "postgres": {"backend", "analytics"},
 }
 # Networks with no route off the host.
-INTERNAL_NETWORKS = ("backend", "analytics")
+INTERNAL_NETWORKS = ("backend", "analytics", "redis", "docker-api")
 # The only services that publish ports: the proxy (the entry point), and Prometheus and Grafana
 # (on loopback unless the operator opts in).
 PUBLISHING_SERVICES = {"proxy", "prometheus", "grafana"}

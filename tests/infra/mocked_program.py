@@ -29,6 +29,9 @@ SECRETS = {
     ("POSTGRES_PASSWORD", "postgresPassword"): "test-postgres-password-0123456789",
     ("GRAFANA_ADMIN_PASSWORD", "grafanaAdminPassword"): "test-grafana-password-0123456789",
     ("PROXY_METRICS_TOKEN", "metricsToken"): "test-metrics-token-0123456789abcdef",
+    ("PROXY_DB_PASSWORD", "proxyDbPassword"): "test-proxy-db-password-0123456789",
+    ("REDIS_PASSWORD", "redisPassword"): "test-redis-password-0123456789",
+    ("GRAFANA_SECRET_KEY", "grafanaSecretKey"): "test-grafana-secret-key-0123456789abcdef",
 }
 COMPOSE_SECRETS = {env: value for (env, _), value in SECRETS.items()}
 PULUMI_SECRETS = {key: value for (_, key), value in SECRETS.items()}

@@ -6,8 +6,13 @@ values: both sides get the same dummy secrets), named volumes and their mount po
 placed in the container (Compose bind mounts of repository paths expanded to files with a
 content hash; Pulumi uploads hashed the same way), host paths bound into the container (source,
 target, read-only, propagation: the exporters' views of the host), secret files, GPU device
-requests, memory limit in bytes, healthcheck, command, PID namespace and restart policy. Plus the
-stack's networks (internal or not) and volumes.
+requests, memory limit in bytes, healthcheck, command, PID namespace and restart policy, and the
+confinement: user, capabilities dropped and added, security options, read-only root filesystem
+and tmpfs mounts. Plus the stack's networks (internal or not) and volumes.
+
+Anonymous volumes are not compared: they are how files reach a read-only container (Compose
+copies its secrets in, Pulumi uploads configuration and secrets), so each tool has the ones its
+own way of delivering files needs; the policy tests check that they are there.
 
 Docker names are mapped back to Compose's logical names: Pulumi's `llm-stack_backend` network is
 `backend`, its `llm-stack_ollama-models` volume is `ollama-models`; containers are named after
@@ -49,16 +54,31 @@ def _relative(path: str) -> str:
     return resolved.relative_to(REPO_ROOT).as_posix() or "."
 
 
+def _unescaped(argv: list[str] | None) -> list[str] | None:
+    """`docker compose config` writes a literal `$` as `$$` (so its output reads back the same);
+    the container gets `$`, which is what the Pulumi program declares."""
+    return None if argv is None else [arg.replace("$$", "$") for arg in argv]
+
+
 def _healthcheck(check: dict[str, Any] | None, test_key: str) -> dict[str, Any] | None:
     if not check:
         return None
     return {
-        "test": list(check[test_key]),
+        "test": _unescaped(list(check[test_key])) if test_key == "test" else list(check[test_key]),
         "interval": check.get("interval"),
         "timeout": check.get("timeout"),
         "retries": int(check["retries"]) if check.get("retries") is not None else None,
         "start_period": check.get("start_period", check.get("startPeriod")),
     }
+
+
+def _tmpfs_compose(entries: list[str] | None) -> dict[str, str]:
+    """Compose's `tmpfs:` entries ("/path" or "/path:options") as path -> options."""
+    parsed: dict[str, str] = {}
+    for entry in entries or []:
+        path, _, options = entry.partition(":")
+        parsed[path] = options
+    return parsed
 
 
 def _gpu(devices: list[dict[str, Any]] | None) -> list[tuple[str, int, tuple[str, ...]]]:
@@ -74,6 +94,8 @@ def from_compose(rendered: dict[str, Any]) -> dict[str, Any]:
         files: dict[str, str] = {}
         host_mounts: list[tuple[str, str, bool, str]] = []
         for mount in svc.get("volumes", []):
+            if mount["type"] == "volume" and not mount.get("source"):
+                continue  # anonymous: see the module docstring
             if mount["type"] == "volume":
                 volumes.append((mount["source"], mount["target"]))
             elif mount["type"] == "bind" and _in_repository(mount["source"]):
@@ -119,9 +141,15 @@ def from_compose(rendered: dict[str, Any]) -> dict[str, Any]:
             "gpu": _gpu(resources.get("reservations", {}).get("devices")),
             "memory": int(memory) if memory is not None else None,
             "healthcheck": _healthcheck(svc.get("healthcheck"), "test"),
-            "command": svc.get("command"),
+            "command": _unescaped(svc.get("command")),
             "pid": svc.get("pid"),
             "restart": svc.get("restart"),
+            "user": svc.get("user"),
+            "cap_drop": sorted(svc.get("cap_drop", [])),
+            "cap_add": sorted(svc.get("cap_add", [])),
+            "security_opt": sorted(svc.get("security_opt", [])),
+            "read_only": bool(svc.get("read_only", False)),
+            "tmpfs": _tmpfs_compose(svc.get("tmpfs")),
         }
     return {
         "services": services,
@@ -171,6 +199,7 @@ def from_pulumi(deployment: Deployment, prefix: str = "llm-stack") -> dict[str, 
             "volumes": sorted(
                 (_logical(v["volumeName"], prefix), v["containerPath"])
                 for v in c.get("volumes", [])
+                if v.get("volumeName")  # anonymous: see the module docstring
             ),
             "files": {
                 u["file"]: _digest(u["content"])
@@ -194,6 +223,12 @@ def from_pulumi(deployment: Deployment, prefix: str = "llm-stack") -> dict[str, 
             "command": c.get("command"),
             "pid": c.get("pidMode"),
             "restart": c.get("restart"),
+            "user": c.get("user"),
+            "cap_drop": sorted((c.get("capabilities") or {}).get("drops", [])),
+            "cap_add": sorted((c.get("capabilities") or {}).get("adds", [])),
+            "security_opt": sorted(c.get("securityOpts", [])),
+            "read_only": bool(c.get("readOnly", False)),
+            "tmpfs": dict(c.get("tmpfs") or {}),
         }
     return {
         "services": services,

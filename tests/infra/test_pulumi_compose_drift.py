@@ -78,6 +78,7 @@ def test_the_comparison_covers_every_service(compose: Compose) -> None:
     rendered = from_compose(compose(COMPOSE_FILE, GPU_COMPOSE_FILE).json())
     assert sorted(rendered["services"]) == [
         "cadvisor",
+        "docker-api",
         "gpu-exporter",
         "grafana",
         "node-exporter",
@@ -101,7 +102,13 @@ def test_the_comparison_covers_every_service(compose: Compose) -> None:
             "/etc/node-exporter/textfile/llm_stack.prom"
         ]
     }
-    assert len(rendered["services"]["cadvisor"]["host_mounts"]) == 5
+    assert len(rendered["services"]["cadvisor"]["host_mounts"]) == 2
+    # The hardening is compared too, and is there to compare.
+    for name, service in rendered["services"].items():
+        assert service["cap_drop"] == ["ALL"], name
+        assert service["read_only"] is (name != "prometheus"), name
+        assert service["security_opt"] == ["no-new-privileges:true"], name
+    assert rendered["services"]["postgres"]["tmpfs"] and rendered["services"]["redis"]["user"]
 
 
 def mutated_compose(tmp_path: Path, change: Callable[[dict[str, Any]], None]) -> Path:
@@ -137,7 +144,31 @@ def _volume(doc: dict[str, Any]) -> None:
 
 
 def _host_mount(doc: dict[str, Any]) -> None:
-    doc["services"]["cadvisor"]["volumes"][1] = "/var/run:/var/run:rw"
+    doc["services"]["cadvisor"]["volumes"].append("/var/run:/var/run:ro")
+
+
+def _cap_add(doc: dict[str, Any]) -> None:
+    doc["services"]["postgres"]["cap_add"] = ["CHOWN"]
+
+
+def _cap_drop(doc: dict[str, Any]) -> None:
+    del doc["services"]["ollama"]["cap_drop"]
+
+
+def _security_opt(doc: dict[str, Any]) -> None:
+    doc["services"]["grafana"]["security_opt"] = []
+
+
+def _read_only(doc: dict[str, Any]) -> None:
+    doc["services"]["proxy"]["read_only"] = False
+
+
+def _tmpfs(doc: dict[str, Any]) -> None:
+    doc["services"]["postgres"]["tmpfs"] = ["/tmp"]
+
+
+def _user(doc: dict[str, Any]) -> None:
+    del doc["services"]["redis"]["user"]
 
 
 def _pid(doc: dict[str, Any]) -> None:
@@ -155,6 +186,12 @@ def _pid(doc: dict[str, Any]) -> None:
         (_volume, "postgres.volumes"),
         (_host_mount, "cadvisor.host_mounts"),
         (_pid, "node-exporter.pid"),
+        (_cap_add, "postgres.cap_add"),
+        (_cap_drop, "ollama.cap_drop"),
+        (_security_opt, "grafana.security_opt"),
+        (_read_only, "proxy.read_only"),
+        (_tmpfs, "postgres.tmpfs"),
+        (_user, "redis.user"),
     ],
 )
 def test_a_compose_only_change_is_reported(

@@ -11,7 +11,7 @@ from infra.config import ConfigError
 from tests.infra.mocked_program import PULUMI_SECRETS, Deployment, plain_parts, reveal
 
 Deploy = Callable[..., Deployment]
-PRIVATE = ("ollama", "redis", "postgres", "node-exporter", "cadvisor")
+PRIVATE = ("ollama", "redis", "postgres", "node-exporter", "cadvisor", "docker-api")
 
 
 def published(deployment: Deployment, name: str) -> list[tuple[str, int, int]]:
@@ -65,6 +65,8 @@ def test_backend_network_is_internal_and_the_others_are_not(deploy: Deploy) -> N
         "llm-stack_frontend": False,
         "llm-stack_egress": False,
         "llm-stack_analytics": True,
+        "llm-stack_redis": True,
+        "llm-stack_docker-api": True,
     }
 
 
@@ -73,13 +75,16 @@ def test_each_service_is_on_exactly_its_networks(deploy: Deploy) -> None:
     expected = {
         # egress lets Ollama pull models; it is never published and only Ollama is on it.
         "ollama": {"backend", "egress"},
-        "redis": {"backend"},
+        # Only the proxy uses Redis, so only the proxy shares its network.
+        "redis": {"redis"},
         # analytics: only Postgres and Grafana, for the audit-log panels.
         "postgres": {"backend", "analytics"},
         "gpu-exporter": {"backend"},
         "node-exporter": {"backend"},
-        "cadvisor": {"backend"},
-        "proxy": {"backend", "frontend"},
+        # docker-api: the read-only Docker API proxy, which only cAdvisor may reach.
+        "cadvisor": {"backend", "docker-api"},
+        "docker-api": {"docker-api"},
+        "proxy": {"backend", "frontend", "redis"},
         "prometheus": {"backend", "frontend"},
         "grafana": {"frontend", "analytics"},
     }
@@ -169,3 +174,91 @@ def test_the_audit_reader_password_is_optional_and_secret(deploy: Deploy) -> Non
 def test_every_secret_is_required(deploy: Deploy, missing: str) -> None:
     with pytest.raises(ConfigMissingError, match=missing):
         deploy(without=(missing,))
+
+
+# --- hardening ------------------------------------------------------------------------------------
+
+NO_NEW_PRIVILEGES = "no-new-privileges:true"
+# As in docker-compose.yml (see tests/infra/test_compose_policies.py for why).
+WRITABLE_ROOT = {"prometheus"}
+
+
+def _under(path: str, directory: str) -> bool:
+    return path == directory or path.startswith(directory.rstrip("/") + "/")
+
+
+@pytest.mark.parametrize("gpu", ["false", "true"])
+def test_every_container_is_hardened(deploy: Deploy, gpu: str) -> None:
+    for name, container in deploy(gpu=gpu).containers.items():
+        inputs = container.plain
+        capabilities = inputs.get("capabilities") or {}
+        assert capabilities.get("drops") == ["ALL"], f"{name} keeps capabilities"
+        assert not capabilities.get("adds"), f"{name} adds capabilities {capabilities['adds']}"
+        assert NO_NEW_PRIVILEGES in (inputs.get("securityOpts") or []), f"{name} may escalate"
+        read_only = name not in WRITABLE_ROOT
+        assert bool(inputs.get("readOnly")) is read_only, f"{name}: readOnly is not {read_only}"
+
+
+def test_uploads_into_read_only_containers_land_in_volumes(deploy: Deploy) -> None:
+    # Docker refuses to copy a file into a read-only root filesystem unless the path is on a
+    # volume; the provider uploads before the container starts, so a tmpfs would hide them.
+    for name, container in deploy(gpu="true").containers.items():
+        inputs = container.plain
+        if not inputs.get("readOnly"):
+            continue
+        volumes = [v["containerPath"] for v in inputs.get("volumes") or []]
+        for upload in inputs.get("uploads") or []:
+            assert any(_under(upload["file"], v) for v in volumes), (
+                f"{name}: {upload['file']} is not on a volume, Docker would refuse the upload"
+            )
+
+
+def test_cadvisor_reaches_docker_only_through_the_read_only_api_proxy(deploy: Deploy) -> None:
+    deployment = deploy()
+    cadvisor = deployment.container("cadvisor").plain
+    sources = [m["source"] for m in cadvisor.get("mounts", [])]
+    assert not {"/", "/var/run", "/run", "/var/run/docker.sock"} & set(sources), sources
+    assert "--docker=tcp://docker-api:2375" in cadvisor["command"]
+    holders = {
+        name
+        for name, container in deployment.containers.items()
+        if "/var/run/docker.sock" in [m["source"] for m in container.plain.get("mounts", [])]
+    }
+    assert holders == {"docker-api"}
+    assert networks_of(deployment, "docker-api") == {"docker-api"}
+    reaching = {n for n in deployment.containers if "docker-api" in networks_of(deployment, n)}
+    assert reaching == {"docker-api", "cadvisor"}
+
+
+def test_only_the_proxy_shares_a_network_with_redis(deploy: Deploy) -> None:
+    deployment = deploy(gpu="true")
+    for network in networks_of(deployment, "redis"):
+        sharing = {n for n in deployment.containers if network in networks_of(deployment, n)}
+        assert sharing == {"redis", "proxy"}, f"{network} joins {sharing}"
+
+
+def test_redis_and_the_proxy_use_the_redis_password(deploy: Deploy) -> None:
+    deployment = deploy()
+    password = PULUMI_SECRETS["redisPassword"]
+    redis_env = reveal(deployment.container("redis").inputs["envs"])
+    assert f"REDIS_PASSWORD={password}" in redis_env
+    assert "--requirepass" in " ".join(deployment.container("redis").plain["command"])
+    proxy_env = reveal(deployment.container("proxy").inputs["envs"])
+    assert f"REDIS_URL=redis://:{password}@redis:6379/0" in proxy_env
+
+
+def test_the_proxy_connects_as_its_own_database_role(deploy: Deploy) -> None:
+    deployment = deploy()
+    password = PULUMI_SECRETS["proxyDbPassword"]
+    postgres_env = reveal(deployment.container("postgres").inputs["envs"])
+    proxy_env = reveal(deployment.container("proxy").inputs["envs"])
+    assert f"DATABASE_URL=postgresql://llm_proxy:{password}@postgres:5432/llm" in proxy_env
+    assert "POSTGRES_USER=llm" in postgres_env
+    assert f"PROXY_DB_PASSWORD={password}" in postgres_env
+    uploads = [u["file"] for u in deployment.container("postgres").plain.get("uploads", [])]
+    assert any(f.startswith("/docker-entrypoint-initdb.d/") for f in uploads), uploads
+
+
+def test_grafana_secret_key_is_the_configured_secret(deploy: Deploy) -> None:
+    envs = reveal(deploy().container("grafana").inputs["envs"])
+    assert f"GF_SECURITY_SECRET_KEY={PULUMI_SECRETS['grafanaSecretKey']}" in envs

@@ -15,8 +15,11 @@ README = (PLAYBOOKS / "README.md").read_text()
 NO_DEFAULT = {
     "stack_jwt_secret",
     "stack_postgres_password",
+    "stack_proxy_db_password",
+    "stack_redis_password",
     "stack_metrics_token",
     "stack_grafana_admin_password",
+    "stack_grafana_secret_key",
 }
 
 

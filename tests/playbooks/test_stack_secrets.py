@@ -16,6 +16,9 @@ SECRETS = {
     "stack_postgres_password": "b" * 48,
     "stack_metrics_token": "c" * 64,
     "stack_grafana_admin_password": "d" * 32,
+    "stack_proxy_db_password": "e" * 48,
+    "stack_redis_password": "f" * 48,
+    "stack_grafana_secret_key": "0" * 64,
 }
 
 
@@ -49,12 +52,16 @@ def test_a_missing_secret_stops_the_play_naming_the_variable(tmp_path: Path) -> 
     assert not (tmp_path / "stack").exists()
 
 
-def test_a_password_that_would_break_the_database_url_is_refused(tmp_path: Path) -> None:
-    run = plan_stack(tmp_path, {**SECRETS, "stack_postgres_password": "p@ss/word"})
+@pytest.mark.parametrize(
+    "variable", ["stack_postgres_password", "stack_proxy_db_password", "stack_redis_password"]
+)
+def test_a_password_that_would_break_a_url_is_refused(tmp_path: Path, variable: str) -> None:
+    run = plan_stack(tmp_path, {**SECRETS, variable: "p@ss/word"})
 
     assert run.returncode != 0  # type: ignore[attr-defined]
     check = run.task("Fail when a secret cannot be used as it is")  # type: ignore[attr-defined]
     assert check.status == "failed"
-    assert "stack_postgres_password may only hold letters, digits" in check.result["msg"]
+    assert variable in check.result["msg"]
+    assert "only hold letters, digits and - . _ ~" in check.result["msg"]
     # The message names the rule, never the value.
     assert "p@ss/word" not in json.dumps(check.result)

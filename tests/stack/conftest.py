@@ -217,6 +217,9 @@ def write_env_file(path: Path, proxy_port: int) -> dict[str, str]:
         "POSTGRES_PASSWORD": secrets.token_hex(24),
         "PROXY_METRICS_TOKEN": secrets.token_hex(32),
         "GRAFANA_ADMIN_PASSWORD": secrets.token_hex(16),
+        "PROXY_DB_PASSWORD": secrets.token_hex(24),
+        "REDIS_PASSWORD": secrets.token_hex(24),
+        "GRAFANA_SECRET_KEY": secrets.token_hex(32),
         "PROXY_PORT": str(proxy_port),
     }
     path.write_text("".join(f"{key}={value}\n" for key, value in values.items()))
