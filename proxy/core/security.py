@@ -43,18 +43,17 @@ ROLES: tuple[Role, ...] = ("user", "admin")
 STRING_HEADER_PARAMETERS = ("kid", "typ", "cty")
 # How much of a value taken from a token a message may quote.
 QUOTED_CHARS = 40
-MESSAGE_CHARS = 200
+MESSAGE_CHARS = 160
 
 
 def printable(text: str, limit: int = MESSAGE_CHARS) -> str:
     """`text` made safe to put in a message, an audit row or a log line: every non-printable
     character (newline, carriage return, U+2028, escape sequences...) is written as its Python
     escape, so that text from a token can never start a line of its own, and the result is cut
-    to about `limit` characters."""
-    cut = text[:limit]
+    to `limit` characters (plus "..." when cut)."""
     safe = "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii")
-                   for ch in cut)
-    return safe if len(text) <= limit else f"{safe}..."
+                   for ch in text[:limit])
+    return safe if len(text) <= limit and len(safe) <= limit else f"{safe[:limit]}..."
 
 
 def _json_kind(value: object) -> str:
