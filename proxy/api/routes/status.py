@@ -87,7 +87,6 @@ async def _check_redis(state: AppState) -> ComponentStatus | None:
 @router.get(
     "/status",
     response_model=StatusResponse,
-    response_model_exclude_none=True,
     responses={503: {"model": StatusResponse, "description": "A part is failing; see `failing`."}},
     summary="Health: ok or degraded and the failing parts (no auth); versions, upstream and "
             "error details with an admin token",
