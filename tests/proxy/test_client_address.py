@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import httpx
@@ -23,11 +22,10 @@ FORGED = "203.0.113.7"
 
 def recorded_client(proxy: ProxyProcess) -> str:
     """Send one request claiming to come from FORGED; return the client its audit row names."""
-    request_id = f"client-{uuid.uuid4().hex[:12]}"
     response = httpx.get(f"{proxy.url}/api/llm/models", timeout=scaled(10),
-                         headers={**auth(), "X-Forwarded-For": FORGED,
-                                  "X-Request-ID": request_id})
+                         headers={**auth(), "X-Forwarded-For": FORGED})
     assert response.status_code == 200, response.text
+    request_id = response.headers["x-request-id"]  # the server's own id keys the audit row
     database = proxy.env["DATABASE_URL"]
     wait_until(lambda: count_rows(database, "SELECT count(*) FROM audit_log WHERE id = $1",
                                   request_id))
