@@ -61,6 +61,10 @@ class Settings(BaseSettings):
     )
     # Also the default when a caller asks for no limit: a shared GPU is never given away unbounded.
     proxy_max_num_predict: int = Field(4096, ge=1)
+    # Templates render in worker processes, killed when the budget is spent (422).
+    proxy_template_render_seconds: float = Field(1.0, gt=0, le=60)
+    proxy_template_max_output_chars: int = Field(100_000, ge=1, le=10_000_000)
+    proxy_template_workers: int = Field(2, ge=1, le=64)
     proxy_auto_migrate: bool = Field(True, description="Apply Alembic migrations at startup.")
     # Empty = every model upstream has; otherwise only these (name or name:tag) may be used.
     proxy_model_allowlist: Annotated[list[str], NoDecode] = Field(default_factory=list)

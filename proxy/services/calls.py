@@ -1,6 +1,10 @@
 """Turning a validated generate/chat request into an upstream call plus what to do after it.
 
 Shared by the HTTP routes and the WebSocket, so both apply the same limits and history rules.
+The order is the point: checks that cost nothing (the request's own fields against settings)
+come first, then the user's rate limit and concurrency slot, and only then anything that costs
+the proxy something (a database read, a template render): a user over their limit cannot make
+the proxy work, nor learn anything from how it fails.
 """
 
 from __future__ import annotations
@@ -23,13 +27,8 @@ AfterCompletion = Callable[[Completion], Awaitable[None]]
 @dataclass
 class PlannedCall:
     call: UpstreamCall
-    prompt_text: str
     after: AfterCompletion | None = None
     context_id: str | None = None
-
-    def account_request(self, record: AuditRecord, settings: Settings) -> None:
-        record.model = full_model_name(self.call.model)
-        record.set_prompt(self.prompt_text, settings.proxy_audit_store_prompts)
 
     @staticmethod
     def account_completion(record: AuditRecord, completion: Completion) -> None:
@@ -49,21 +48,38 @@ async def admit(state: AppState, user: Principal, record: AuditRecord) -> None:
         record.response_headers.update(decision.headers())
 
 
-async def plan_generate(state: AppState, body: GenerateRequest) -> PlannedCall:
+def account_request(record: AuditRecord, settings: Settings, model: str,
+                    prompt: str | None) -> None:
+    """What the request asks, as far as it is known; set before the limit, so that a refused
+    request's audit row says it too."""
+    record.model = full_model_name(model)
+    if prompt is not None:
+        record.set_prompt(prompt, settings.proxy_audit_store_prompts)
+
+
+async def plan_generate(state: AppState, user: Principal, body: GenerateRequest,
+                        record: AuditRecord) -> PlannedCall:
+    account_request(record, state.settings, body.model, body.prompt)
     options = check_generate(body, state.settings)
+    await admit(state, user, record)
     prompt = body.prompt or ""
     if body.template is not None:
-        prompt = await templates.render(state.sessions, body.template, body.variables or {})
+        prompt = await templates.render(state.sessions, state.templates, body.template,
+                                        body.variables or {})
         check_prompt_text(prompt, state.settings)
-    return PlannedCall(generate_call(body.model, prompt, body.system, options), prompt)
+        account_request(record, state.settings, body.model, prompt)
+    return PlannedCall(generate_call(body.model, prompt, body.system, options))
 
 
-async def plan_chat(state: AppState, user: Principal, body: ChatRequest) -> PlannedCall:
+async def plan_chat(state: AppState, user: Principal, body: ChatRequest,
+                    record: AuditRecord) -> PlannedCall:
+    account_request(record, state.settings, body.model,
+                    "\n".join(m.content for m in body.messages))
     options = check_chat(body, state.settings)
+    await admit(state, user, record)
     context_id = body.context_id
-    prompt_text = "\n".join(m.content for m in body.messages)
     if context_id is None:
-        return PlannedCall(chat_call(body.model, body.messages, options), prompt_text)
+        return PlannedCall(chat_call(body.model, body.messages, options))
 
     earlier = await conversations.history(state.sessions, user.sub, context_id)
     keep = state.settings.proxy_max_history_messages
@@ -75,5 +91,4 @@ async def plan_chat(state: AppState, user: Principal, body: ChatRequest) -> Plan
             state.sessions, user.sub, context_id, body.model, asked, completion.text
         )
 
-    return PlannedCall(chat_call(body.model, earlier + asked, options), prompt_text, store_turn,
-                       context_id)
+    return PlannedCall(chat_call(body.model, earlier + asked, options), store_turn, context_id)
