@@ -91,6 +91,8 @@ class Settings(BaseSettings):
 
     proxy_cache_ttl_seconds: int = Field(300, ge=0, description="0 disables the response cache.")
     proxy_cache_max_entries: int = Field(10_000, ge=1, description="In-memory cache only.")
+    # Off: an entry answers only the user whose request stored it.
+    proxy_cache_shared: bool = Field(False, description="Share cached answers across users.")
 
     # Cost model: "gpu_time" prices generation seconds, "tokens" prices tokens per model.
     proxy_cost_mode: Literal["gpu_time", "tokens"] = "gpu_time"

@@ -13,6 +13,7 @@ from proxy.api.deps import CurrentUser, RequestId, StateDep
 from proxy.api.streaming import ndjson_response, until_disconnected
 from proxy.audit.record import AuditRecord
 from proxy.core.cache import cache_key, is_deterministic
+from proxy.core.security import Principal
 from proxy.core.state import AppState, full_model_name
 from proxy.schemas import (
     ChatMessage,
@@ -93,7 +94,8 @@ def _record(request: Request) -> AuditRecord:
     return record
 
 
-def _cacheable(request: Request, state: AppState, planned: PlannedCall) -> str | None:
+def _cacheable(request: Request, state: AppState, user: Principal, planned: PlannedCall
+               ) -> str | None:
     """The cache key, if this non-streamed request may be answered from (and stored in) cache."""
     if not state.cache.enabled or planned.after is not None:
         return None
@@ -101,12 +103,14 @@ def _cacheable(request: Request, state: AppState, planned: PlannedCall) -> str |
     control = request.headers.get("cache-control", "").lower()
     if bypass in ("1", "true", "yes") or "no-cache" in control or "no-store" in control:
         return None
-    return cache_key(planned.call.payload) if is_deterministic(planned.call.payload) else None
+    if not is_deterministic(planned.call.payload):
+        return None
+    return cache_key(planned.call.payload, None if state.settings.proxy_cache_shared else user.sub)
 
 
 async def _answer(
-    request: Request, state: AppState, record: AuditRecord, planned: PlannedCall,
-    stream: bool, request_id: str,
+    request: Request, state: AppState, user: Principal, record: AuditRecord,
+    planned: PlannedCall, stream: bool, request_id: str,
     shape: Callable[[Completion], dict[str, Any]],
 ) -> JSONResponse | StreamingResponse:
     """The common path of generate and chat once admitted and planned: cache, relay.
@@ -114,7 +118,7 @@ async def _answer(
     The rate limit came before the cache (in planning): a cached answer costs no GPU, but it is
     still a request.
     """
-    key = None if stream else _cacheable(request, state, planned)
+    key = None if stream else _cacheable(request, state, user, planned)
     if key is not None:
         cached = await state.cache.get(key)
         if cached is not None:
@@ -157,7 +161,8 @@ async def generate(
             request_id=request_id, usage=done.usage, timings=done.timings,
         ).model_dump(mode="json")
 
-    return await _answer(request, state, record, planned, body.stream, request_id, shape)
+    return await _answer(request, state, user, record, planned, body.stream, request_id,
+                         shape)
 
 
 @router.post(
@@ -180,7 +185,8 @@ async def chat(
             usage=done.usage, timings=done.timings,
         ).model_dump(mode="json")
 
-    return await _answer(request, state, record, planned, body.stream, request_id, shape)
+    return await _answer(request, state, user, record, planned, body.stream, request_id,
+                         shape)
 
 
 def model_info(raw: dict[str, Any]) -> ModelInfo:
