@@ -19,7 +19,12 @@ from proxy.core.state import AppState, full_model_name
 from proxy.schemas import ChatMessage, ChatRequest, GenerateRequest
 from proxy.services import conversations, templates
 from proxy.services.relay import Completion, UpstreamCall, chat_call, generate_call
-from proxy.services.validation import check_chat, check_generate, check_prompt_text
+from proxy.services.validation import (
+    check_chat,
+    check_chat_context,
+    check_generate,
+    check_generate_context,
+)
 
 AfterCompletion = Callable[[Completion], Awaitable[None]]
 
@@ -66,7 +71,7 @@ async def plan_generate(state: AppState, user: Principal, body: GenerateRequest,
     if body.template is not None:
         prompt = await templates.render(state.sessions, state.templates, body.template,
                                         body.variables or {})
-        check_prompt_text(prompt, state.settings)
+        check_generate_context(prompt, body.system, state.settings)
         account_request(record, state.settings, body.model, prompt)
     return PlannedCall(generate_call(body.model, prompt, body.system, options))
 
@@ -85,6 +90,7 @@ async def plan_chat(state: AppState, user: Principal, body: ChatRequest,
     keep = state.settings.proxy_max_history_messages
     earlier = earlier[-keep:] if keep else []
     asked: list[ChatMessage] = list(body.messages)
+    check_chat_context(earlier, asked, state.settings)
 
     async def store_turn(completion: Completion) -> None:
         await conversations.save_turn(

@@ -104,6 +104,35 @@ def test_another_user_gets_404_and_changes_nothing(chat_proxy: ProxyProcess, sim
     assert len(detail["messages"]) == 2
 
 
+def stored(proxy: ProxyProcess, cid: str, user: str = "alice") -> list[str]:
+    """The contents of `user`'s conversation `cid`, oldest first ([] if they have none)."""
+    with proxy.client() as client:
+        response = client.get(f"/api/llm/conversations/{cid}", headers=auth(user))
+    if response.status_code == 404:
+        return []
+    assert response.status_code == 200, response.text
+    return [m["content"] for m in response.json()["messages"]]
+
+
+def test_stored_history_counts_against_the_prompt_cap(proxy_factory, simulator, sim) -> None:
+    cap = 400
+    proxy = proxy_factory(OLLAMA_URL=simulator.url, PROXY_MAX_PROMPT_CHARS=str(cap))
+    cid = new_id()
+    assert chat(proxy, user_says("a" * 150), context_id=cid).status_code == 200
+    history = sum(len(text) for text in stored(proxy, cid))
+    # Fits on its own, not after the stored turn.
+    text = "b" * (cap - history + 1)
+    assert len(text) < cap
+    sent_before = sim_stats(sim)["requests"]["/api/chat"]
+    refused = chat(proxy, user_says(text), context_id=cid)
+    assert refused.status_code == 422, refused.text
+    error = refused.json()["error"]
+    assert f"{history + len(text)} characters" in error and "PROXY_MAX_PROMPT_CHARS" in error
+    assert sim_stats(sim)["requests"]["/api/chat"] == sent_before
+    assert len(stored(proxy, cid)) == 2
+    assert chat(proxy, user_says(text)).status_code == 200
+
+
 def test_delete_removes_the_conversation(chat_proxy: ProxyProcess, sim) -> None:
     cid = new_id()
     assert chat(chat_proxy, user_says("forget me"), context_id=cid).status_code == 200

@@ -8,7 +8,7 @@ import time
 import httpx
 import pytest
 
-from tests.proxy.conftest import ProxyProcess, auth, sim_stats
+from tests.proxy.conftest import ProxyProcess, admin_auth, auth, sim_stats
 
 pytestmark = pytest.mark.usefixtures("sim")
 
@@ -223,3 +223,28 @@ def test_body_is_json_whatever_curl_declares(proxy_server: ProxyProcess) -> None
         )
     assert response.status_code == 200
     assert response.json()["response"]
+
+
+def test_the_system_prompt_counts_against_the_prompt_cap(proxy_factory, simulator, sim) -> None:
+    cap = 300
+    proxy = proxy_factory(OLLAMA_URL=simulator.url, PROXY_MAX_PROMPT_CHARS=str(cap))
+    with proxy.client() as client:
+        created = client.post("/api/admin/templates", headers=admin_auth(), json={
+            "name": "cap-template", "template": "{{ text }} and more"})
+        assert created.status_code == 201, created.text
+        bodies = [
+            {"prompt": "p" * 200, "system": "s" * 101},
+            {"template": "cap-template", "variables": {"text": "t" * 200}, "system": "s" * 100},
+        ]
+        for body in bodies:
+            response = client.post("/api/llm/generate", headers=auth(), json={
+                "model": "llama3.2", "stream": False, **body})
+            assert response.status_code == 422, (body, response.text)
+            error = response.json()["error"]
+            assert "PROXY_MAX_PROMPT_CHARS" in error and f"limit is {cap}" in error, error
+        assert sim_stats(sim)["requests"].get("/api/generate", 0) == 0
+        fits = client.post("/api/llm/generate", headers=auth(), json={
+            "model": "llama3.2", "stream": False, "prompt": "p" * 200, "system": "s" * 100,
+            "options": {"num_predict": 2}})
+    assert fits.status_code == 200, fits.text
+
