@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     )
     # Also the default when a caller asks for no limit: a shared GPU is never given away unbounded.
     proxy_max_num_predict: int = Field(4096, ge=1)
+    # Unset: the model's own context length as Ollama reports it (/api/show), or 8192 when it
+    # reports none. Every new num_ctx makes Ollama reload the model with a KV cache that size.
+    proxy_max_num_ctx: int | None = Field(None, ge=256, le=131072)
     # Templates render in worker processes, killed when the budget is spent (422).
     proxy_template_render_seconds: float = Field(1.0, gt=0, le=60)
     proxy_template_max_output_chars: int = Field(100_000, ge=1, le=10_000_000)
@@ -129,7 +132,7 @@ class Settings(BaseSettings):
         return value
 
     @field_validator("jwt_secret", "jwt_public_key", "jwt_jwks_url", "jwt_audience", "jwt_issuer",
-                     "redis_url", "proxy_metrics_token", mode="before")
+                     "redis_url", "proxy_metrics_token", "proxy_max_num_ctx", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         if isinstance(value, str) and not value.strip():

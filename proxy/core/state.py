@@ -13,6 +13,7 @@ from proxy.core.metrics import ProxyMetrics
 from proxy.core.ratelimit import Limiter
 from proxy.core.security import TokenVerifier
 from proxy.core.settings import Settings
+from proxy.services.context_lengths import ContextLengths
 from proxy.services.template_runner import TemplateRunner
 from proxy.upstream.ollama import OllamaClient
 
@@ -55,6 +56,7 @@ class AppState:
     cache: ResponseCache
     templates: TemplateRunner
     known_models: KnownModels = field(default_factory=KnownModels)
+    context_lengths: ContextLengths = field(default_factory=ContextLengths)
 
     @classmethod
     def build(cls, settings: Settings) -> AppState:

@@ -3,8 +3,8 @@
 Shared by the HTTP routes and the WebSocket, so both apply the same limits and history rules.
 The order is the point: checks that cost nothing (the request's own fields against settings)
 come first, then the user's rate limit and concurrency slot, and only then anything that costs
-the proxy something (a database read, a template render): a user over their limit cannot make
-the proxy work, nor learn anything from how it fails.
+the proxy something (a database read, a template render, a look-up upstream): a user over
+their limit cannot make the proxy work, nor learn anything from how it fails.
 """
 
 from __future__ import annotations
@@ -13,11 +13,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from proxy.audit.record import AuditRecord
+from proxy.core.errors import RequestInvalid
 from proxy.core.security import Principal
 from proxy.core.settings import Settings
 from proxy.core.state import AppState, full_model_name
-from proxy.schemas import ChatMessage, ChatRequest, GenerateRequest
+from proxy.schemas import ChatMessage, ChatRequest, GenerateRequest, GenerationOptions
 from proxy.services import conversations, templates
+from proxy.services.context_lengths import DEFAULT_NUM_CTX_CAP
 from proxy.services.relay import Completion, UpstreamCall, chat_call, generate_call
 from proxy.services.validation import (
     check_chat,
@@ -53,6 +55,26 @@ async def admit(state: AppState, user: Principal, record: AuditRecord) -> None:
         record.response_headers.update(decision.headers())
 
 
+async def check_num_ctx(state: AppState, model: str, options: GenerationOptions) -> None:
+    """`num_ctx` within PROXY_MAX_NUM_CTX, or else within the model's own context length."""
+    requested = options.num_ctx
+    if requested is None:
+        return
+    configured = state.settings.proxy_max_num_ctx
+    if configured is not None:
+        if requested > configured:
+            raise RequestInvalid(
+                f"options.num_ctx must be at most {configured} (PROXY_MAX_NUM_CTX)")
+        return
+    own = await state.context_lengths.of(state.upstream, model)
+    cap = own if own is not None else DEFAULT_NUM_CTX_CAP
+    if requested > cap:
+        why = (f"the context length of {model}" if own is not None
+               else f"{model} reports no context length")
+        raise RequestInvalid(f"options.num_ctx must be at most {cap} ({why}; set "
+                             "PROXY_MAX_NUM_CTX for another cap)")
+
+
 def account_request(record: AuditRecord, settings: Settings, model: str,
                     prompt: str | None) -> None:
     """What the request asks, as far as it is known; set before the limit, so that a refused
@@ -67,6 +89,7 @@ async def plan_generate(state: AppState, user: Principal, body: GenerateRequest,
     account_request(record, state.settings, body.model, body.prompt)
     options = check_generate(body, state.settings)
     await admit(state, user, record)
+    await check_num_ctx(state, body.model, options)
     prompt = body.prompt or ""
     if body.template is not None:
         prompt = await templates.render(state.sessions, state.templates, body.template,
@@ -82,6 +105,7 @@ async def plan_chat(state: AppState, user: Principal, body: ChatRequest,
                     "\n".join(m.content for m in body.messages))
     options = check_chat(body, state.settings)
     await admit(state, user, record)
+    await check_num_ctx(state, body.model, options)
     context_id = body.context_id
     if context_id is None:
         return PlannedCall(chat_call(body.model, body.messages, options))
