@@ -106,13 +106,17 @@ async def plan_chat(state: AppState, user: Principal, body: ChatRequest,
     options = check_chat(body, state.settings)
     await admit(state, user, record)
     await check_num_ctx(state, body.model, options)
-    context_id = body.context_id
-    if context_id is None:
+    if body.context_id is None and not body.store:
         return PlannedCall(chat_call(body.model, body.messages, options))
 
-    earlier = await conversations.history(state.sessions, user.sub, context_id)
-    keep = state.settings.proxy_max_history_messages
-    earlier = earlier[-keep:] if keep else []
+    earlier: list[ChatMessage] = []
+    if body.context_id is None:
+        context_id = conversations.new_id()
+    else:
+        context_id = body.context_id
+        earlier = await conversations.history(state.sessions, user.sub, context_id)
+        keep = state.settings.proxy_max_history_messages
+        earlier = earlier[-keep:] if keep else []
     asked: list[ChatMessage] = list(body.messages)
     check_chat_context(earlier, asked, state.settings)
 

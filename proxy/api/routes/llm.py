@@ -181,7 +181,7 @@ async def chat(
     def shape(done: Completion) -> dict[str, Any]:
         return ChatResponse(
             model=body.model, message=ChatMessage(role="assistant", content=done.text),
-            done_reason=done.done_reason, request_id=request_id, context_id=body.context_id,
+            done_reason=done.done_reason, request_id=request_id, context_id=planned.context_id,
             usage=done.usage, timings=done.timings,
         ).model_dump(mode="json")
 
