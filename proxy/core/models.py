@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.engine import Dialect
+from sqlalchemy.engine.default import DefaultExecutionContext
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -42,6 +43,12 @@ class Base(DeclarativeBase):
     pass
 
 
+def _context_id_default(context: DefaultExecutionContext) -> str:
+    # SQLAlchemy leaves this method unannotated; it returns the row's parameters as a dict.
+    parameters = context.get_current_parameters()  # type: ignore[no-untyped-call]
+    return str(parameters["id"])
+
+
 class Conversation(Base):
     """One user's stored chat.
 
@@ -56,7 +63,9 @@ class Conversation(Base):
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     owner: Mapped[str] = mapped_column(String(255), nullable=False)
-    context_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    # Not given: named by its key, as the rows from before revision 0004 are.
+    context_id: Mapped[str] = mapped_column(String(64), nullable=False,
+                                            default=_context_id_default)
     model: Mapped[str] = mapped_column(String(200), nullable=False)
     title: Mapped[str] = mapped_column(String(200), nullable=False, default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
