@@ -88,8 +88,13 @@ class ChatRequest(BaseModel):
     messages: list[ChatMessage] = Field(..., min_length=1)
     context_id: str | None = Field(
         None, pattern=CONTEXT_ID_PATTERN,
-        description="Persist this conversation under this id (created on first use, owned by "
-                    "the caller); earlier turns are sent upstream before the new messages.",
+        description="Persist this conversation under this id, in the caller's own space of ids "
+                    "(created on first use; another user's same id is another conversation); "
+                    "earlier turns are sent upstream before the new messages.",
+    )
+    store: bool = Field(
+        False, description="Without `context_id`: start a stored conversation under a random id "
+                           "the server makes, returned as `context_id`.",
     )
     options: GenerationOptions | None = None
     stream: bool = True

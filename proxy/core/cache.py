@@ -1,7 +1,10 @@
 """Response cache for deterministic, non-streamed generations.
 
 Only requests whose answer is fixed by their input are cached: temperature 0, or a fixed seed.
-The key is a SHA-256 of the model, the prompt or messages, and the options. Redis when
+The key is a SHA-256 of the model, the prompt or messages, and the options, and of the user the
+answer was made for: an entry answers only that user, so nobody learns from `X-Cache: HIT` (or
+from an answer's speed) what someone else asked. `PROXY_CACHE_SHARED=true` drops the user from
+the key, for deployments whose users may see each other's prompts. Redis when
 `REDIS_URL` is set (shared by replicas), else a bounded in-process LRU. A cache that fails is a
 miss, never a failed request. Streams are never cached.
 """
@@ -29,8 +32,10 @@ def is_deterministic(payload: dict[str, Any]) -> bool:
     return options.get("temperature") == 0 or (isinstance(seed, int) and seed >= 0)
 
 
-def cache_key(payload: dict[str, Any]) -> str:
+def cache_key(payload: dict[str, Any], user: str | None) -> str:
+    """The key of a request's answer; `user` None for an entry every user may be answered from."""
     material = {k: payload.get(k) for k in ("model", "prompt", "system", "messages", "options")}
+    material["user"] = user
     digest = hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
     return f"llm-proxy:cache:{digest}"
 

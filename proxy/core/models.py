@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.engine import Dialect
+from sqlalchemy.engine.default import DefaultExecutionContext
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -42,17 +43,38 @@ class Base(DeclarativeBase):
     pass
 
 
+def _context_id_default(context: DefaultExecutionContext) -> str:
+    # SQLAlchemy leaves this method unannotated; it returns the row's parameters as a dict.
+    parameters = context.get_current_parameters()  # type: ignore[no-untyped-call]
+    return str(parameters["id"])
+
+
 class Conversation(Base):
+    """One user's stored chat.
+
+    `id` is the server's own key (random, made by the server; what messages refer to) and is
+    never shown. `context_id` is the name the API knows it by, unique only among its owner's
+    conversations: a caller's id names a conversation in the caller's own space, so another
+    user's id reveals nothing and cannot be taken. Rows from before revision 0004 have
+    `context_id` equal to their old global `id`.
+    """
+
     __tablename__ = "conversations"
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     owner: Mapped[str] = mapped_column(String(255), nullable=False)
+    # Not given: named by its key, as the rows from before revision 0004 are.
+    context_id: Mapped[str] = mapped_column(String(64), nullable=False,
+                                            default=_context_id_default)
     model: Mapped[str] = mapped_column(String(200), nullable=False)
     title: Mapped[str] = mapped_column(String(200), nullable=False, default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
-    __table_args__ = (Index("ix_conversations_owner_updated", "owner", "updated_at"),)
+    __table_args__ = (
+        Index("ix_conversations_owner_updated", "owner", "updated_at"),
+        Index("ix_conversations_owner_context_id", "owner", "context_id", unique=True),
+    )
 
 
 class Message(Base):

@@ -104,6 +104,13 @@ class Settings(BaseSettings):
     )
     # Also the default when a caller asks for no limit: a shared GPU is never given away unbounded.
     proxy_max_num_predict: int = Field(4096, ge=1)
+    # Unset: the model's own context length as Ollama reports it (/api/show), or 8192 when it
+    # reports none. Every new num_ctx makes Ollama reload the model with a KV cache that size.
+    proxy_max_num_ctx: int | None = Field(None, ge=256, le=131072)
+    # Templates render in worker processes, killed when the budget is spent (422).
+    proxy_template_render_seconds: float = Field(1.0, gt=0, le=60)
+    proxy_template_max_output_chars: int = Field(100_000, ge=1, le=10_000_000)
+    proxy_template_workers: int = Field(2, ge=1, le=64)
     proxy_auto_migrate: bool = Field(True, description="Apply Alembic migrations at startup.")
     # Empty = every model upstream has; otherwise only these (name or name:tag) may be used.
     proxy_model_allowlist: Annotated[list[str], NoDecode] = Field(default_factory=list)
@@ -151,6 +158,8 @@ class Settings(BaseSettings):
 
     proxy_cache_ttl_seconds: int = Field(300, ge=0, description="0 disables the response cache.")
     proxy_cache_max_entries: int = Field(10_000, ge=1, description="In-memory cache only.")
+    # Off: an entry answers only the user whose request stored it.
+    proxy_cache_shared: bool = Field(False, description="Share cached answers across users.")
 
     # Cost model: "gpu_time" prices generation seconds, "tokens" prices tokens per model.
     proxy_cost_mode: Literal["gpu_time", "tokens"] = "gpu_time"
@@ -190,7 +199,7 @@ class Settings(BaseSettings):
         return value
 
     @field_validator("jwt_secret", "jwt_public_key", "jwt_jwks_url", "jwt_audience", "jwt_issuer",
-                     "redis_url", "proxy_metrics_token", mode="before")
+                     "redis_url", "proxy_metrics_token", "proxy_max_num_ctx", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         if isinstance(value, str) and not value.strip():

@@ -13,6 +13,8 @@ from proxy.core.metrics import ProxyMetrics
 from proxy.core.ratelimit import Limiter
 from proxy.core.security import TokenVerifier
 from proxy.core.settings import Settings
+from proxy.services.context_lengths import ContextLengths
+from proxy.services.template_runner import TemplateRunner
 from proxy.upstream.ollama import OllamaClient
 
 # Paths used as metric labels before routing has happened (e.g. a 413); anything else is
@@ -52,7 +54,9 @@ class AppState:
     limiter: Limiter
     audit: AuditWriter
     cache: ResponseCache
+    templates: TemplateRunner
     known_models: KnownModels = field(default_factory=KnownModels)
+    context_lengths: ContextLengths = field(default_factory=ContextLengths)
 
     @classmethod
     def build(cls, settings: Settings) -> AppState:
@@ -68,6 +72,7 @@ class AppState:
             limiter=Limiter(settings, metrics),
             audit=AuditWriter(engine, settings, metrics),
             cache=ResponseCache(settings, metrics),
+            templates=TemplateRunner(settings),
         )
 
     @staticmethod
@@ -79,4 +84,5 @@ class AppState:
         await self.upstream.aclose()
         await self.limiter.aclose()
         await self.cache.aclose()
+        await self.templates.aclose()
         await self.engine.dispose()

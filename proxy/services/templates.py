@@ -1,16 +1,17 @@
 """Prompt templates: named Jinja2 templates stored in the database, rendered in a sandbox.
 
-The sandbox refuses attribute tricks (`{{ ''.__class__ }}`), and StrictUndefined makes a missing
-variable an error instead of an empty string in the prompt.
+Rendering happens in worker processes under a time budget and an output cap
+(`proxy.services.template_runner`); the sandbox and its limits are
+`proxy.services.template_sandbox`. A template is checked when it is stored (syntax, and no
+`include`/`import`/`extends`) and again when it is rendered, since older rows were stored
+without the second check.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError
-from jinja2.exceptions import SecurityError
-from jinja2.sandbox import SandboxedEnvironment
+from jinja2 import TemplateSyntaxError
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -18,8 +19,16 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from proxy.core.errors import NotFound, ProxyError, RequestInvalid
 from proxy.core.models import PromptTemplate, utcnow
 from proxy.schemas import TemplateIn, TemplateOut
+from proxy.services.template_runner import TemplateRunner
+from proxy.services.template_sandbox import (
+    CappedSandbox,
+    SourceRefused,
+    check_source,
+    syntax_message,
+)
 
-ENVIRONMENT = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+# Parsing only: the output cap plays no part in it.
+PARSER = CappedSandbox(max_chars=0)
 
 
 class TemplateExists(ProxyError):
@@ -34,24 +43,20 @@ def _out(row: PromptTemplate) -> TemplateOut:
 
 def check_syntax(source: str) -> None:
     try:
-        ENVIRONMENT.parse(source)
+        check_source(PARSER, source)
     except TemplateSyntaxError as exc:
-        raise RequestInvalid(f"template syntax error on line {exc.lineno}: {exc.message}") \
-            from exc
+        raise RequestInvalid(f"template {syntax_message(exc)}") from exc
+    except SourceRefused as exc:
+        raise RequestInvalid(f"template {exc}") from exc
 
 
-async def render(factory: async_sessionmaker[AsyncSession], name: str,
+async def render(factory: async_sessionmaker[AsyncSession], runner: TemplateRunner, name: str,
                  variables: dict[str, Any]) -> str:
     async with factory() as session:
         row = await session.get(PromptTemplate, name)
     if row is None:
         raise NotFound(f"template '{name}' not found")
-    try:
-        text = ENVIRONMENT.from_string(row.template).render(**variables)
-    except SecurityError as exc:
-        raise RequestInvalid(f"template '{name}' tried something unsafe: {exc}") from exc
-    except TemplateError as exc:
-        raise RequestInvalid(f"template '{name}' could not be rendered: {exc}") from exc
+    text = await runner.render(name, row.template, variables)
     if not text.strip():
         raise RequestInvalid(f"template '{name}' rendered an empty prompt")
     return text

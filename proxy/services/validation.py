@@ -12,7 +12,7 @@ import re
 from proxy.core.errors import Forbidden, RequestInvalid
 from proxy.core.settings import Settings
 from proxy.core.state import full_model_name
-from proxy.schemas import ChatRequest, GenerateRequest, GenerationOptions
+from proxy.schemas import ChatMessage, ChatRequest, GenerateRequest, GenerationOptions
 
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
@@ -33,11 +33,34 @@ def check_text(field: str, text: str) -> None:
         )
 
 
-def check_prompt_text(prompt: str, settings: Settings) -> None:
+def check_context_size(what: str, chars: int, settings: Settings, advice: str = "") -> None:
+    """PROXY_MAX_PROMPT_CHARS bounds everything a request sends upstream: prompt, rendered
+    template, system prompt, stored history and new messages together."""
     limit = settings.proxy_max_prompt_chars
-    if len(prompt) > limit:
-        raise RequestInvalid(f"prompt is {len(prompt)} characters; the limit is {limit}")
+    if chars > limit:
+        raise RequestInvalid(f"{what} {chars} characters; the limit is {limit} "
+                             f"(PROXY_MAX_PROMPT_CHARS){advice}")
+
+
+def check_prompt_text(prompt: str, settings: Settings) -> None:
+    check_context_size("prompt is", len(prompt), settings)
     check_text("prompt", prompt)
+
+
+def check_generate_context(prompt: str, system: str | None, settings: Settings) -> None:
+    """The prompt (as given or as rendered) and the system prompt, together."""
+    check_prompt_text(prompt, settings)
+    if system:
+        check_context_size("prompt and system prompt total", len(prompt) + len(system), settings)
+
+
+def check_chat_context(earlier: list[ChatMessage], asked: list[ChatMessage],
+                       settings: Settings) -> None:
+    """The stored history sent upstream, and the new messages, together."""
+    check_context_size(
+        "with its stored history the conversation is",
+        sum(len(m.content) for m in earlier) + sum(len(m.content) for m in asked), settings,
+        advice="; start a new conversation")
 
 
 def bounded_options(options: GenerationOptions | None, settings: Settings) -> GenerationOptions:
@@ -54,7 +77,7 @@ def bounded_options(options: GenerationOptions | None, settings: Settings) -> Ge
 def check_generate(request: GenerateRequest, settings: Settings) -> GenerationOptions:
     check_model(request.model, settings)
     if request.prompt is not None:
-        check_prompt_text(request.prompt, settings)
+        check_generate_context(request.prompt, request.system, settings)
     if request.system is not None:
         check_text("system", request.system)
     return bounded_options(request.options, settings)
@@ -67,11 +90,7 @@ def check_chat(request: ChatRequest, settings: Settings) -> GenerationOptions:
             f"too many messages: {len(request.messages)}; the limit is "
             f"{settings.proxy_max_messages}"
         )
-    total = sum(len(m.content) for m in request.messages)
-    if total > settings.proxy_max_prompt_chars:
-        raise RequestInvalid(
-            f"messages total {total} characters; the limit is {settings.proxy_max_prompt_chars}"
-        )
+    check_context_size("messages total", sum(len(m.content) for m in request.messages), settings)
     for index, message in enumerate(request.messages):
         check_text(f"messages[{index}].content", message.content)
     if not any(m.content.strip() for m in request.messages if m.role == "user"):

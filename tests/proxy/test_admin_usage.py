@@ -309,9 +309,11 @@ def token_cost(usage: dict[str, int], model: str) -> float:
 
 @pytest.fixture(scope="module")
 def token_cost_proxy(proxy_factory, simulator, database_url: str) -> ProxyProcess:
+    # Shared cache: one user's request must be answered from another's entry (the cached row).
     return proxy_factory(OLLAMA_URL=simulator.url, DATABASE_URL=database_url,
                          PROXY_COST_MODE="tokens", PROXY_COST_CURRENCY="EUR",
-                         PROXY_COST_PER_1K_TOKENS=json.dumps(TOKEN_PRICES))
+                         PROXY_COST_PER_1K_TOKENS=json.dumps(TOKEN_PRICES),
+                         PROXY_CACHE_SHARED="true")
 
 
 def test_token_costs_per_user_and_model(token_cost_proxy: ProxyProcess) -> None:

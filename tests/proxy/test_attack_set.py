@@ -241,7 +241,7 @@ BAD_BODIES: list[tuple[str, Callable[[], bytes], int]] = [
     ("reserved option num_gpu", lambda: json.dumps(generate_body(options={"num_gpu": 99})).encode(),
      422),
     ("num_ctx beyond the cap",
-     lambda: json.dumps(generate_body(options={"num_ctx": 131072})).encode(), 422),
+     lambda: json.dumps(generate_body(options={"num_ctx": 1_048_576})).encode(), 422),
     ("wrong types", lambda: json.dumps({"model": 7, "prompt": ["x"]}).encode(), 422),
     ("model path traversal", lambda: json.dumps(generate_body(model="../../etc/passwd")).encode(),
      422),

@@ -82,13 +82,38 @@ def test_a_deterministic_request_is_answered_from_the_cache(cache_proxy: ProxyPr
     assert first.headers["x-cache"] == "MISS"
     assert upstream_generates(sim) == 1
 
-    second = generate(cache_proxy, prompt, options, user="bob")
+    second = generate(cache_proxy, prompt, options)
     assert second.headers["x-cache"] == "HIT"
     assert upstream_generates(sim) == 1, "a cache hit must not reach Ollama"
     assert without_request_id(second.json()) == without_request_id(first.json())
     assert second.json()["response"]
     assert second.json()["request_id"] == second.headers["x-request-id"]
     assert second.json()["request_id"] != first.json()["request_id"]
+
+
+def test_the_cache_is_per_user_by_default(cache_proxy: ProxyProcess, sim) -> None:
+    prompt, options = unique(), {"temperature": 0, "num_predict": 5}
+    alices = generate(cache_proxy, prompt, options)
+    assert alices.headers["x-cache"] == "MISS"
+    bobs = generate(cache_proxy, prompt, options, user="bob")
+    assert bobs.headers["x-cache"] == "MISS", "bob was answered from alice's entry"
+    assert upstream_generates(sim) == 2
+    # Each has an entry of their own.
+    assert generate(cache_proxy, prompt, options, user="bob").headers["x-cache"] == "HIT"
+    assert generate(cache_proxy, prompt, options).headers["x-cache"] == "HIT"
+    assert upstream_generates(sim) == 2
+
+
+def test_sharing_the_cache_across_users_is_an_explicit_setting(proxy_factory, simulator,
+                                                               sim) -> None:
+    proxy = proxy_factory(OLLAMA_URL=simulator.url, PROXY_CACHE_SHARED="true")
+    prompt, options = unique(), {"seed": 9, "num_predict": 5}
+    first = generate(proxy, prompt, options)
+    assert first.headers["x-cache"] == "MISS"
+    shared = generate(proxy, prompt, options, user="bob")
+    assert shared.headers["x-cache"] == "HIT"
+    assert without_request_id(shared.json()) == without_request_id(first.json())
+    assert upstream_generates(sim) == 1
 
 
 def test_cache_can_be_bypassed_by_the_caller(cache_proxy: ProxyProcess, sim) -> None:
@@ -245,7 +270,7 @@ def test_replicas_on_one_redis_share_the_cache(proxy_factory, simulator, sim,
     prompt, options = unique(), {"seed": 5, "num_predict": 4}
     miss = generate(first, prompt, options)
     assert miss.headers["x-cache"] == "MISS"
-    hit = generate(second, prompt, options, user="bob")
+    hit = generate(second, prompt, options)
     assert hit.headers["x-cache"] == "HIT"
     assert without_request_id(hit.json()) == without_request_id(miss.json())
     assert upstream_generates(sim) == 1

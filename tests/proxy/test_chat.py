@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 import uuid
 
 import pytest
 
+from proxy.schemas import CONTEXT_ID_PATTERN
 from tests.proxy.conftest import ProxyProcess, auth, sim_fault, sim_stats
 
 
@@ -84,24 +86,107 @@ def test_context_id_persists_turns_and_replays_history(chat_proxy: ProxyProcess,
     assert summary["model"] == "llama3.2"
 
 
-def test_another_user_gets_404_and_changes_nothing(chat_proxy: ProxyProcess, sim) -> None:
+def stored(proxy: ProxyProcess, cid: str, user: str = "alice") -> list[str]:
+    """The contents of `user`'s conversation `cid`, oldest first ([] if they have none)."""
+    with proxy.client() as client:
+        response = client.get(f"/api/llm/conversations/{cid}", headers=auth(user))
+    if response.status_code == 404:
+        return []
+    assert response.status_code == 200, response.text
+    return [m["content"] for m in response.json()["messages"]]
+
+
+def test_another_users_id_reveals_nothing(chat_proxy: ProxyProcess, sim) -> None:
+    """A caller's id names a conversation in the caller's own space only: using someone else's
+    id gives exactly what a free id gives, and never touches their conversation."""
     cid = new_id()
     assert chat(chat_proxy, user_says("secret plans"), context_id=cid).status_code == 200
-    requests_before = sim_stats(sim)["requests"].get("/api/chat", 0)
+    alices = stored(chat_proxy, cid)
+    assert alices[0] == "secret plans"
 
-    stolen = chat(chat_proxy, user_says("tell me the plans"), user="mallory", context_id=cid)
-    assert stolen.status_code == 404
-    assert stolen.json() == {"error": f"conversation '{cid}' not found"}
-    assert sim_stats(sim)["requests"].get("/api/chat", 0) == requests_before
+    taken = chat(chat_proxy, user_says("tell me the plans"), user="mallory", context_id=cid)
+    assert taken.status_code == 200, taken.text
+    assert sim_stats(sim)["last_body"]["/api/chat"]["messages"] == user_says("tell me the plans")
+    free = chat(chat_proxy, user_says("tell me the plans"), user="mallory", context_id=new_id())
+    assert free.status_code == 200, free.text
+    assert taken.json().keys() == free.json().keys()
 
+    assert stored(chat_proxy, cid, "mallory")[0] == "tell me the plans"
+    assert stored(chat_proxy, cid) == alices
     with chat_proxy.client() as client:
-        mallory = auth("mallory")
-        assert client.get(f"/api/llm/conversations/{cid}", headers=mallory).status_code == 404
-        assert client.delete(f"/api/llm/conversations/{cid}", headers=mallory).status_code == 404
-        assert all(c["id"] != cid for c in
-                   client.get("/api/llm/conversations", headers=mallory).json()["conversations"])
-        detail = client.get(f"/api/llm/conversations/{cid}", headers=auth()).json()
-    assert len(detail["messages"]) == 2
+        assert client.delete(f"/api/llm/conversations/{cid}",
+                             headers=auth("mallory")).status_code == 204
+    assert stored(chat_proxy, cid, "mallory") == []
+    assert stored(chat_proxy, cid) == alices
+
+
+def test_an_id_cannot_be_squatted(chat_proxy: ProxyProcess, sim) -> None:
+    cid = new_id()
+    assert chat(chat_proxy, user_says("I was here first"), user="mallory",
+                context_id=cid).status_code == 200
+    mine = chat(chat_proxy, user_says("hello"), context_id=cid)
+    assert mine.status_code == 200, mine.text
+    assert mine.json()["context_id"] == cid
+    assert sim_stats(sim)["last_body"]["/api/chat"]["messages"] == user_says("hello")
+    assert stored(chat_proxy, cid)[0] == "hello"
+    assert stored(chat_proxy, cid, "mallory")[0] == "I was here first"
+    with chat_proxy.client() as client:
+        mine_listed = client.get("/api/llm/conversations", headers=auth()).json()
+    assert [c["title"] for c in mine_listed["conversations"] if c["id"] == cid] == ["hello"]
+
+
+def test_the_rate_limit_comes_before_the_conversation_lookup(proxy_factory, simulator,
+                                                             sim) -> None:
+    proxy = proxy_factory(OLLAMA_URL=simulator.url,
+                          PROXY_RATE_LIMIT_USERS='{"mallory": "1/minute"}')
+    alices = new_id()
+    assert chat(proxy, user_says("mine"), context_id=alices).status_code == 200
+    assert chat(proxy, user_says("my one request"), user="mallory").status_code == 200
+    for cid in (alices, new_id()):
+        refused = chat(proxy, user_says("probe"), user="mallory", context_id=cid)
+        assert refused.status_code == 429, (cid, refused.text)
+        assert "rate limit exceeded" in refused.json()["error"]
+    assert sim_stats(sim)["requests"]["/api/chat"] == 2
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_the_server_makes_an_unguessable_id_when_asked_to_store(chat_proxy: ProxyProcess, sim,
+                                                                 stream: bool) -> None:
+    def context_of(response) -> str:
+        assert response.status_code == 200, response.text
+        final = json.loads(response.text.splitlines()[-1]) if stream else response.json()
+        return str(final["context_id"])
+
+    first = context_of(chat(chat_proxy, user_says("remember 42"), store=True, stream=stream))
+    second = context_of(chat(chat_proxy, user_says("remember 43"), store=True, stream=stream))
+    assert first != second
+    for made in (first, second):
+        assert re.fullmatch(CONTEXT_ID_PATTERN, made)
+        assert len(made) >= 32, f"{made!r} is too short to be unguessable"
+    assert context_of(chat(chat_proxy, user_says("which number?"), context_id=first,
+                           stream=stream)) == first
+    sent = sim_stats(sim)["last_body"]["/api/chat"]["messages"]
+    assert [m["content"] for m in sent if m["role"] == "user"] == ["remember 42", "which number?"]
+    assert len(stored(chat_proxy, first)) == 4
+
+
+def test_stored_history_counts_against_the_prompt_cap(proxy_factory, simulator, sim) -> None:
+    cap = 400
+    proxy = proxy_factory(OLLAMA_URL=simulator.url, PROXY_MAX_PROMPT_CHARS=str(cap))
+    cid = new_id()
+    assert chat(proxy, user_says("a" * 150), context_id=cid).status_code == 200
+    history = sum(len(text) for text in stored(proxy, cid))
+    # Fits on its own, not after the stored turn.
+    text = "b" * (cap - history + 1)
+    assert len(text) < cap
+    sent_before = sim_stats(sim)["requests"]["/api/chat"]
+    refused = chat(proxy, user_says(text), context_id=cid)
+    assert refused.status_code == 422, refused.text
+    error = refused.json()["error"]
+    assert f"{history + len(text)} characters" in error and "PROXY_MAX_PROMPT_CHARS" in error
+    assert sim_stats(sim)["requests"]["/api/chat"] == sent_before
+    assert len(stored(proxy, cid)) == 2
+    assert chat(proxy, user_says(text)).status_code == 200
 
 
 def test_delete_removes_the_conversation(chat_proxy: ProxyProcess, sim) -> None:

@@ -8,7 +8,7 @@ import time
 import httpx
 import pytest
 
-from tests.proxy.conftest import ProxyProcess, auth, sim_stats
+from tests.proxy.conftest import ProxyProcess, admin_auth, auth, sim_stats
 
 pytestmark = pytest.mark.usefixtures("sim")
 
@@ -223,3 +223,65 @@ def test_body_is_json_whatever_curl_declares(proxy_server: ProxyProcess) -> None
         )
     assert response.status_code == 200
     assert response.json()["response"]
+
+
+def test_the_system_prompt_counts_against_the_prompt_cap(proxy_factory, simulator, sim) -> None:
+    cap = 300
+    proxy = proxy_factory(OLLAMA_URL=simulator.url, PROXY_MAX_PROMPT_CHARS=str(cap))
+    with proxy.client() as client:
+        created = client.post("/api/admin/templates", headers=admin_auth(), json={
+            "name": "cap-template", "template": "{{ text }} and more"})
+        assert created.status_code == 201, created.text
+        bodies = [
+            {"prompt": "p" * 200, "system": "s" * 101},
+            {"template": "cap-template", "variables": {"text": "t" * 200}, "system": "s" * 100},
+        ]
+        for body in bodies:
+            response = client.post("/api/llm/generate", headers=auth(), json={
+                "model": "llama3.2", "stream": False, **body})
+            assert response.status_code == 422, (body, response.text)
+            error = response.json()["error"]
+            assert "PROXY_MAX_PROMPT_CHARS" in error and f"limit is {cap}" in error, error
+        assert sim_stats(sim)["requests"].get("/api/generate", 0) == 0
+        fits = client.post("/api/llm/generate", headers=auth(), json={
+            "model": "llama3.2", "stream": False, "prompt": "p" * 200, "system": "s" * 100,
+            "options": {"num_predict": 2}})
+    assert fits.status_code == 200, fits.text
+
+
+def test_num_ctx_is_capped_by_the_models_own_context_length(proxy_server: ProxyProcess,
+                                                            sim) -> None:
+    # The simulator's codellama:7b reports a context length of 16384 in /api/show.
+    with proxy_server.client() as client:
+        for path, body in (("/api/llm/generate", {"prompt": "x"}),
+                           ("/api/llm/chat", {"messages": [{"role": "user", "content": "x"}]})):
+            refused = client.post(path, headers=auth(), json={
+                "model": "codellama:7b", "stream": False, "options": {"num_ctx": 16385}, **body})
+            assert refused.status_code == 422, refused.text
+            error = refused.json()["error"]
+            assert "num_ctx must be at most 16384" in error and "PROXY_MAX_NUM_CTX" in error
+        assert sim_stats(sim)["requests"].get("/api/generate", 0) == 0
+        assert sim_stats(sim)["requests"].get("/api/chat", 0) == 0
+        allowed = client.post("/api/llm/generate", headers=auth(), json={
+            "model": "codellama:7b", "prompt": "x", "stream": False,
+            "options": {"num_ctx": 16384, "num_predict": 2}})
+        assert allowed.status_code == 200, allowed.text
+        assert sim_stats(sim)["last_body"]["/api/generate"]["options"]["num_ctx"] == 16384
+        unknown = client.post("/api/llm/generate", headers=auth(), json={
+            "model": "nosuch:1b", "prompt": "x", "stream": False, "options": {"num_ctx": 4096}})
+    assert unknown.status_code == 404
+    assert unknown.json() == {"error": "model 'nosuch:1b' not found"}
+
+
+def test_num_ctx_cap_can_be_set(proxy_factory, simulator, sim) -> None:
+    proxy = proxy_factory(OLLAMA_URL=simulator.url, PROXY_MAX_NUM_CTX="4096")
+    with proxy.client() as client:
+        for num_ctx, status in ((8192, 422), (131072, 422), (4096, 200), (2048, 200)):
+            response = client.post("/api/llm/generate", headers=auth(), json={
+                "model": "llama3.2", "prompt": "x", "stream": False,
+                "options": {"num_ctx": num_ctx, "num_predict": 2}})
+            assert response.status_code == status, (num_ctx, response.text)
+            if status == 422:
+                assert response.json()["error"] == (
+                    "options.num_ctx must be at most 4096 (PROXY_MAX_NUM_CTX)")
+    assert sim_stats(sim)["requests"]["/api/generate"] == 2

@@ -15,8 +15,15 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.proxy.conftest import ProxyProcess, admin_auth, auth, sim_stats
-from tests.timing import scaled
+from tests.proxy.conftest import (
+    ProxyProcess,
+    admin_auth,
+    auth,
+    count_rows,
+    metric,
+    sim_stats,
+)
+from tests.timing import scaled, wait_until
 
 pytestmark = pytest.mark.usefixtures("sim")
 
@@ -347,3 +354,148 @@ def test_an_updated_template_is_used_at_once(proxy: ProxyProcess, sim) -> None:
         assert deleted.status_code == 204
     assert generate(proxy, template=template_name, variables={"who": "Ada"}).status_code == 404
     assert upstream_generates(sim) == 2
+
+
+# -- rendering limits ---------------------------------------------------------------------------
+#
+# A template is a program whose loop bounds can come from the caller's variables. It renders in a
+# worker process under PROXY_TEMPLATE_RENDER_SECONDS and PROXY_TEMPLATE_MAX_OUTPUT_CHARS, after
+# the caller's rate limit; whatever goes wrong in it is the caller's 422, never a 500.
+
+
+def store_directly(database_url: str, template_name: str, source: str) -> None:
+    """A row as an older proxy could have stored it, before today's checks at creation."""
+    import asyncio
+    import sqlite3
+
+    import asyncpg
+
+    sql = ("INSERT INTO prompt_templates (name, template, description, created_by, created_at, "
+           "updated_at) VALUES ($1, $2, '', 'legacy', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)")
+    if database_url.startswith("sqlite"):
+        with sqlite3.connect(database_url.split("///", 1)[1]) as conn:
+            conn.execute(sql.replace("$1", "?").replace("$2", "?"), (template_name, source))
+        return
+
+    async def run() -> None:
+        conn = await asyncpg.connect(database_url.replace("+asyncpg", ""))
+        try:
+            await conn.execute(sql, template_name, source)
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+
+
+def audited_with(database_url: str, request_id: str, status: int) -> None:
+    wait_until(lambda: count_rows(database_url,
+                                  "SELECT count(*) FROM audit_log WHERE id = $1 AND status = $2",
+                                  request_id, status) == 1)
+
+
+RENDER_ERRORS = [
+    pytest.param("{{ n / zero }}", {"n": 1, "zero": 0}, "division by zero", id="division"),
+    pytest.param("{{ n // zero }}", {"n": 1, "zero": 0}, "division by zero", id="floor-division"),
+    pytest.param("{% for i in range(n) %}.{% endfor %}", {"n": 10**9}, "range",
+                 id="huge-range"),
+    pytest.param("Hi {{ missing }}", {}, "'missing' is undefined", id="undefined"),
+    pytest.param("{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}", {}, "recursion",
+                 id="recursion"),
+    pytest.param("{{ 'x' * n }}", {"n": 10**7}, "PROXY_TEMPLATE_MAX_OUTPUT_CHARS",
+                 id="huge-repetition"),
+    pytest.param("{% for i in range(n) %}0123456789{% endfor %}", {"n": 100000},
+                 "PROXY_TEMPLATE_MAX_OUTPUT_CHARS", id="huge-output"),
+    pytest.param("{{ n ** big }}", {"n": 10, "big": 10**8}, "too large", id="huge-power"),
+]
+
+
+@pytest.mark.parametrize(("source", "variables", "mentions"), RENDER_ERRORS)
+def test_every_kind_of_render_error_is_422(proxy: ProxyProcess, sim, database_url: str,
+                                           source: str, variables: dict[str, Any],
+                                           mentions: str) -> None:
+    template_name = created(proxy, source)
+    request_id = f"render-{uuid.uuid4().hex[:12]}"
+    with proxy.client() as client:
+        response = client.post("/api/llm/generate",
+                               headers={**auth(), "X-Request-ID": request_id},
+                               json={"model": "llama3.2", "stream": False,
+                                     "template": template_name, "variables": variables})
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert template_name in error and mentions in error, error
+    assert upstream_generates(sim) == 0
+    audited_with(database_url, request_id, 422)
+
+
+STORED_ERRORS = [
+    pytest.param("{% include 'secrets.txt' %}", "include", id="include"),
+    pytest.param("{% import 'macros.j2' as m %}{{ m.x() }}", "import", id="import"),
+    pytest.param("{% from 'macros.j2' import x %}{{ x() }}", "import", id="from-import"),
+    pytest.param("{% extends 'base.j2' %}", "extend", id="extends"),
+    pytest.param("Hello {{ name", "syntax error on line 1", id="syntax"),
+]
+
+
+@pytest.mark.parametrize(("source", "mentions"), STORED_ERRORS)
+def test_templates_that_cannot_render_are_422_when_stored_and_when_used(
+        proxy: ProxyProcess, sim, database_url: str, source: str, mentions: str) -> None:
+    refused = create(proxy, name("stored"), source)
+    assert refused.status_code == 422, refused.text
+    assert mentions in refused.json()["error"]
+    # One that an older proxy accepted is refused the same way when it is used.
+    legacy = name("legacy")
+    store_directly(database_url, legacy, source)
+    response = generate(proxy, template=legacy, variables={"name": "Ada"})
+    assert response.status_code == 422, response.text
+    assert legacy in response.json()["error"] and mentions in response.json()["error"]
+    assert upstream_generates(sim) == 0
+
+
+def test_a_hostile_template_is_refused_within_the_budget_while_others_are_served(
+        proxy_factory, simulator, sim) -> None:
+    budget = scaled(3)
+    proxy = proxy_factory(OLLAMA_URL=simulator.url, PROXY_TEMPLATE_RENDER_SECONDS=str(budget),
+                          PROXY_TEMPLATE_WORKERS="2")
+    # 10^8 empty iterations: half a minute of CPU if it ran to its end.
+    hostile = created(proxy, "{% for i in range(outer) %}{% for j in range(inner) %}"
+                             "{% endfor %}{% endfor %}")
+    friendly = created(proxy, "Hello {{ who }}")
+    refused_before = metric(proxy, "llm_proxy_requests_total", endpoint="/api/llm/generate",
+                            status="422")
+
+    def rendering() -> bool:
+        return metric(proxy, "llm_proxy_requests_in_flight", endpoint="/api/llm/generate") >= 1
+
+    with ThreadPoolExecutor(1) as pool:
+        slow = pool.submit(generate, proxy, template=hostile,
+                           variables={"outer": 100000, "inner": 1000})
+        wait_until(rendering)
+        with proxy.client() as client:
+            other = client.post("/api/llm/generate", headers=auth("bob"), json={
+                "model": "llama3.2", "stream": False, "options": {"num_predict": 3},
+                "template": friendly, "variables": {"who": "Bob"}})
+        # The ordering is the proof: bob's answer came back while alice's render still ran.
+        assert other.status_code == 200, other.text
+        assert not slow.done(), "bob was served only after the hostile render had ended"
+        refused = slow.result(timeout=scaled(60))
+    assert refused.status_code == 422, refused.text
+    assert "PROXY_TEMPLATE_RENDER_SECONDS" in refused.json()["error"]
+    assert metric(proxy, "llm_proxy_requests_total", endpoint="/api/llm/generate",
+                  status="422") == refused_before + 1
+    # The worker that was stopped has been replaced: templates still render.
+    again = generate(proxy, template=friendly, variables={"who": "Ada"})
+    assert again.status_code == 200, again.text
+    assert sim_stats(sim)["last_body"]["/api/generate"]["prompt"] == "Hello Ada"
+    assert upstream_generates(sim) == 2
+
+
+def test_a_limited_users_template_is_refused_by_the_limit_before_it_renders(
+        proxy_factory, simulator, sim) -> None:
+    proxy = proxy_factory(OLLAMA_URL=simulator.url, PROXY_RATE_LIMIT="1/minute")
+    # Rendering this one fails (422): a 429 instead proves it was never rendered.
+    failing = created(proxy, "Hello {{ missing }}")
+    assert generate(proxy, prompt="the one request of this minute").status_code == 200
+    refused = generate(proxy, template=failing, variables={"who": "Ada"})
+    assert refused.status_code == 429, refused.text
+    assert "rate limit exceeded" in refused.json()["error"]
+    assert upstream_generates(sim) == 1

@@ -1,4 +1,5 @@
-"""A user's stored conversations (those chats that were given a `context_id`)."""
+"""A user's stored conversations (chats given a `context_id`, or `store: true`), by the id
+they have in that user's own space."""
 
 from __future__ import annotations
 

@@ -28,7 +28,7 @@ from proxy.schemas import (
     StreamDone,
     StreamError,
 )
-from proxy.services.calls import PlannedCall, admit, plan_chat, plan_generate
+from proxy.services.calls import PlannedCall, plan_chat, plan_generate
 from proxy.services.relay import Completion, collect, relay
 
 router = APIRouter(prefix="/api/llm", tags=["llm"])
@@ -87,14 +87,15 @@ async def _lines(
             ).model_dump(exclude_none=True)
 
 
-def _note_model(request: Request, model: str) -> None:
-    """Record the model before any check can refuse the request, so refusals say which."""
+def _record(request: Request) -> AuditRecord:
     record = audit_record(request.scope)
-    if record is not None:
-        record.model = full_model_name(model)
+    # AccountingMiddleware opens one for every /api/ request; the limits hang on it.
+    assert record is not None, "generation routes must run under AccountingMiddleware"
+    return record
 
 
-def _cacheable(request: Request, state: AppState, planned: PlannedCall) -> str | None:
+def _cacheable(request: Request, state: AppState, user: Principal, planned: PlannedCall
+               ) -> str | None:
     """The cache key, if this non-streamed request may be answered from (and stored in) cache."""
     if not state.cache.enabled or planned.after is not None:
         return None
@@ -102,37 +103,36 @@ def _cacheable(request: Request, state: AppState, planned: PlannedCall) -> str |
     control = request.headers.get("cache-control", "").lower()
     if bypass in ("1", "true", "yes") or "no-cache" in control or "no-store" in control:
         return None
-    return cache_key(planned.call.payload) if is_deterministic(planned.call.payload) else None
+    if not is_deterministic(planned.call.payload):
+        return None
+    return cache_key(planned.call.payload, None if state.settings.proxy_cache_shared else user.sub)
 
 
 async def _answer(
-    request: Request, state: AppState, user: Principal, planned: PlannedCall,
-    stream: bool, request_id: str, shape: Callable[[Completion], dict[str, Any]],
+    request: Request, state: AppState, user: Principal, record: AuditRecord,
+    planned: PlannedCall, stream: bool, request_id: str,
+    shape: Callable[[Completion], dict[str, Any]],
 ) -> JSONResponse | StreamingResponse:
-    """The common path of generate and chat: account, admit, cache, relay."""
-    record = audit_record(request.scope)
-    if record is not None:
-        planned.account_request(record, state.settings)
-    if record is not None:
-        # Before the cache: a cached answer costs no GPU, but it is still a request.
-        await admit(state, user, record)
-    key = None if stream else _cacheable(request, state, planned)
+    """The common path of generate and chat once admitted and planned: cache, relay.
+
+    The rate limit came before the cache (in planning): a cached answer costs no GPU, but it is
+    still a request.
+    """
+    key = None if stream else _cacheable(request, state, user, planned)
     if key is not None:
         cached = await state.cache.get(key)
         if cached is not None:
-            if record is not None:
-                record.cached = True
-                usage = cached.get("usage", {})
-                record.prompt_tokens = int(usage.get("prompt_tokens", 0))
-                record.completion_tokens = int(usage.get("completion_tokens", 0))
+            record.cached = True
+            usage = cached.get("usage", {})
+            record.prompt_tokens = int(usage.get("prompt_tokens", 0))
+            record.completion_tokens = int(usage.get("completion_tokens", 0))
             return JSONResponse({**cached, "request_id": request_id},
                                 headers={"X-Cache": "HIT"})
     if stream:
         return await ndjson_response(request, _lines(state, planned, request_id, record),
                                      {"X-Request-ID": request_id})
     completion = await until_disconnected(request, collect(state.upstream, planned.call))
-    if record is not None:
-        planned.account_completion(record, completion)
+    planned.account_completion(record, completion)
     if planned.after is not None:
         await planned.after(completion)
     body = shape(completion)
@@ -152,8 +152,8 @@ async def generate(
     body: GenerateRequest, request: Request, state: StateDep, user: CurrentUser,
     request_id: RequestId,
 ) -> JSONResponse | StreamingResponse:
-    _note_model(request, body.model)
-    planned = await plan_generate(state, body)
+    record = _record(request)
+    planned = await plan_generate(state, user, body, record)
 
     def shape(done: Completion) -> dict[str, Any]:
         return GenerateResponse(
@@ -161,7 +161,8 @@ async def generate(
             request_id=request_id, usage=done.usage, timings=done.timings,
         ).model_dump(mode="json")
 
-    return await _answer(request, state, user, planned, body.stream, request_id, shape)
+    return await _answer(request, state, user, record, planned, body.stream, request_id,
+                         shape)
 
 
 @router.post(
@@ -174,17 +175,18 @@ async def chat(
     body: ChatRequest, request: Request, state: StateDep, user: CurrentUser,
     request_id: RequestId,
 ) -> JSONResponse | StreamingResponse:
-    _note_model(request, body.model)
-    planned = await plan_chat(state, user, body)
+    record = _record(request)
+    planned = await plan_chat(state, user, body, record)
 
     def shape(done: Completion) -> dict[str, Any]:
         return ChatResponse(
             model=body.model, message=ChatMessage(role="assistant", content=done.text),
-            done_reason=done.done_reason, request_id=request_id, context_id=body.context_id,
+            done_reason=done.done_reason, request_id=request_id, context_id=planned.context_id,
             usage=done.usage, timings=done.timings,
         ).model_dump(mode="json")
 
-    return await _answer(request, state, user, planned, body.stream, request_id, shape)
+    return await _answer(request, state, user, record, planned, body.stream, request_id,
+                         shape)
 
 
 def model_info(raw: dict[str, Any]) -> ModelInfo:

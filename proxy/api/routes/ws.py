@@ -39,7 +39,7 @@ from proxy.core.errors import ProxyError
 from proxy.core.security import AuthError, Principal, printable
 from proxy.core.state import AppState, full_model_name
 from proxy.schemas import ChatRequest, GenerateRequest
-from proxy.services.calls import PlannedCall, admit, plan_chat, plan_generate
+from proxy.services.calls import PlannedCall, plan_chat, plan_generate
 from proxy.services.relay import Completion, relay
 
 router = APIRouter()
@@ -175,19 +175,15 @@ class Session:
             await self.refuse(f"at most {MAX_IN_FLIGHT_PER_SOCKET} requests in flight per "
                               f"socket", request.id, 429, request.model)
             return
-        try:
-            planned = (
-                await plan_generate(self.state, request) if isinstance(request, WsGenerate)
-                else await plan_chat(self.state, self.user, request)
-            )
-        except ProxyError as exc:
-            await self.refuse(exc.message, request.id, exc.status_code, request.model)
-            return
         record = AuditRecord(id=str(uuid.uuid4()), endpoint="/api/llm/ws", client=self.client,
                              user=self.user.sub, role=self.user.role)
-        planned.account_request(record, self.state.settings)
         try:
-            await admit(self.state, self.user, record)
+            # Planning admits (rate limit, slot) before it renders or reads anything.
+            planned = (
+                await plan_generate(self.state, self.user, request, record)
+                if isinstance(request, WsGenerate)
+                else await plan_chat(self.state, self.user, request, record)
+            )
         except ProxyError as exc:
             record.error = exc.message
             await finish(self.state, record, exc.status_code)
@@ -197,6 +193,10 @@ class Session:
                 refusal["retry_after"] = int(exc.headers().get("Retry-After", "1"))
             await self.send(refusal)
             return
+        except BaseException:
+            # Admitted, then failed unexpectedly: the slot must still come back.
+            await finish(self.state, record, 500)
+            raise
         task = asyncio.create_task(self._run(request.id, planned, record))
         self.tasks[request.id] = task
 

@@ -1,0 +1,99 @@
+"""Schema migrations keep the data they find, on SQLite and on the real Postgres.
+
+A database is brought to an older revision with Alembic, filled the way the proxy of that
+revision filled it, and then handed to a current proxy, which migrates it at startup.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+from alembic import command
+
+from proxy.core.db import alembic_config
+from tests.proxy.conftest import ProxyProcess, _postgres_database, auth, count_rows, sim_stats
+
+pytestmark = pytest.mark.usefixtures("sim")
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def fresh_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'older.db'}"
+    else:
+        yield from _postgres_database()
+
+
+def execute(database_url: str, *statements: tuple[str, tuple[object, ...]]) -> None:
+    if database_url.startswith("sqlite"):
+        with sqlite3.connect(database_url.split("///", 1)[1]) as conn:
+            for sql, args in statements:
+                conn.execute(sql.replace("$1", "?").replace("$2", "?").replace("$3", "?"), args)
+        return
+
+    async def run() -> None:
+        conn = await asyncpg.connect(database_url.replace("+asyncpg", ""))
+        try:
+            for sql, args in statements:
+                await conn.execute(sql, *args)
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+
+
+def chat(proxy: ProxyProcess, user: str, text: str, context_id: str):
+    with proxy.client() as client:
+        return client.post("/api/llm/chat", headers=auth(user), json={
+            "model": "llama3.2", "stream": False, "options": {"num_predict": 3},
+            "context_id": context_id, "messages": [{"role": "user", "content": text}]})
+
+
+def test_conversations_stored_before_per_user_ids_keep_working(
+        proxy_factory, simulator, sim, fresh_database: str) -> None:
+    command.upgrade(alembic_config(fresh_database), "0002")
+    message = ("INSERT INTO messages (conversation_id, role, content, created_at) "
+               "VALUES ($1, $2, $3, CURRENT_TIMESTAMP)")
+    execute(
+        fresh_database,
+        ("INSERT INTO conversations (id, owner, model, title, created_at, updated_at) VALUES "
+         "($1, $2, 'llama3.2', 'the old one', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)",
+         ("legacy-chat", "alice")),
+        (message, ("legacy-chat", "user", "My name is Ada.")),
+        (message, ("legacy-chat", "assistant", "Hello Ada.")),
+    )
+    proxy = proxy_factory(OLLAMA_URL=simulator.url, DATABASE_URL=fresh_database)
+
+    with proxy.client() as client:
+        listed = client.get("/api/llm/conversations", headers=auth()).json()["conversations"]
+        assert [(c["id"], c["title"], c["message_count"]) for c in listed] == [
+            ("legacy-chat", "the old one", 2)]
+    continued = chat(proxy, "alice", "What is my name?", "legacy-chat")
+    assert continued.status_code == 200, continued.text
+    assert [m["content"] for m in sim_stats(sim)["last_body"]["/api/chat"]["messages"]] == [
+        "My name is Ada.", "Hello Ada.", "What is my name?"]
+
+    # The old global id is now alice's name for it: another user's same id is their own.
+    theirs = chat(proxy, "mallory", "hello", "legacy-chat")
+    assert theirs.status_code == 200, theirs.text
+    assert sim_stats(sim)["last_body"]["/api/chat"]["messages"] == [
+        {"role": "user", "content": "hello"}]
+
+    with proxy.client() as client:
+        detail = client.get("/api/llm/conversations/legacy-chat", headers=auth()).json()
+        assert [m["content"] for m in detail["messages"]][:3] == [
+            "My name is Ada.", "Hello Ada.", "What is my name?"]
+        assert len(detail["messages"]) == 4
+        assert client.delete("/api/llm/conversations/legacy-chat",
+                             headers=auth()).status_code == 204
+        assert client.get("/api/llm/conversations/legacy-chat",
+                          headers=auth("mallory")).status_code == 200
+    assert count_rows(fresh_database, "SELECT count(*) FROM messages m JOIN conversations c "
+                                      "ON c.id = m.conversation_id WHERE c.owner = $1",
+                      "alice") == 0
+    assert count_rows(fresh_database, "SELECT count(*) FROM conversations") == 1
