@@ -336,16 +336,25 @@ def test_past_the_rate_limit_is_429_audited_and_counted(target: ProxyProcess) ->
 
 # -- templates ----------------------------------------------------------------------------------
 
+# Stored by an admin, rendered with a caller's variables: each must end in a 422.
 HOSTILE_TEMPLATES = {
-    "attack-include": "{% include '/etc/passwd' %}",
-    "attack-import": "{% import 'os' as os %}{{ os }}",
     "attack-divide": "{{ 1 // (n | int) }}",
     "attack-range": "{% for i in range(n | int) %}{% for j in range(n | int) %}x{% endfor %}"
                     "{% endfor %}",
+    "attack-power": "{{ (n | int) ** (n | int) ** (n | int) }}",
     "attack-dunder": "{{ ''.__class__.__mro__[1].__subclasses__() }}",
+    "attack-undefined": "{{ missing.attribute }}",
 }
-TEMPLATE_ATTACKS = [("attack-include", {}), ("attack-import", {}), ("attack-divide", {"n": "0"}),
-                    ("attack-range", {"n": "100000"}), ("attack-dunder", {})]
+TEMPLATE_ATTACKS = [("attack-divide", {"n": "0"}), ("attack-range", {"n": "100000"}),
+                    ("attack-power", {"n": "100"}), ("attack-dunder", {}),
+                    ("attack-undefined", {})]
+# Refused when an admin tries to store them: a template cannot reach other templates or files.
+UNSTORABLE_TEMPLATES = {
+    "include": "{% include '/etc/passwd' %}",
+    "import": "{% import 'os' as os %}{{ os }}",
+    "extends": "{% extends 'base' %}",
+    "syntax": "{% for %}",
+}
 
 
 @pytest.mark.parametrize(("template", "variables"), TEMPLATE_ATTACKS,
@@ -355,6 +364,16 @@ def test_a_hostile_template_is_422_audited_and_counted(target: ProxyProcess, tem
     before = requests_counted(target, 422)
     response = post(target, {"model": "llama3.2", "template": template, "variables": variables,
                              "stream": False})
+    assert_refused_audited_counted(target, Refusal(response, 422), before)
+
+
+@pytest.mark.parametrize("kind", list(UNSTORABLE_TEMPLATES))
+def test_a_template_reaching_outside_itself_cannot_be_stored(target: ProxyProcess,
+                                                            kind: str) -> None:
+    before = requests_counted(target, 422)
+    response = post(target, {"name": f"attack-store-{kind}",
+                             "template": UNSTORABLE_TEMPLATES[kind]},
+                    headers=admin_auth(), path="/api/admin/templates")
     assert_refused_audited_counted(target, Refusal(response, 422), before)
 
 
