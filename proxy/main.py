@@ -42,9 +42,10 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 DESCRIPTION = """
 An authenticated gateway in front of Ollama. Every route except `/api/llm/status` needs a
 bearer JWT (`sub`, `role`, `exp`). Errors are `{"error": "…"}` with a meaningful status:
-401 (auth), 403 (admin only), 404 (unknown model or conversation), 413 (body too large),
-400/422 (bad input), 503 (Ollama unreachable or busy), 504 (Ollama timed out), 502 (other
-upstream failures).
+401 (auth, checked before any body is read), 403 (admin only), 404 (unknown model or
+conversation), 408 (body too slow to arrive), 413 (body too large), 400/422 (bad input),
+429 (rate or concurrency limit), 503 (Ollama unreachable or busy), 504 (Ollama timed out), 502
+(other upstream failures).
 """
 
 

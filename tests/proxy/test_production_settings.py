@@ -169,12 +169,11 @@ def test_serve_refuses_with_a_configuration_error_not_a_traceback(tmp_path: Path
 def test_docker_compose_gives_the_proxy_a_valid_production_configuration(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from tests.infra.compose_render import render
+    from tests.infra.mocked_program import COMPOSE_SECRETS
 
-    # The secrets as docker-compose.yml's own messages tell the operator to make them.
-    stack_secrets = {"JWT_SECRET": secrets.token_hex(32),
-                     "POSTGRES_PASSWORD": secrets.token_hex(24),
-                     "PROXY_METRICS_TOKEN": secrets.token_hex(32),
-                     "GRAFANA_ADMIN_PASSWORD": secrets.token_hex(16)}
+    # Every secret the stack requires, made as docker-compose.yml's own messages tell the
+    # operator to make them (`openssl rand -hex N`).
+    stack_secrets = {name: secrets.token_hex(32) for name in COMPOSE_SECRETS}
     services = render(tmp_path, env=stack_secrets).json()["services"]
     environment = services["proxy"]["environment"]
     assert environment["PROXY_ENV"] == "production"
