@@ -86,6 +86,7 @@ def test_secrets_made_as_documented_pass_every_check(tmp_path: Path) -> None:
         "Fail when a required secret is missing",
         "Fail when a secret cannot be used as it is",
         "Fail when a secret is too weak for production",
+        "Fail when a proxy setting would stop the proxy",
     ):
         assert run.task(check).status == "ok", run.summary()  # type: ignore[attr-defined]
 

@@ -1,14 +1,16 @@
 """What the proxy refuses to start with, checked before the stack role deploys anything.
 
-With PROXY_ENV=production (as the stack runs it) the proxy refuses weak secrets; a value that
-passed the role would otherwise stop the container after the deployment, with the reason only in
-its log. This is a copy of the rule in proxy/core/settings.py (`secret_weakness`), so that the
-role needs nothing of the proxy's code on the controller; tests/playbooks/test_stack_secrets.py
-holds the copy against the proxy's own.
+With PROXY_ENV=production (as the stack runs it) the proxy refuses weak secrets and trusted
+proxies that are not addresses; a value that passed the role would otherwise stop the container
+after the deployment, with the reason only in its log. These are copies of the rules in
+proxy/core/settings.py (`secret_weakness`, the PROXY_TRUSTED_PROXIES validator), so that the role
+needs nothing of the proxy's code on the controller; tests/playbooks/test_stack_secrets.py and
+test_stack_env.py hold each copy against the proxy's own.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import zlib
 from collections import Counter
@@ -46,13 +48,38 @@ def secret_weakness(variable: str, value: str) -> str | None:
     return None
 
 
+def trusted_proxies_problem(value: str) -> str | None:
+    """Why the proxy would refuse `value` as PROXY_TRUSTED_PROXIES, or None."""
+    for entry in (part.strip() for part in value.split(",")):
+        if not entry:
+            continue
+        if entry == "*":
+            return ("'*' would let every client choose its address; list your reverse proxies' "
+                    "addresses or networks")
+        try:
+            ipaddress.ip_network(entry)
+        except ValueError:
+            try:
+                network = ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                return (f"{entry!r} is not an IP address or network (e.g. 10.0.0.5 or "
+                        "172.18.0.0/16)")
+            return f"{entry!r} has host bits set; did you mean {network}?"
+    return None
+
+
 def stack_secret_weakness(value: Any, variable: str) -> str:
     """The proxy's reason to refuse the secret, "" when it has none."""
     return secret_weakness(variable, str(value)) or ""
+
+
+def stack_trusted_proxies_problem(value: Any) -> str:
+    return trusted_proxies_problem(str(value)) or ""
 
 
 class FilterModule:
     def filters(self) -> dict[str, Any]:
         return {
             "stack_secret_weakness": stack_secret_weakness,
+            "stack_trusted_proxies_problem": stack_trusted_proxies_problem,
         }
