@@ -54,6 +54,8 @@ proxy = Proxy(
         publish_port=config.proxy_port,
         jwt_audience=config.jwt_audience,
         jwt_issuer=config.jwt_issuer,
+        trusted_proxies=config.proxy_trusted_proxies,
+        audit_retention_days=config.proxy_audit_retention_days,
         secrets=config.secrets,
         depends_on=[ollama.container, datastores.redis, datastores.postgres],
     ),

@@ -7,6 +7,7 @@ have no default: `pulumi config set --secret <key> <value>` is required for each
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass
 
@@ -53,6 +54,36 @@ def memory_bytes(value: str) -> int:
     return size
 
 
+def trusted_proxies(value: str) -> str:
+    """`proxyTrustedProxies` as given, once every entry is one the proxy accepts: it refuses to
+    start otherwise (the same rules as proxy/core/settings.py, which this program does not
+    import)."""
+    for entry in (part.strip() for part in value.split(",")):
+        if not entry:
+            continue
+        if entry == "*":
+            raise ConfigError("proxyTrustedProxies: '*' would let every client choose its "
+                              "address; list your reverse proxies' addresses or networks")
+        try:
+            ipaddress.ip_network(entry)
+        except ValueError as exc:
+            try:
+                network = ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ConfigError(f"proxyTrustedProxies: {entry!r} is not an IP address or "
+                                  "network (e.g. 10.0.0.5 or 172.18.0.0/16)") from exc
+            raise ConfigError(f"proxyTrustedProxies: {entry!r} has host bits set; did you mean "
+                              f"{network}?") from exc
+    return value
+
+
+def audit_retention_days(days: int) -> int:
+    if days < 0:
+        raise ConfigError(f"proxyAuditRetentionDays: {days} is negative; audit rows are kept "
+                          "this many days, and 0 keeps every row")
+    return days
+
+
 @dataclass(frozen=True)
 class Images:
     ollama: str
@@ -97,6 +128,8 @@ class StackConfig:
     grafana_bind: str
     jwt_audience: str
     jwt_issuer: str
+    proxy_trusted_proxies: str
+    proxy_audit_retention_days: int
     images: Images
     secrets: Secrets
 
@@ -128,6 +161,10 @@ def load_config() -> StackConfig:
         grafana_bind=config.get("grafanaBind") or "127.0.0.1",
         jwt_audience=config.get("jwtAudience") or "",
         jwt_issuer=config.get("jwtIssuer") or "",
+        proxy_trusted_proxies=trusted_proxies(config.get("proxyTrustedProxies") or ""),
+        proxy_audit_retention_days=audit_retention_days(
+            _int(config, "proxyAuditRetentionDays", 90)
+        ),
         images=Images(
             ollama=config.get("ollamaImage") or OLLAMA_IMAGE,
             redis=config.get("redisImage") or REDIS_IMAGE,

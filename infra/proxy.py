@@ -29,6 +29,8 @@ class ProxyArgs:
     publish_port: int
     jwt_audience: str
     jwt_issuer: str
+    trusted_proxies: str
+    audit_retention_days: int
     secrets: Secrets
     # Created (and healthy, through their `wait`) before the proxy starts.
     depends_on: list[pulumi.Resource]
@@ -88,6 +90,8 @@ class Proxy(pulumi.ComponentResource):
                     f"JWT_AUDIENCE={args.jwt_audience}",
                     f"JWT_ISSUER={args.jwt_issuer}",
                     f"PROXY_METRICS_TOKEN={values[2]}",
+                    f"PROXY_TRUSTED_PROXIES={args.trusted_proxies}",
+                    f"PROXY_AUDIT_RETENTION_DAYS={args.audit_retention_days}",
                     f"PROXY_AUDIT_SPOOL_PATH={SPOOL_DIR}/audit-spool.jsonl",
                 ]
             ),

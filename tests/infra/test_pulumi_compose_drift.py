@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
+from proxy.core.settings import Settings
 from tests.infra.compose_render import COMPOSE_FILE, GPU_COMPOSE_FILE, ComposeResult
 from tests.infra.mocked_program import COMPOSE_SECRETS, Deployment
 from tests.infra.stack_model import differences, from_compose, from_pulumi
@@ -34,6 +35,9 @@ SETTINGS = [
     ("JWT_AUDIENCE", "jwtAudience", "llm-users"),
     ("JWT_ISSUER", "jwtIssuer", "https://id.example.org"),
     ("PROXY_IMAGE", "proxyImage", "registry.example.org/llm-proxy:1.2.3"),
+    # The proxy's own settings the stack passes on (behind a reverse proxy; the audit duty).
+    ("PROXY_TRUSTED_PROXIES", "proxyTrustedProxies", "172.18.0.1,fd00::/64"),
+    ("PROXY_AUDIT_RETENTION_DAYS", "proxyAuditRetentionDays", "400"),
     # Optional secret: compose renders it empty when unset, Pulumi too; set here on both sides.
     ("GRAFANA_AUDIT_DB_PASSWORD", "grafanaAuditDbPassword", "test-audit-reader-password"),
 ]
@@ -72,6 +76,30 @@ def test_pulumi_declares_what_compose_renders(
 ) -> None:
     found = drift(compose, deploy, files, env, **config)
     assert found == [], "docker-compose.yml and infra/ disagree:\n" + "\n".join(found)
+
+
+@pytest.mark.parametrize(
+    ("variable", "key", "value"), SETTINGS, ids=[variable for variable, _, _ in SETTINGS]
+)
+def test_each_operator_setting_set_on_one_side_alone_is_reported(
+    compose: Compose, deploy: Deploy, variable: str, key: str, value: str
+) -> None:
+    # A row both sides ignore would pass the equality above and carry nothing to the stack.
+    compose_only = drift(compose, deploy, env={variable: value})
+    pulumi_only = drift(compose, deploy, **{key: value})
+    assert compose_only, f"docker-compose.yml ignores {variable}={value}"
+    assert pulumi_only, f"infra/ ignores the stack config {key}={value}"
+
+
+def test_the_stack_passes_the_proxys_own_defaults(compose: Compose) -> None:
+    environment = compose(COMPOSE_FILE).json()["services"]["proxy"]["environment"]
+    defaults = Settings.model_fields
+    # Empty, as the proxy's default: no address may choose the audited client address.
+    assert environment["PROXY_TRUSTED_PROXIES"] == ""
+    assert defaults["proxy_trusted_proxies"].default_factory is list
+    assert environment["PROXY_AUDIT_RETENTION_DAYS"] == str(
+        defaults["proxy_audit_retention_days"].default
+    )
 
 
 def test_the_comparison_covers_every_service(compose: Compose) -> None:

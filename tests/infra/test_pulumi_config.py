@@ -9,7 +9,7 @@ from collections.abc import Callable
 import pytest
 import yaml
 
-from infra.config import MIB, ConfigError, memory_bytes
+from infra.config import MIB, ConfigError, audit_retention_days, memory_bytes, trusted_proxies
 from tests.infra.mocked_program import PROJECT, REPO_ROOT, Deployment
 
 CONFIG_PY = REPO_ROOT / "infra" / "config.py"
@@ -35,6 +35,32 @@ def test_memory_sizes_read_as_compose_reads_them(value: str, expected: int) -> N
 def test_memory_sizes_docker_cannot_take_are_refused(value: str) -> None:
     with pytest.raises(ConfigError, match="ollamaMemoryLimit"):
         memory_bytes(value)
+
+
+@pytest.mark.parametrize("value", ["", "172.18.0.1", "172.18.0.1, 10.0.0.0/8", "fd00::/64"])
+def test_trusted_proxies_the_proxy_accepts_are_passed_as_written(value: str) -> None:
+    assert trusted_proxies(value) == value
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ("*", "every client"),
+        ("nginx", "'nginx' is not an IP address or network"),
+        ("172.18.0.1/16", "did you mean 172.18.0.0/16"),
+        ("10.0.0.1,,bogus", "'bogus' is not an IP address"),
+    ],
+)
+def test_trusted_proxies_the_proxy_would_refuse_stop_the_program(value: str, reason: str) -> None:
+    with pytest.raises(ConfigError, match="proxyTrustedProxies") as refused:
+        trusted_proxies(value)
+    assert reason in str(refused.value)
+
+
+def test_a_negative_audit_retention_stops_the_program() -> None:
+    assert audit_retention_days(0) == 0
+    with pytest.raises(ConfigError, match="proxyAuditRetentionDays: -1 .*0 keeps every row"):
+        audit_retention_days(-1)
 
 
 def test_every_config_key_is_documented_in_the_example() -> None:
