@@ -19,7 +19,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from proxy import __version__
-from proxy.api.accounting import AccountingMiddleware, audit_record
+from proxy.api.accounting import AccountingMiddleware, audit_record, note_auth_failure
 from proxy.api.middleware import (
     BodySizeLimitMiddleware,
     EarlyAuthMiddleware,
@@ -78,10 +78,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(AuthError)
     async def auth_error(request: Request, exc: AuthError) -> JSONResponse:
-        request.app.state.proxy.metrics.auth_failures.labels(reason=exc.reason).inc()
-        record = audit_record(request.scope)
-        if record is not None:
-            record.error = f"auth: {exc.reason}: {exc.message}"[:500]
+        note_auth_failure(request.app.state.proxy, audit_record(request.scope), exc)
         return JSONResponse(
             {"error": exc.message, "reason": exc.reason}, status_code=401,
             headers={"WWW-Authenticate": f'Bearer error="invalid_token", reason="{exc.reason}"'},

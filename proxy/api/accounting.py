@@ -15,6 +15,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from proxy.audit.record import AuditRecord
+from proxy.core.security import AuthError
 from proxy.core.state import AppState, full_model_name
 
 # Health and scrape endpoints are polled constantly; auditing them would bury the real traffic.
@@ -31,6 +32,14 @@ def model_label(state: AppState, model: str | None) -> str:
     if not model:
         return "none"
     return full_model_name(model) if state.known_models.contains(model) else "unknown"
+
+
+def note_auth_failure(state: AppState, record: AuditRecord | None, exc: AuthError) -> None:
+    """Count a refused token by its reason and write the reason into the request's audit row:
+    the one way every path (HTTP before the body, HTTP routes, the WebSocket) records it."""
+    state.metrics.auth_failures.labels(reason=exc.reason).inc()
+    if record is not None:
+        record.error = f"auth: {exc.reason}: {exc.message}"[:500]
 
 
 async def finish(state: AppState, record: AuditRecord, status: int) -> None:

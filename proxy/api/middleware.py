@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from fastapi.security.utils import get_authorization_scheme_param
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from proxy.api.accounting import note_auth_failure
 from proxy.core.security import AuthError, Principal
 
 if TYPE_CHECKING:
@@ -130,10 +131,7 @@ class EarlyAuthMiddleware:
         try:
             principal = await state.verifier.verify(token)
         except AuthError as exc:
-            state.metrics.auth_failures.labels(reason=exc.reason).inc()
-            record = scope.get("state", {}).get("audit")
-            if record is not None:
-                record.error = f"auth: {exc.reason}: {exc.message}"[:500]
+            note_auth_failure(state, scope.get("state", {}).get("audit"), exc)
             await _send_error(
                 send, 401, {"error": exc.message, "reason": exc.reason},
                 [(b"www-authenticate",

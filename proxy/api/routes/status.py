@@ -8,6 +8,7 @@ hosts, ports and software an attacker would like to know: they are `details`, fo
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 from typing import Annotated
 
 from fastapi import APIRouter, Depends
@@ -58,30 +59,17 @@ async def _check_upstream(state: AppState) -> UpstreamStatus:
     return upstream
 
 
-async def _check_database(state: AppState) -> ComponentStatus:
-    database = ComponentStatus(ok=False)
+async def _check(probe: Awaitable[object]) -> ComponentStatus:
+    """A backend's health: ok when `probe` answers in time; else why not, credentials removed."""
+    part = ComponentStatus(ok=False)
     try:
-        await asyncio.wait_for(database_ok(state.engine), CHECK_TIMEOUT_SECONDS)
-        database.ok = True
+        await asyncio.wait_for(probe, CHECK_TIMEOUT_SECONDS)
+        part.ok = True
     except TimeoutError:
-        database.error = f"no answer within {CHECK_TIMEOUT_SECONDS:g}s"
-    except Exception as exc:  # any driver error means "not ok"; the text says which
-        database.error = _error_text(exc)
-    return database
-
-
-async def _check_redis(state: AppState) -> ComponentStatus | None:
-    if not state.limiter.shared:
-        return None
-    redis = ComponentStatus(ok=False)
-    try:
-        await asyncio.wait_for(state.limiter.ping(), CHECK_TIMEOUT_SECONDS)
-        redis.ok = True
-    except TimeoutError:
-        redis.error = f"no answer within {CHECK_TIMEOUT_SECONDS:g}s"
-    except Exception as exc:  # any client error means "not ok"; the text says which
-        redis.error = _error_text(exc)
-    return redis
+        part.error = f"no answer within {CHECK_TIMEOUT_SECONDS:g}s"
+    except Exception as exc:  # any driver or client error means "not ok"; the text says which
+        part.error = _error_text(exc)
+    return part
 
 
 @router.get(
@@ -94,8 +82,8 @@ async def _check_redis(state: AppState) -> ComponentStatus | None:
 async def status(state: StateDep, admin: Annotated[bool, Depends(_caller_is_admin)]
                  ) -> JSONResponse:
     upstream = await _check_upstream(state)
-    database = await _check_database(state)
-    redis = await _check_redis(state)
+    database = await _check(database_ok(state.engine))
+    redis = await _check(state.limiter.ping()) if state.limiter.shared else None
     parts = [("upstream", upstream), ("database", database), ("redis", redis)]
     failing = [name for name, part in parts if part is not None and not part.ok]
     body = StatusResponse(status="degraded" if failing else "ok", failing=failing)

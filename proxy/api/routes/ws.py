@@ -33,7 +33,7 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.types import Message
 
-from proxy.api.accounting import finish
+from proxy.api.accounting import finish, note_auth_failure
 from proxy.audit.record import AuditRecord
 from proxy.core.errors import ProxyError
 from proxy.core.security import AuthError, Principal, printable
@@ -268,10 +268,9 @@ async def _authenticate(websocket: WebSocket, state: AppState) -> Principal | No
             token = await _auth_frame_token(websocket)
         return await state.verifier.verify(token)
     except AuthError as exc:
-        state.metrics.auth_failures.labels(reason=exc.reason).inc()
         client = websocket.client.host if websocket.client else None
-        record = AuditRecord(id=str(uuid.uuid4()), endpoint=ENDPOINT, client=client,
-                             error=f"auth: {exc.reason}: {exc.message}"[:500])
+        record = AuditRecord(id=str(uuid.uuid4()), endpoint=ENDPOINT, client=client)
+        note_auth_failure(state, record, exc)
         await finish(state, record, 401)
         await websocket.close(POLICY_VIOLATION, _close_reason(exc.message))
         return None
