@@ -1,18 +1,16 @@
 """Command line: `python -m proxy [serve|token|migrate|prune-audit|check-config]`.
 
-`serve` is the default. In dev mode with no `OLLAMA_URL` in the environment it starts the
-built-in Ollama simulator next to the proxy, so a fresh checkout has something to talk to.
+`serve` is the default. The proxy never starts an upstream itself: `scripts/run` starts the
+repository's Ollama simulator for development when no `OLLAMA_URL` is configured.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import signal
 import sys
 from collections.abc import Sequence
-from contextlib import ExitStack
 
 from pydantic import ValidationError
 
@@ -23,7 +21,7 @@ from proxy.core.settings import Settings, get_settings
 EPILOG = """\
 configuration comes from environment variables (also read from ./.env); see .env.example.
 examples:
-  python -m proxy                              serve on 127.0.0.1:8000 (dev: simulator upstream)
+  python -m proxy                              serve on 127.0.0.1:8000
   OLLAMA_URL=http://gpu-host:11434 python -m proxy serve --host 0.0.0.0
   python -m proxy token --sub alice --role admin --ttl 3600
   python -m proxy migrate                      apply database migrations and exit
@@ -47,41 +45,31 @@ def _serve(args: argparse.Namespace) -> int:
     from proxy.core.server import server_options
     from proxy.main import create_app
 
-    with ExitStack() as stack:
-        if "OLLAMA_URL" not in os.environ and os.environ.get("PROXY_ENV", "dev") == "dev" \
-                and not args.no_simulator:
-            from proxy.simulator.process import run_simulator
-
-            print("OLLAMA_URL is not set: starting the built-in Ollama simulator (dev only)...",
-                  flush=True)
-            simulator = stack.enter_context(run_simulator())
-            os.environ["OLLAMA_URL"] = simulator.url
-            get_settings.cache_clear()
-        settings = _load_settings()
-        host = args.host or settings.proxy_host
-        port = args.port or settings.proxy_port
-        app = create_app(settings)
-        base = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
-        print(f"LLM proxy {__version__} ({settings.proxy_env} mode), "
-              f"upstream {redact_secrets(settings.ollama_url)}")
-        if settings.proxy_env == "dev" and settings.wants_symmetric:
-            if settings.jwt_secret is not None:
-                # A token signed with a real secret works on every proxy that shares it, and
-                # startup output ends up in logs: only a per-process secret's token is printed.
-                print("JWT_SECRET is set: mint a token with "
-                      "`python -m proxy token --sub <you> --role admin`.")
-            else:
-                print("JWT_SECRET is not set: using a random secret for this process only.")
-                token = mint_token(settings, sub="dev", role="admin", ttl_seconds=12 * 3600)
-                print(f"dev token (sub=dev, role=admin, 12 h):\n  {token}")
-                print(f"try:\n  TOKEN={token}\n  curl -N -H \"Authorization: Bearer $TOKEN\" "
-                      f"-d '{{\"model\":\"llama3.2\",\"prompt\":\"Hello\"}}' "
-                      f"{base}/api/llm/generate")
-        print(f"open {base}/docs  (status: {base}/api/llm/status)", flush=True)
-        # uvicorn re-raises SIGTERM after its graceful shutdown; turning it into SystemExit lets
-        # the ExitStack stop the dev simulator instead of orphaning it.
-        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-        uvicorn.run(app, host=host, port=port, **server_options(settings))
+    settings = _load_settings()
+    host = args.host or settings.proxy_host
+    port = args.port or settings.proxy_port
+    app = create_app(settings)
+    base = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+    print(f"LLM proxy {__version__} ({settings.proxy_env} mode), "
+          f"upstream {redact_secrets(settings.ollama_url)}")
+    if settings.proxy_env == "dev" and settings.wants_symmetric:
+        if settings.jwt_secret is not None:
+            # A token signed with a real secret works on every proxy that shares it, and
+            # startup output ends up in logs: only a per-process secret's token is printed.
+            print("JWT_SECRET is set: mint a token with "
+                  "`python -m proxy token --sub <you> --role admin`.")
+        else:
+            print("JWT_SECRET is not set: using a random secret for this process only.")
+            token = mint_token(settings, sub="dev", role="admin", ttl_seconds=12 * 3600)
+            print(f"dev token (sub=dev, role=admin, 12 h):\n  {token}")
+            print(f"try:\n  TOKEN={token}\n  curl -N -H \"Authorization: Bearer $TOKEN\" "
+                  f"-d '{{\"model\":\"llama3.2\",\"prompt\":\"Hello\"}}' "
+                  f"{base}/api/llm/generate")
+    print(f"open {base}/docs  (status: {base}/api/llm/status)", flush=True)
+    # uvicorn re-raises SIGTERM after its graceful shutdown; a SystemExit instead makes a
+    # requested stop exit 0, which is what service managers and `scripts/run` expect.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    uvicorn.run(app, host=host, port=port, **server_options(settings))
     return 0
 
 
@@ -177,8 +165,6 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the proxy (default)")
     serve.add_argument("--host", help="bind address (default PROXY_HOST or 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default PROXY_PORT or 8000)")
-    serve.add_argument("--no-simulator", action="store_true",
-                       help="in dev mode, do not start the simulator when OLLAMA_URL is unset")
     serve.set_defaults(func=_serve)
 
     token = sub.add_parser("token", help="mint an HS256 dev token signed with JWT_SECRET")

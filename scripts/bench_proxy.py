@@ -17,57 +17,25 @@ import datetime as dt
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
-import jwt
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from proxy.simulator.process import run_simulator  # noqa: E402
+from tests.support.proxy_process import start_proxy, stop_proxy  # noqa: E402
+from tests.support.simulator.process import run_simulator  # noqa: E402
+from tests.support.tokens import make_token  # noqa: E402
 
 
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
     return ordered[index]
-
-
-def start_proxy(ollama_url: str, workdir: Path, secret: str, redis_url: str | None
-                ) -> tuple[subprocess.Popen[bytes], str]:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = {**os.environ, "OLLAMA_URL": ollama_url, "JWT_SECRET": secret, "PROXY_ENV": "dev",
-           "DATABASE_URL": f"sqlite+aiosqlite:///{workdir / 'bench.db'}",
-           "PROXY_LOG_LEVEL": "warning",
-           # Limits stay on (every request is checked and counted) but high enough to admit
-           # the benchmark; audit rows and metrics are recorded as in production.
-           "PROXY_RATE_LIMIT": "1000000/minute", "PROXY_CONCURRENCY_LIMIT": "100",
-           "PROXY_METRICS_TOKEN": "bench-metrics",
-           "PROXY_AUDIT_SPOOL_PATH": str(workdir / "spool.jsonl")}
-    if redis_url:
-        env["REDIS_URL"] = redis_url
-    process = subprocess.Popen(
-        [sys.executable, "-m", "proxy", "serve", "--no-simulator", "--port", str(port)],
-        cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        try:
-            httpx.get(f"{url}/api/llm/status", timeout=1)
-            return process, url
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    process.kill()
-    raise SystemExit("the proxy did not start")
 
 
 def timed_stream(client: httpx.Client, url: str, body: dict[str, object],
@@ -102,9 +70,7 @@ def main() -> int:
                         "redis://127.0.0.1:6379/0) instead of in-process memory")
     args = parser.parse_args()
 
-    secret = "bench-" + "s" * 40
-    token = jwt.encode({"sub": "bench", "role": "user", "exp": int(time.time()) + 3600},
-                       secret, algorithm="HS256")
+    token = make_token("bench", ttl=3600)
     auth = {"Authorization": f"Bearer {token}"}
     body_base = {"model": "llama3.2", "prompt": "benchmark",
                  "options": {"num_predict": args.tokens}}
@@ -112,7 +78,13 @@ def main() -> int:
     # A fast simulator, so that the proxy's own cost is not drowned by simulated generation.
     with run_simulator(first_token_delay=0.0, tokens_per_second=5000) as sim, \
             tempfile.TemporaryDirectory() as tmp:
-        proxy, proxy_url = start_proxy(sim.url, Path(tmp), secret, args.redis)
+        # Limits stay on (every request is checked and counted) but high enough to admit the
+        # benchmark; audit rows and metrics are recorded as in production.
+        env = {"OLLAMA_URL": sim.url, "PROXY_RATE_LIMIT": "1000000/minute",
+               "PROXY_CONCURRENCY_LIMIT": "100", "PROXY_METRICS_TOKEN": "bench-metrics",
+               **({"REDIS_URL": args.redis} if args.redis else {})}
+        proxy = start_proxy(Path(tmp), env)
+        proxy_url = proxy.url
         try:
             series: dict[str, list[float]] = {}
 
@@ -139,8 +111,7 @@ def main() -> int:
                     if (i + 1) % 50 == 0:
                         print(f"  {i + 1}/{args.requests}", file=sys.stderr)
         finally:
-            proxy.terminate()
-            proxy.wait(10)
+            stop_proxy(proxy)
 
     rows = []
     for what in ("non-streaming total", "streaming first line", "streaming total"):

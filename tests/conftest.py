@@ -1,10 +1,11 @@
-"""Suite-wide hooks: every per-test timeout is stretched by TEST_TIME_SCALE (tests/timing.py)."""
+"""Suite-wide hooks: every per-test timeout is stretched by TEST_TIME_SCALE
+(tests/support/timing.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from tests.timing import scaled
+from tests.support.timing import scaled
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -16,9 +16,10 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from proxy.simulator.process import run_simulator
-from tests.proxy.conftest import make_token, start_proxy, stop_proxy
-from tests.timing import scaled
+from tests.support.proxy_process import start_proxy, stop_proxy
+from tests.support.simulator.process import run_simulator
+from tests.support.timing import scaled
+from tests.support.tokens import make_token
 
 SECRET = "dashboards-test-secret-" + "x" * 40
 METRICS_TOKEN = "dashboards-test-metrics-token"

@@ -27,7 +27,7 @@ from proxy.core.models import AuditEntry, Base, Conversation, Message
 from proxy.core.settings import Settings
 from proxy.services.usage import usage
 from tests.dashboards.paths import DASHBOARD_FILES, GRAFANA
-from tests.timing import scaled
+from tests.support.timing import scaled
 
 pytestmark = pytest.mark.postgres
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from dashboards import build
 from tests.dashboards.paths import DASHBOARD_FILES, REPO_ROOT, RULE_FILES, TEXTFILES
-from tests.timing import scaled
+from tests.support.timing import scaled
 
 
 def test_regenerating_changes_nothing() -> None:

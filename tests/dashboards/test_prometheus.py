@@ -19,7 +19,7 @@ import yaml
 from dashboards.config import SELECTORS
 from dashboards.rules import ALERTS
 from tests.dashboards.paths import PROMETHEUS_DIR, REPO_ROOT, RULE_FILES, RULE_TESTS
-from tests.timing import scaled
+from tests.support.timing import scaled
 
 CONFIG = PROMETHEUS_DIR / "prometheus.yml"
 RUNBOOKS = REPO_ROOT / "docs" / "runbooks.md"

@@ -7,12 +7,12 @@ the CI machine (local backend) and on a GPU host over SSH; these programs need n
 
 from __future__ import annotations
 
-from tests.timing import TIME_SCALE
+from tests.support.timing import TIME_SCALE
 
 
 def _with_time_scale(program: str) -> str:
     """The program, told the suite's TEST_TIME_SCALE: it runs on the target, away from
-    tests/timing.py, and stretches its own timeouts by it."""
+    tests/support/timing.py, and stretches its own timeouts by it."""
     return f"TIME_SCALE = {TIME_SCALE!r}\n{program}"
 
 

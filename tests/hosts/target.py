@@ -30,11 +30,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import jwt
 import pytest
 
 from tests.hosts import probes
-from tests.timing import scaled
+from tests.support.timing import scaled
+from tests.support.tokens import make_token
 
 OLLAMA_PORT = 11434
 REDIS_PORT = 6379
@@ -231,13 +231,8 @@ class StackHost:
         env = self.environment("proxy")
         secret = secret or self.settings.jwt_secret or env.get("JWT_SECRET", "")
         assert secret, "no JWT secret: set LLM_STACK_JWT_SECRET (the proxy container has none)"
-        now = int(time.time())
-        claims: dict[str, Any] = {"sub": sub, "role": role, "iat": now, "exp": now + ttl}
-        if env.get("JWT_AUDIENCE"):
-            claims["aud"] = env["JWT_AUDIENCE"]
-        if env.get("JWT_ISSUER"):
-            claims["iss"] = env["JWT_ISSUER"]
-        return jwt.encode(claims, secret, algorithm="HS256")
+        return make_token(sub, role, ttl, secret, aud=env.get("JWT_AUDIENCE") or None,
+                          iss=env.get("JWT_ISSUER") or None)
 
     def model(self, token: str) -> str:
         """The model generation checks use: the configured one, else the first the proxy lists."""
@@ -254,7 +249,7 @@ def poll(check: Callable[[], Any], deadline_s: float, interval_s: float = 2.0) -
     """Call `check` until it returns something truthy or the deadline passes; return the last.
 
     `deadline_s` is the budget on an idle machine; the scale factor stretches it (as
-    tests.timing.wait_until, which raises where this returns the last value).
+    tests.support.timing.wait_until, which raises where this returns the last value).
     """
     end = time.monotonic() + scaled(deadline_s)
     while True:

@@ -30,7 +30,7 @@ from tests.hosts.target import (
     listener_processes,
     tcp_listeners,
 )
-from tests.timing import scaled
+from tests.support.timing import scaled
 
 LOOPBACK = {"127.0.0.1", "::1"}
 

@@ -11,7 +11,7 @@ import pytest
 
 from tests.hosts import probes
 from tests.hosts.target import GRAFANA_PORT, PROMETHEUS_PORT, StackHost, poll
-from tests.timing import scaled
+from tests.support.timing import scaled
 
 # Prometheus scrapes every 15 s (dashboards/prometheus/prometheus.yml); a fresh stack needs one
 # successful scrape after the proxy became healthy. `poll` stretches it by the scale factor.

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.infra.mocked_program import COMPOSE_SECRETS, REPO_ROOT
-from tests.timing import scaled
+from tests.support.timing import scaled
 
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 GPU_COMPOSE_FILE = REPO_ROOT / "docker-compose.gpu.yml"

@@ -24,7 +24,7 @@ import asyncpg
 import pytest
 
 from tests.infra.mocked_program import REPO_ROOT
-from tests.timing import scaled
+from tests.support.timing import scaled
 
 pytestmark = pytest.mark.postgres
 

@@ -7,7 +7,7 @@
   recap, and which tasks changed.
 
 Both take `timeout` as the budget on an idle machine and stretch it by the scale factor
-(tests/timing.py).
+(tests/support/timing.py).
 
 Everything here runs the real tools; nothing is mocked.
 """
@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.timing import scaled
+from tests.support.timing import scaled
 
 REPO = Path(__file__).resolve().parents[2]
 PLAYBOOKS = REPO / "playbooks"

@@ -15,7 +15,7 @@ from tests.playbooks.ansible_cli import (
     ansible_env,
     run_ansible,
 )
-from tests.timing import scaled
+from tests.support.timing import scaled
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -32,7 +32,7 @@ from typing import Any
 import pytest
 
 from tests.playbooks.ansible_cli import REPO, PlaybookRun, run_playbook
-from tests.timing import scaled, wait_until
+from tests.support.timing import scaled, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from tests.proxy.conftest import ProxyProcess, admin_auth
+from tests.support.proxy_process import ProxyProcess
+from tests.support.tokens import admin_auth
 
 
 def test_pull_relays_progress_then_the_model_is_listed(proxy_server: ProxyProcess, sim) -> None:

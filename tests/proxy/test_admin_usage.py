@@ -18,8 +18,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.proxy.conftest import ProxyProcess, admin_auth, auth, make_token, sim_stats
-from tests.timing import scaled, wait_until
+from tests.support.proxy_process import ProxyProcess, sim_stats
+from tests.support.timing import scaled, wait_until
+from tests.support.tokens import admin_auth, auth, make_token
 
 
 def short(model: str) -> str:

@@ -29,16 +29,10 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from tests.proxy.conftest import (
-    SECRET,
-    ProxyProcess,
-    admin_auth,
-    auth,
-    count_rows,
-    make_token,
-    metric,
-)
-from tests.timing import scaled, wait_until
+from tests.support.database import count_rows
+from tests.support.proxy_process import ProxyProcess, metric
+from tests.support.timing import scaled, wait_until
+from tests.support.tokens import SECRET, admin_auth, auth, make_token
 
 pytestmark = pytest.mark.usefixtures("sim")
 

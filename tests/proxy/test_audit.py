@@ -18,17 +18,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.proxy.conftest import (
-    ProxyProcess,
-    auth,
-    count_rows,
-    make_token,
-    metric,
-    start_proxy,
-    stop_proxy,
-)
 from tests.proxy.outage import TcpOutage
-from tests.timing import scaled, wait_until
+from tests.support.database import count_rows
+from tests.support.proxy_process import ProxyProcess, metric, start_proxy, stop_proxy
+from tests.support.timing import scaled, wait_until
+from tests.support.tokens import auth, make_token
 
 pytestmark = pytest.mark.usefixtures("sim")
 

@@ -22,7 +22,8 @@ from proxy.audit.writer import AuditWriter
 from proxy.core.db import create_engine, migrate
 from proxy.core.metrics import ProxyMetrics
 from proxy.core.settings import Settings
-from tests.proxy.conftest import SECRET, free_port
+from tests.support.proxy_process import free_port
+from tests.support.tokens import SECRET
 
 PRIVATE = 0o600
 

@@ -19,8 +19,9 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from proxy.core.models import AuditEntry
 from proxy.core.settings import async_database_url
-from tests.proxy.conftest import count_rows, start_proxy, stop_proxy
-from tests.timing import scaled, wait_until
+from tests.support.database import count_rows
+from tests.support.proxy_process import start_proxy, stop_proxy
+from tests.support.timing import scaled, wait_until
 
 ROWS_FOR = 'SELECT count(*) FROM audit_log WHERE "user" = $1'
 

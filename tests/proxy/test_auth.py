@@ -18,8 +18,10 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from tests.proxy.conftest import SECRET, ProxyProcess, auth, count_rows, make_token, metric
-from tests.timing import scaled, wait_until
+from tests.support.database import count_rows
+from tests.support.proxy_process import ProxyProcess, metric
+from tests.support.timing import scaled, wait_until
+from tests.support.tokens import SECRET, auth, make_token
 
 pytestmark = pytest.mark.usefixtures("sim")
 

@@ -18,8 +18,9 @@ import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.proxy.conftest import ProxyProcess, auth, sim_stats
-from tests.timing import scaled
+from tests.support.proxy_process import ProxyProcess, sim_stats
+from tests.support.timing import scaled
+from tests.support.tokens import auth
 
 REDIS_DB = 11
 REDIS_URL = f"redis://127.0.0.1:6379/{REDIS_DB}"

@@ -9,7 +9,8 @@ import uuid
 import pytest
 
 from proxy.schemas import CONTEXT_ID_PATTERN
-from tests.proxy.conftest import ProxyProcess, auth, sim_fault, sim_stats
+from tests.support.proxy_process import ProxyProcess, sim_fault, sim_stats
+from tests.support.tokens import auth
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,12 @@ from pathlib import Path
 
 import httpx
 import jwt
+import pytest
 
-from tests.proxy.conftest import SECRET, free_port
-from tests.timing import scaled, wait_until
+from tests.proxy.conftest import REPO_ROOT
+from tests.support.proxy_process import free_port
+from tests.support.timing import scaled, wait_until
+from tests.support.tokens import SECRET
 
 
 def run(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
@@ -63,13 +66,17 @@ def test_bad_configuration_is_reported_not_a_traceback(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
-def test_dev_serve_starts_the_simulator_and_prints_a_working_token(tmp_path: Path) -> None:
+def test_scripts_run_starts_the_simulator_and_prints_a_working_token(tmp_path: Path) -> None:
+    """`scripts/run`'s launcher, from a directory without .env: the simulator as upstream, a dev
+    token that works, and a stop request that stops the simulator too."""
     port = free_port()
     clean = {k: v for k, v in os.environ.items()
              if not k.startswith(("JWT_", "PROXY_", "OLLAMA_", "DATABASE_"))}
-    process = subprocess.Popen([sys.executable, "-m", "proxy", "--port", str(port)],
+    process = subprocess.Popen([sys.executable, str(REPO_ROOT / "scripts" / "dev_server.py"),
+                                "--port", str(port)],
                                cwd=tmp_path, env=clean, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
+    upstream = None
     try:
         assert process.stdout is not None
         output = []
@@ -80,9 +87,12 @@ def test_dev_serve_starts_the_simulator_and_prints_a_working_token(tmp_path: Pat
             output.append(line)
             if line.startswith("  ey"):
                 token = line.strip()
+            if " mode), upstream " in line:
+                upstream = line.rsplit(" ", 1)[1].strip()
             if line.startswith("open "):
                 break
         assert token, "".join(output)
+        assert upstream and upstream.startswith("http://127.0.0.1:"), "".join(output)
         assert f"http://127.0.0.1:{port}/docs" in "".join(output)
         base = f"http://127.0.0.1:{port}"
 
@@ -103,6 +113,19 @@ def test_dev_serve_starts_the_simulator_and_prints_a_working_token(tmp_path: Pat
     finally:
         process.terminate()
         process.wait(scaled(15))
+    assert process.returncode == 0
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{upstream}/api/version", timeout=scaled(2))
+
+
+def test_the_proxy_never_starts_an_upstream_itself(tmp_path: Path) -> None:
+    """In dev mode without OLLAMA_URL, `python -m proxy serve` points at the default upstream
+    and starts nothing: the simulator is a development tool outside the product."""
+    result = run(["check-config"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "http://127.0.0.1:11434" in result.stdout
+    help_text = run(["serve", "--help"], tmp_path).stdout
+    assert "simulator" not in help_text
 
 
 def test_check_config_shows_urls_without_their_credentials(tmp_path: Path) -> None:
@@ -123,7 +146,7 @@ def serve_output(tmp_path: Path, **env: str) -> str:
     clean = {k: v for k, v in os.environ.items()
              if not k.startswith(("JWT_", "PROXY_", "OLLAMA_", "DATABASE_"))}
     process = subprocess.Popen(
-        [sys.executable, "-m", "proxy", "serve", "--no-simulator", "--port", str(free_port())],
+        [sys.executable, "-m", "proxy", "serve", "--port", str(free_port())],
         cwd=tmp_path, env={**clean, "DATABASE_URL": f"sqlite:///{tmp_path / 'p.db'}", **env},
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     output: list[str] = []

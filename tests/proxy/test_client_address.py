@@ -14,8 +14,10 @@ from pathlib import Path
 
 import httpx
 
-from tests.proxy.conftest import ProxyProcess, auth, count_rows
-from tests.timing import scaled, wait_until
+from tests.support.database import count_rows
+from tests.support.proxy_process import ProxyProcess
+from tests.support.timing import scaled, wait_until
+from tests.support.tokens import auth
 
 FORGED = "203.0.113.7"
 

@@ -10,8 +10,9 @@ from urllib.parse import urlparse
 
 import pytest
 
-from tests.proxy.conftest import ProxyProcess, auth, sim_stats
-from tests.timing import scaled, wait_until
+from tests.support.proxy_process import ProxyProcess, sim_stats
+from tests.support.timing import scaled, wait_until
+from tests.support.tokens import auth
 
 
 @pytest.fixture

@@ -20,8 +20,9 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from proxy.core.server import server_options
 from proxy.core.settings import Settings
-from tests.proxy.conftest import ProxyProcess, auth
-from tests.timing import scaled, wait_until
+from tests.support.proxy_process import ProxyProcess
+from tests.support.timing import scaled, wait_until
+from tests.support.tokens import auth
 
 
 @contextmanager

@@ -21,7 +21,8 @@ from proxy.core.errors import (
 )
 from proxy.core.settings import Settings
 from proxy.upstream.ollama import OllamaClient
-from tests.proxy.conftest import ProxyProcess, auth, free_port, sim_fault, sim_stats
+from tests.support.proxy_process import ProxyProcess, free_port, sim_fault, sim_stats
+from tests.support.tokens import auth
 
 GENERATE = {"model": "llama3.2", "prompt": "hello", "stream": False}
 

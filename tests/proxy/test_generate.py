@@ -8,7 +8,8 @@ import time
 import httpx
 import pytest
 
-from tests.proxy.conftest import ProxyProcess, admin_auth, auth, sim_stats
+from tests.support.proxy_process import ProxyProcess, sim_stats
+from tests.support.tokens import admin_auth, auth
 
 pytestmark = pytest.mark.usefixtures("sim")
 

@@ -14,8 +14,9 @@ import httpx
 import pytest
 from websockets.sync.client import connect
 
-from tests.proxy.conftest import ProxyProcess, auth, free_port, make_token, metric, sim_fault
-from tests.timing import scaled
+from tests.support.proxy_process import ProxyProcess, free_port, metric, sim_fault
+from tests.support.timing import scaled
+from tests.support.tokens import auth, make_token
 
 pytestmark = pytest.mark.usefixtures("sim")
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import httpx
 from websockets.sync.client import connect
 
-from tests.proxy.conftest import make_token
-from tests.timing import scaled, wait_until
+from tests.support.timing import scaled, wait_until
+from tests.support.tokens import make_token
 
 
 def test_query_tokens_never_reach_the_log(proxy_factory, simulator) -> None:

@@ -15,8 +15,9 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.proxy.conftest import ProxyProcess, auth, free_port, make_token
-from tests.timing import scaled, wait_until
+from tests.support.proxy_process import ProxyProcess, free_port
+from tests.support.timing import scaled, wait_until
+from tests.support.tokens import auth, make_token
 
 pytestmark = pytest.mark.usefixtures("sim")
 

@@ -16,7 +16,9 @@ import pytest
 from alembic import command
 
 from proxy.core.db import alembic_config
-from tests.proxy.conftest import ProxyProcess, _postgres_database, auth, count_rows, sim_stats
+from tests.support.database import count_rows, postgres_database
+from tests.support.proxy_process import ProxyProcess, sim_stats
+from tests.support.tokens import auth
 
 pytestmark = pytest.mark.usefixtures("sim")
 
@@ -26,7 +28,7 @@ def fresh_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[s
     if request.param == "sqlite":
         yield f"sqlite+aiosqlite:///{tmp_path / 'older.db'}"
     else:
-        yield from _postgres_database()
+        yield from postgres_database()
 
 
 def execute(database_url: str, *statements: tuple[str, tuple[object, ...]]) -> None:

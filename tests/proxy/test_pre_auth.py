@@ -21,8 +21,9 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from tests.proxy.conftest import ProxyProcess, admin_auth, make_token, metric
-from tests.timing import scaled, wait_until
+from tests.support.proxy_process import ProxyProcess, metric
+from tests.support.timing import scaled, wait_until
+from tests.support.tokens import admin_auth, make_token
 
 pytestmark = pytest.mark.usefixtures("sim")
 

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from pydantic import ValidationError
 
 from proxy.core.settings import Settings, secret_weakness
-from tests.timing import scaled
+from tests.support.timing import scaled
 
 OWN_PREFIXES = ("JWT_", "PROXY_", "OLLAMA_", "DATABASE_", "REDIS_")
 

@@ -15,8 +15,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.proxy.conftest import ProxyProcess, admin_auth, auth, metric
-from tests.timing import scaled, wait_until
+from tests.support.proxy_process import ProxyProcess, metric
+from tests.support.timing import scaled, wait_until
+from tests.support.tokens import admin_auth, auth
 
 pytestmark = pytest.mark.usefixtures("sim")
 

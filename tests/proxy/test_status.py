@@ -12,8 +12,9 @@ from typing import Any
 import httpx
 
 from proxy import __version__
-from tests.proxy.conftest import ProxyProcess, admin_auth, auth, free_port, make_token
-from tests.timing import scaled
+from tests.support.proxy_process import ProxyProcess, free_port
+from tests.support.timing import scaled
+from tests.support.tokens import admin_auth, auth, make_token
 
 UPSTREAM_PASSWORD = "upstream-pw-4f1c9a"
 DATABASE_PASSWORD = "database-pw-77e0b2"

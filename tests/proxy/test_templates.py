@@ -15,15 +15,10 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.proxy.conftest import (
-    ProxyProcess,
-    admin_auth,
-    auth,
-    count_rows,
-    metric,
-    sim_stats,
-)
-from tests.timing import scaled, wait_until
+from tests.support.database import count_rows
+from tests.support.proxy_process import ProxyProcess, metric, sim_stats
+from tests.support.timing import scaled, wait_until
+from tests.support.tokens import admin_auth, auth
 
 pytestmark = pytest.mark.usefixtures("sim")
 

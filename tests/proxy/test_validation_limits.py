@@ -19,8 +19,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.proxy.conftest import ProxyProcess, admin_auth, auth, sim_stats
-from tests.timing import scaled
+from tests.support.proxy_process import ProxyProcess, sim_stats
+from tests.support.timing import scaled
+from tests.support.tokens import admin_auth, auth
 
 pytestmark = pytest.mark.usefixtures("sim")
 

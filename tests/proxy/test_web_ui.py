@@ -13,8 +13,10 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from tests.proxy.conftest import REPO_ROOT, ProxyProcess, make_token, sim_stats
-from tests.timing import scaled, scaled_ms, wait_until
+from tests.proxy.conftest import REPO_ROOT
+from tests.support.proxy_process import ProxyProcess, sim_stats
+from tests.support.timing import scaled, scaled_ms, wait_until
+from tests.support.tokens import make_token
 
 SCREENSHOTS = Path(os.environ.get("TEST_OUTPUT_DIR", REPO_ROOT / "test-output")) / "screenshots"
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")

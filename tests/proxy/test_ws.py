@@ -14,9 +14,11 @@ from websockets.exceptions import ConnectionClosed
 from websockets.frames import Close
 from websockets.sync.client import ClientConnection, connect
 
-from tests.proxy.conftest import ProxyProcess, count_rows, make_token, metric, sim_stats
 from tests.proxy.test_auth import MALFORMED_TOKENS, auth_failures
-from tests.timing import scaled, wait_until
+from tests.support.database import count_rows
+from tests.support.proxy_process import ProxyProcess, metric, sim_stats
+from tests.support.timing import scaled, wait_until
+from tests.support.tokens import make_token
 
 pytestmark = pytest.mark.usefixtures("sim")
 

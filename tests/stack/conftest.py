@@ -33,7 +33,7 @@ import pytest
 import testinfra
 
 from tests.hosts.target import POSTGRES_PORT, REDIS_PORT, StackHost, StackSettings
-from tests.timing import scaled
+from tests.support.timing import scaled
 
 REPO = Path(__file__).resolve().parents[2]
 LOG_DIR = REPO / "test-output" / "stack"

@@ -49,3 +49,19 @@ def test_the_ollama_stand_in_answers_the_cli_the_deployment_uses(stack: StackHos
     assert stack.check_output("docker exec %s ollama list", container).startswith("NAME")
     pulled = stack.check_output("docker exec %s ollama pull %s", container, "llama3.2")
     assert pulled.splitlines()[-1] == "success"
+
+
+def test_the_proxy_image_holds_no_simulator(stack: StackHost) -> None:
+    # The image the stack runs, searched whole (not only the installed package): the Ollama
+    # simulator lives with the tests and must never reach a production image.
+    image = stack.inspect("proxy")["Config"]["Image"]
+    found = stack.check_output(
+        "docker run --rm --entrypoint /opt/venv/bin/python %s -c %s", image,
+        "import os\n"
+        "for root, dirs, files in os.walk('/'):\n"
+        "    dirs[:] = [d for d in dirs if os.path.join(root, d) not in ('/proc', '/sys')]\n"
+        "    for name in dirs + files:\n"
+        "        if 'simulator' in name.lower(): print(os.path.join(root, name))\n"
+        "print('searched', os.path.exists('/opt/venv/lib'))\n",
+    )
+    assert found.splitlines() == ["searched True"]

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from tests.hosts.target import StackHost
-from tests.timing import TIME_SCALE
+from tests.support.timing import TIME_SCALE
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 

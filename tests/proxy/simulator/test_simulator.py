@@ -15,10 +15,10 @@ from typing import Any
 import httpx
 import pytest
 
-from proxy.simulator import completion_tokens, run_simulator
-from proxy.simulator.cli import build_parser, config_from_args
-from proxy.simulator.process import SimulatorProcess
-from tests.timing import TIME_SCALE, scaled, wait_until
+from tests.support.simulator import completion_tokens, run_simulator
+from tests.support.simulator.cli import build_parser, config_from_args
+from tests.support.simulator.process import SimulatorProcess
+from tests.support.timing import TIME_SCALE, scaled, wait_until
 
 RATE = 200.0  # tokens/s of the shared simulator: quick, yet slow enough to measure
 QUEUE_FULL = "server busy, please try again.  maximum pending requests exceeded"
@@ -197,7 +197,7 @@ def test_generate_streams_ndjson_with_counters_only_at_the_end(client: httpx.Cli
 
 def test_generate_rate_matches_configuration(client: httpx.Client) -> None:
     # The simulator paces tokens against a fixed schedule and reports eval_duration as measured
-    # wall time (proxy/simulator/generation.py), so a generation can never come out faster than
+    # wall time (the simulator's generation.py), so a generation can never come out faster than
     # configured: the upper bound holds on any machine. Load can only make it slower (a stall of
     # the simulator's event loop lands in eval_duration), so the lower bound is taken on the best
     # of a few tries (a stall is transient, a pacing bug slows every try) and, on a machine slow

@@ -123,7 +123,7 @@ def cmd_serve(args: list[str]) -> int:
         if os.environ.get(variable) and not os.environ.get(own_variable):
             flags += [flag, os.environ[variable]]
     python = sys.executable
-    os.execv(python, [python, "-m", "proxy.simulator", *flags, *args])
+    os.execv(python, [python, "-m", "tests.support.simulator", *flags, *args])
     return 0  # not reached
 
 

@@ -6,7 +6,8 @@ ASGI gives an app no handle on its TCP connection, so both reach into uvicorn:
   of an HTTP response.
 - `ListenerControl.refuse` closes uvicorn's listening sockets, so connects get ECONNREFUSED, and
   reopens them on the same address later with uvicorn's own protocol class. It needs the
-  `uvicorn.Server` object, which only the simulator's own runner (`python -m proxy.simulator`)
+  `uvicorn.Server` object, which only the simulator's own runner
+  (`python -m tests.support.simulator`)
   hands over; apps served some other way answer 501 to the `refuse` fault.
 """
 
@@ -23,7 +24,7 @@ from typing import Any
 import uvicorn
 from starlette.types import Receive, Scope
 
-logger = logging.getLogger("proxy.simulator")
+logger = logging.getLogger("tests.support.simulator")
 
 _REBIND_ATTEMPTS = 40
 _REBIND_PAUSE = 0.05

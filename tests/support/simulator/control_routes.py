@@ -17,10 +17,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from proxy.simulator.config import ConfigError
-from proxy.simulator.ollama_routes import listener_of, sim_of
-from proxy.simulator.payload import ApiError
-from proxy.simulator.state import FAULT_MODES, FaultPlan
+from tests.support.simulator.config import ConfigError
+from tests.support.simulator.ollama_routes import listener_of, sim_of
+from tests.support.simulator.payload import ApiError
+from tests.support.simulator.state import FAULT_MODES, FaultPlan
 
 
 async def _object_body(request: Request) -> dict[str, Any]:
@@ -63,7 +63,8 @@ def _refuse(request: Request, body: dict[str, Any]) -> Response:
         raise ApiError(400, f"refuse needs seconds > 0, got {seconds!r}")
     listener = listener_of(request)
     if listener is None:
-        raise ApiError(501, "refuse needs the simulator's own runner (python -m proxy.simulator)")
+        raise ApiError(501, "refuse needs the simulator's own runner "
+                            "(python -m tests.support.simulator)")
     try:
         listener.refuse(float(seconds), request.scope.get("client"))
     except RuntimeError as exc:

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from proxy.simulator.catalog import ModelSpec, normalize_name, spec_for
-from proxy.simulator.config import SimulatorConfig
-from proxy.simulator.scheduler import SlotGate
+from tests.support.simulator.catalog import ModelSpec, normalize_name, spec_for
+from tests.support.simulator.config import SimulatorConfig
+from tests.support.simulator.scheduler import SlotGate
 
 FAULT_MODES = ("none", "hang", "error500", "busy503", "disconnect", "midstream_error")
 """Faults applied to generate/chat requests; `refuse` is a listener fault, handled apart."""

@@ -16,9 +16,9 @@ from typing import Any, Literal
 
 from starlette.types import Send
 
-from proxy.simulator.scheduler import QueueFull
-from proxy.simulator.state import SimulatorState, ollama_timestamp
-from proxy.simulator.streaming import NDJSONWriter, WatchedResponse, send_json
+from tests.support.simulator.scheduler import QueueFull
+from tests.support.simulator.state import SimulatorState, ollama_timestamp
+from tests.support.simulator.streaming import NDJSONWriter, WatchedResponse, send_json
 
 MIDSTREAM_TOKENS = 3
 """Tokens sent before a `midstream_error` fault ends the stream with an error line."""

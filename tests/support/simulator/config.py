@@ -1,6 +1,6 @@
 """The simulator's tunable behaviour: timing, shelf of models, registry, concurrency.
 
-One dataclass is shared by the CLI (`python -m proxy.simulator`), the `SIM_*` environment
+One dataclass is shared by the CLI (`python -m tests.support.simulator`), the `SIM_*` environment
 variables, the `POST /__sim__/config` control call and `run_simulator(**config)`, so each knob
 has exactly one name and one validation rule wherever it is set.
 """
@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from proxy.simulator.catalog import DEFAULT_MODELS, DEFAULT_REGISTRY, normalize_name
+from tests.support.simulator.catalog import DEFAULT_MODELS, DEFAULT_REGISTRY, normalize_name
 
 
 class ConfigError(ValueError):

@@ -15,7 +15,7 @@ from typing import Any
 
 from starlette.requests import Request
 
-from proxy.simulator.state import SimulatorState
+from tests.support.simulator.state import SimulatorState
 
 
 class ApiError(Exception):

@@ -25,10 +25,10 @@ from typing import Any
 
 import httpx
 
-from proxy.simulator.cli import ENV_PREFIX, bind_listener
-from proxy.simulator.config import SimulatorConfig
+from tests.support.simulator.cli import ENV_PREFIX, bind_listener
+from tests.support.simulator.config import SimulatorConfig
 
-_PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the folder holding `proxy/`
+_PACKAGE_ROOT = Path(__file__).resolve().parents[3]  # the folder holding `tests/`
 
 
 @dataclass
@@ -148,7 +148,7 @@ def run_simulator(
     log_level: str = "warning",
     **config: Any,
 ) -> Iterator[SimulatorProcess]:
-    """Run `python -m proxy.simulator` with `config` (SimulatorConfig fields) until exit.
+    """Run `python -m tests.support.simulator` with `config` (SimulatorConfig fields) until exit.
 
     `port=None` picks a free port. The child's output goes to a temporary log file, read with
     `.logs()` and included in the error if it does not come up within `startup_timeout`.
@@ -171,7 +171,7 @@ def run_simulator(
                 [
                     sys.executable,
                     "-m",
-                    "proxy.simulator",
+                    "tests.support.simulator",
                     "--host",
                     host,
                     "--port",

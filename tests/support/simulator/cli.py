@@ -1,4 +1,4 @@
-"""Command line for `python -m proxy.simulator`: flags, `SIM_*` environment variables, serving.
+"""`python -m tests.support.simulator`: flags, `SIM_*` environment variables, serving.
 
 Every flag falls back to an environment variable (`--tokens-per-second` ← `SIM_TOKENS_PER_SECOND`)
 so the same simulator runs from a shell, a test helper or a container's environment. The app is
@@ -18,16 +18,16 @@ from typing import Any
 
 import uvicorn
 
-from proxy.simulator.app import create_app
-from proxy.simulator.config import ConfigError, SimulatorConfig
-from proxy.simulator.network_faults import ListenerControl
+from tests.support.simulator.app import create_app
+from tests.support.simulator.config import ConfigError, SimulatorConfig
+from tests.support.simulator.network_faults import ListenerControl
 
 ENV_PREFIX = "SIM_"
 _DEFAULTS = SimulatorConfig()
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
-logger = logging.getLogger("proxy.simulator")
+logger = logging.getLogger("tests.support.simulator")
 
 
 def _env(name: str, default: Any) -> Any:
@@ -53,7 +53,7 @@ def _name_list(text: str) -> list[str]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m proxy.simulator",
+        prog="python -m tests.support.simulator",
         description=(
             "Simulated Ollama server for tests: Ollama's HTTP API with deterministic output, "
             "configurable timing, a bounded queue and injectable faults (control API under "

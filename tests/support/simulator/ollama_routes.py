@@ -1,4 +1,4 @@
-"""The Ollama API routes the simulator implements, following `shared/ollama-api.md`.
+"""The Ollama API routes the simulator implements, following Ollama's documented API.
 
 Each handler validates in the order Ollama does (body, model name, model presence,
 capabilities, then the empty-prompt "load" shortcut), so error precedence matches too.
@@ -18,11 +18,16 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from proxy.simulator.catalog import ModelSpec, normalize_name, spec_for
-from proxy.simulator.completion import apply_stop, completion_tokens, count_tokens, token_ids
-from proxy.simulator.generation import Generation, GenerationResponse
-from proxy.simulator.network_faults import ListenerControl, abort_connection
-from proxy.simulator.payload import (
+from tests.support.simulator.catalog import ModelSpec, normalize_name, spec_for
+from tests.support.simulator.completion import (
+    apply_stop,
+    completion_tokens,
+    count_tokens,
+    token_ids,
+)
+from tests.support.simulator.generation import Generation, GenerationResponse
+from tests.support.simulator.network_faults import ListenerControl, abort_connection
+from tests.support.simulator.payload import (
     ApiError,
     Fields,
     int_option,
@@ -31,9 +36,9 @@ from proxy.simulator.payload import (
     read_body,
     stop_option,
 )
-from proxy.simulator.scheduler import QUEUE_FULL_MESSAGE
-from proxy.simulator.state import SimulatorState, ollama_timestamp
-from proxy.simulator.streaming import (
+from tests.support.simulator.scheduler import QUEUE_FULL_MESSAGE
+from tests.support.simulator.state import SimulatorState, ollama_timestamp
+from tests.support.simulator.streaming import (
     NDJSONWriter,
     OllamaJSONResponse,
     WatchedResponse,

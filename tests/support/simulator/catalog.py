@@ -2,9 +2,9 @@
 
 Ollama describes a model in three places that must agree with each other — `/api/tags`,
 `/api/show` and the layers `/api/pull` reports — so they are all derived here from one
-`ModelSpec`. The three models the stack ships with carry the real sizes from Ollama's library
-(see `shared/ollama-api.md`); llama3.2's digest and layers are the real ones too. Anything else
-gets a synthetic but deterministic spec, so a test can put any name on the simulator's shelf.
+`ModelSpec`. The three models the stack ships with carry the real sizes from Ollama's library;
+llama3.2's digest and layers are the real ones too. Anything else gets a synthetic but
+deterministic spec, so a test can put any name on the simulator's shelf.
 """
 
 from __future__ import annotations

@@ -16,13 +16,13 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from proxy.simulator import control_routes, ollama_routes
-from proxy.simulator.config import SimulatorConfig
-from proxy.simulator.payload import ApiError
-from proxy.simulator.state import SimulatorState
-from proxy.simulator.streaming import OllamaJSONResponse
+from tests.support.simulator import control_routes, ollama_routes
+from tests.support.simulator.config import SimulatorConfig
+from tests.support.simulator.payload import ApiError
+from tests.support.simulator.state import SimulatorState
+from tests.support.simulator.streaming import OllamaJSONResponse
 
-logger = logging.getLogger("proxy.simulator")
+logger = logging.getLogger("tests.support.simulator")
 
 CONTROL_PREFIX = "/__sim__/"
 

@@ -1,0 +1,116 @@
+"""The proxy as a real server in its own process (`python -m proxy serve`), and what tests read
+from it and from the simulator's control API: the one place a test starts a proxy."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.support.simulator.process import SimulatorProcess
+from tests.support.timing import scaled
+from tests.support.tokens import SECRET
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class ProxyProcess:
+    url: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def client(self, **kwargs: Any) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=scaled(30), **kwargs)
+
+
+def start_proxy(tmp_path: Path, env: dict[str, str], wait: bool = True) -> ProxyProcess:
+    port = free_port()
+    full_env = {
+        **{k: v for k, v in os.environ.items()
+           if not k.startswith(("JWT_", "PROXY_", "OLLAMA_", "DATABASE_", "REDIS_"))},
+        "PROXY_ENV": "dev",
+        "JWT_SECRET": SECRET,
+        "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / f'proxy-{port}.db'}",
+        "PROXY_LOG_LEVEL": "warning",
+        # Functional tests send far more than 10 requests a minute as one user; the limits
+        # themselves are tested with their defaults in test_limits.py.
+        "PROXY_RATE_LIMIT": "100000/minute",
+        "PROXY_CONCURRENCY_LIMIT": "50",
+        "PROXY_AUDIT_SPOOL_PATH": str(tmp_path / "audit-spool.jsonl"),
+        **env,
+    }
+    log_path = tmp_path / f"proxy-{port}.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "proxy", "serve", "--host", "127.0.0.1",
+             "--port", str(port)],
+            cwd=tmp_path, env=full_env, stdout=log, stderr=subprocess.STDOUT,
+        )
+    proxy = ProxyProcess(f"http://127.0.0.1:{port}", process, log_path, full_env)
+    if wait:
+        deadline = time.monotonic() + scaled(30)
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"proxy exited with {process.returncode}:\n{proxy.log()}")
+            try:
+                httpx.get(f"{proxy.url}/api/llm/status", timeout=scaled(2))
+                break
+            except httpx.HTTPError:
+                if time.monotonic() > deadline:
+                    stop_proxy(proxy)
+                    raise RuntimeError(f"proxy did not start:\n{proxy.log()}") from None
+                time.sleep(0.1)
+    return proxy
+
+
+def stop_proxy(proxy: ProxyProcess) -> None:
+    if proxy.process.poll() is None:
+        proxy.process.terminate()
+        try:
+            proxy.process.wait(scaled(10))
+        except subprocess.TimeoutExpired:
+            proxy.process.kill()
+            proxy.process.wait()
+
+
+def sim_stats(sim: SimulatorProcess) -> dict[str, Any]:
+    response = httpx.get(f"{sim.url}/__sim__/stats", timeout=scaled(5))
+    response.raise_for_status()
+    data: dict[str, Any] = response.json()
+    return data
+
+
+def sim_fault(sim: SimulatorProcess, mode: str, count: int | None = None) -> None:
+    httpx.post(f"{sim.url}/__sim__/faults", json={"mode": mode, "count": count},
+               timeout=scaled(5)).raise_for_status()
+
+
+def metric(proxy: ProxyProcess, name: str, **labels: str) -> float:
+    """The sum of the samples called `name` on the proxy's /metrics whose labels include
+    `labels` (the test proxies serve /metrics without a token in dev mode)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"{proxy.url}/metrics", timeout=scaled(10)).text
+    named = [sample for family in text_string_to_metric_families(text)
+             for sample in family.samples if sample.name == name]
+    if not named:
+        raise AssertionError(f"{name} is not in /metrics")
+    return sum(sample.value for sample in named
+               if all(sample.labels.get(k) == v for k, v in labels.items()))
