@@ -70,9 +70,7 @@ def _validation_response(exc: RequestValidationError) -> JSONResponse:
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ProxyError)
     async def proxy_error(request: Request, exc: ProxyError) -> JSONResponse:
-        record = audit_record(request.scope)
-        if record is not None:
-            record.error = exc.message[:500]
+        audit_record(request.scope).error = exc.message[:500]
         return JSONResponse({"error": exc.message}, status_code=exc.status_code,
                             headers=exc.headers())
 
@@ -87,9 +85,7 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         response = _validation_response(exc)
-        record = audit_record(request.scope)
-        if record is not None:
-            record.error = bytes(response.body).decode()[:500]
+        audit_record(request.scope).error = bytes(response.body).decode()[:500]
         return response
 
     @app.exception_handler(StarletteHTTPException)

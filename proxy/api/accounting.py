@@ -1,8 +1,11 @@
 """Every API request, accounted once: an audit row, metrics, and its limit slot given back.
 
-The middleware opens an AuditRecord before anything else can refuse the request (so 401, 413,
-422 and 429 are audited too); routes fill in who, which model, tokens and timings; whatever way
-the request ends (answer, error, client gone, cancellation), `finish` runs exactly once.
+The middleware opens an AuditRecord for every HTTP request before anything else can refuse it
+(so 401, 413, 422 and 429 are audited too); routes fill in who, which model, tokens and timings;
+whatever way the request ends (answer, error, client gone, cancellation), `finish` runs exactly
+once. Health checks, scrapes and the web page get a record too, which is given its slots back but
+never written: so `audit_record` always has one to return, and an app assembled without this
+middleware fails at its first request instead of silently skipping audit rows and slot releases.
 WebSocket requests are accounted per request frame through the same `finish`.
 """
 
@@ -20,10 +23,17 @@ from proxy.core.state import AppState, full_model_name
 
 # Health and scrape endpoints are polled constantly; auditing them would bury the real traffic.
 NOT_AUDITED = frozenset({"/api/llm/status", "/metrics"})
+# Where the record lives in the ASGI scope's per-request state.
+_RECORD = "audit"
 
 
-def audit_record(scope: Scope) -> AuditRecord | None:
-    record: AuditRecord | None = scope.get("state", {}).get("audit")
+def audit_record(scope: Scope) -> AuditRecord:
+    """The request's audit record, opened by AccountingMiddleware for every HTTP request."""
+    record: AuditRecord | None = scope.get("state", {}).get(_RECORD)
+    if record is None:
+        raise RuntimeError(f"no audit record for {scope.get('path')!r}: the app must run under "
+                           "AccountingMiddleware, or nothing is audited and no limit slot is "
+                           "given back")
     return record
 
 
@@ -34,19 +44,22 @@ def model_label(state: AppState, model: str | None) -> str:
     return full_model_name(model) if state.known_models.contains(model) else "unknown"
 
 
-def note_auth_failure(state: AppState, record: AuditRecord | None, exc: AuthError) -> None:
+def note_auth_failure(state: AppState, record: AuditRecord, exc: AuthError) -> None:
     """Count a refused token by its reason and write the reason into the request's audit row:
     the one way every path (HTTP before the body, HTTP routes, the WebSocket) records it."""
     state.metrics.auth_failures.labels(reason=exc.reason).inc()
-    if record is not None:
-        record.error = f"auth: {exc.reason}: {exc.message}"[:500]
+    record.error = f"auth: {exc.reason}: {exc.message}"[:500]
+
+
+async def _release_slots(record: AuditRecord) -> None:
+    for release in record.on_finish:
+        await release()
+    record.on_finish.clear()
 
 
 async def finish(state: AppState, record: AuditRecord, status: int) -> None:
     """Close the books on one request: release slots, record metrics, queue the audit row."""
-    for release in record.on_finish:
-        await release()
-    record.on_finish.clear()
+    await _release_slots(record)
     record.status = record.status_override or status
     record.duration_ms = (time.perf_counter() - record.started) * 1000
     model = model_label(state, record.model)
@@ -71,11 +84,10 @@ class AccountingMiddleware:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope.get("path", "")
-        if scope["type"] != "http" or not path.startswith("/api/") or path in NOT_AUDITED:
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        state: AppState = scope["app"].state.proxy
+        path = scope.get("path", "")
         scope_state: dict[str, Any] = scope.setdefault("state", {})
         client = scope.get("client")
         # The server's own id (RequestIdMiddleware), never one the caller chose: it is the
@@ -83,7 +95,14 @@ class AccountingMiddleware:
         record = AuditRecord(id=scope_state.get("request_id") or str(uuid.uuid4()),
                              endpoint=path, client=client[0] if client else None,
                              correlation_id=scope_state.get("correlation_id"))
-        scope_state["audit"] = record
+        scope_state[_RECORD] = record
+        if not path.startswith("/api/") or path in NOT_AUDITED:
+            try:
+                await self.app(scope, receive, send)
+            finally:
+                await _release_slots(record)
+            return
+        state: AppState = scope["app"].state.proxy
         status = 500
 
         async def send_accounted(message: Message) -> None:

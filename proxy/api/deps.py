@@ -34,8 +34,7 @@ async def current_user(
     # AuthError propagates to its handler, which answers 401 with WWW-Authenticate.
     user = verified_early(request.scope, token) or await state.verifier.verify(token)
     record = audit_record(request.scope)
-    if record is not None:
-        record.user, record.role = user.sub, user.role
+    record.user, record.role = user.sub, user.role
     return user
 
 

@@ -65,13 +65,12 @@ def _stream_doc(final: type[Any]) -> dict[int | str, dict[str, Any]]:
 
 
 async def _lines(
-    state: AppState, planned: PlannedCall, request_id: str, record: AuditRecord | None
+    state: AppState, planned: PlannedCall, request_id: str, record: AuditRecord
 ) -> AsyncIterator[dict[str, Any]]:
     call = planned.call
     async for item in relay(state.upstream, call):
         if isinstance(item, Completion):
-            if record is not None:
-                planned.account_completion(record, item)
+            planned.account_completion(record, item)
             if planned.after is not None:
                 await planned.after(item)
             yield StreamDone(
@@ -85,13 +84,6 @@ async def _lines(
             yield StreamChunk(
                 model=call.model, message=ChatMessage(role="assistant", content=item)
             ).model_dump(exclude_none=True)
-
-
-def _record(request: Request) -> AuditRecord:
-    record = audit_record(request.scope)
-    # AccountingMiddleware opens one for every /api/ request; the limits hang on it.
-    assert record is not None, "generation routes must run under AccountingMiddleware"
-    return record
 
 
 def _cacheable(request: Request, state: AppState, user: Principal, planned: PlannedCall
@@ -152,7 +144,7 @@ async def generate(
     body: GenerateRequest, request: Request, state: StateDep, user: CurrentUser,
     request_id: RequestId,
 ) -> JSONResponse | StreamingResponse:
-    record = _record(request)
+    record = audit_record(request.scope)
     planned = await plan_generate(state, user, body, record)
 
     def shape(done: Completion) -> dict[str, Any]:
@@ -175,7 +167,7 @@ async def chat(
     body: ChatRequest, request: Request, state: StateDep, user: CurrentUser,
     request_id: RequestId,
 ) -> JSONResponse | StreamingResponse:
-    record = _record(request)
+    record = audit_record(request.scope)
     planned = await plan_chat(state, user, body, record)
 
     def shape(done: Completion) -> dict[str, Any]:
