@@ -19,7 +19,12 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from proxy import __version__
-from proxy.api.accounting import AccountingMiddleware, audit_record, note_auth_failure
+from proxy.api.accounting import (
+    AccountingMiddleware,
+    RouteLabels,
+    audit_record,
+    note_auth_failure,
+)
 from proxy.api.middleware import (
     BodySizeLimitMiddleware,
     EarlyAuthMiddleware,
@@ -27,13 +32,13 @@ from proxy.api.middleware import (
     RequestIdMiddleware,
     SecurityHeadersMiddleware,
 )
-from proxy.api.router import api_router
+from proxy.api.router import ROUTERS, api_router
 from proxy.core.db import migrate
 from proxy.core.errors import ProxyError
 from proxy.core.security import AuthError
 from proxy.core.settings import Settings, get_settings
-from proxy.core.state import AppState
 from proxy.schemas import StreamChunk, StreamDone, StreamError
+from proxy.services.state import AppState
 
 log = logging.getLogger("proxy")
 
@@ -141,7 +146,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.proxy_max_body_bytes,
                        read_timeout=settings.proxy_body_read_timeout_seconds)
     app.add_middleware(EarlyAuthMiddleware)
-    app.add_middleware(AccountingMiddleware)
+    app.add_middleware(AccountingMiddleware, route_labels=RouteLabels(ROUTERS))
     app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(RequestIdMiddleware)
 

@@ -11,15 +11,20 @@ WebSocket requests are accounted per request frame through the same `finish`.
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
+from collections.abc import Iterable
 from typing import Any
 
+from fastapi import APIRouter
+from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from proxy.audit.record import AuditRecord
+from proxy.core.model_names import full_model_name
 from proxy.core.security import AuthError
-from proxy.core.state import AppState, full_model_name
+from proxy.services.state import AppState
 
 # Health and scrape endpoints are polled constantly; auditing them would bury the real traffic.
 NOT_AUDITED = frozenset({"/api/llm/status", "/metrics"})
@@ -79,9 +84,32 @@ async def finish(state: AppState, record: AuditRecord, status: int) -> None:
     state.audit.submit(record)
 
 
+class RouteLabels:
+    """The `endpoint` label of a request: the path template of the route it is for.
+
+    Read from the routers themselves, so that it is known before routing has happened (a 401
+    before the body, a 413) and can never disagree with them. A path no route has is
+    "unmatched": a scanner cannot create label values.
+    """
+
+    def __init__(self, routers: Iterable[APIRouter]) -> None:
+        self.templates: list[tuple[re.Pattern[str], str]] = [
+            (route.path_regex, route.path)
+            for router in routers for route in router.routes
+            if isinstance(route, Route | WebSocketRoute)
+        ]
+
+    def __call__(self, path: str) -> str:
+        for pattern, template in self.templates:
+            if pattern.match(path):
+                return template
+        return "unmatched"
+
+
 class AccountingMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, route_labels: RouteLabels) -> None:
         self.app = app
+        self.route_labels = route_labels
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -117,12 +145,13 @@ class AccountingMiddleware:
                     ]
             await send(message)
 
-        endpoint_gauge = state.metrics.in_flight.labels(endpoint=state.route_label(path))
+        label = self.route_labels(path)
+        endpoint_gauge = state.metrics.in_flight.labels(endpoint=label)
         endpoint_gauge.inc()
         try:
             await self.app(scope, receive, send_accounted)
         finally:
             endpoint_gauge.dec()
             route = scope.get("route")
-            record.endpoint = getattr(route, "path", None) or state.route_label(path)
+            record.endpoint = getattr(route, "path", None) or label
             await finish(state, record, status)

@@ -11,7 +11,7 @@ from proxy.api.accounting import audit_record
 from proxy.api.middleware import verified_early
 from proxy.core.errors import Forbidden
 from proxy.core.security import Principal
-from proxy.core.state import AppState
+from proxy.services.state import AppState
 
 bearer_scheme = HTTPBearer(auto_error=False, description="A JWT with `sub`, `role` and `exp`.")
 

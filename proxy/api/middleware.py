@@ -17,7 +17,7 @@ from proxy.api.accounting import audit_record, note_auth_failure
 from proxy.core.security import AuthError, Principal
 
 if TYPE_CHECKING:
-    from proxy.core.state import AppState
+    from proxy.services.state import AppState
 
 REQUEST_ID_HEADER = b"x-request-id"
 CORRELATION_ID_HEADER = b"x-correlation-id"

@@ -11,8 +11,8 @@ from typing import Any, NamedTuple
 from sqlalchemy import Select, desc, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from proxy.core.model_names import full_model_name
 from proxy.core.models import AuditEntry
-from proxy.core.state import full_model_name
 
 
 def select_entries(start: datetime | None, end: datetime | None, user: str | None = None,

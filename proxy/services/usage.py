@@ -15,9 +15,9 @@ from typing import Any, Literal, NamedTuple
 from sqlalchemy import Select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from proxy.core.model_names import full_model_name
 from proxy.core.models import AuditEntry
 from proxy.core.settings import Settings
-from proxy.core.state import full_model_name
 from proxy.services.audit_log import select_entries
 
 GroupBy = Literal["user", "model", "day", "endpoint"]

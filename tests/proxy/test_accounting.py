@@ -1,5 +1,6 @@
 """Every HTTP request has an audit record, and an app without the accounting middleware fails
-loudly instead of skipping its audit rows and limit slots. In process: no server needed."""
+loudly instead of skipping its audit rows and limit slots; the `endpoint` label is a route's
+template. In process: no server needed."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import httpx
 import pytest
 from starlette.types import Receive, Scope, Send
 
-from proxy.api.accounting import AccountingMiddleware, audit_record
+from proxy.api.accounting import AccountingMiddleware, RouteLabels, audit_record
+from proxy.api.router import ROUTERS
 from proxy.audit.record import AuditRecord
 
 
@@ -26,7 +28,7 @@ class RecordingApp:
 @pytest.mark.parametrize("path", ["/api/llm/status", "/metrics", "/", "/static/app.js"])
 async def test_unaudited_requests_still_have_a_record(path: str) -> None:
     inner = RecordingApp()
-    transport = httpx.ASGITransport(app=AccountingMiddleware(inner))
+    transport = httpx.ASGITransport(app=AccountingMiddleware(inner, RouteLabels(ROUTERS)))
     async with httpx.AsyncClient(transport=transport, base_url="http://proxy") as client:
         assert (await client.get(path)).status_code == 204
     (record,) = inner.records
@@ -51,7 +53,19 @@ async def test_a_slot_taken_by_an_unaudited_request_is_given_back() -> None:
         await send({"type": "http.response.start", "status": 204, "headers": []})
         await send({"type": "http.response.body", "body": b""})
 
-    transport = httpx.ASGITransport(app=AccountingMiddleware(takes_a_slot))
+    transport = httpx.ASGITransport(app=AccountingMiddleware(takes_a_slot, RouteLabels(ROUTERS)))
     async with httpx.AsyncClient(transport=transport, base_url="http://proxy") as client:
         assert (await client.get("/api/llm/status")).status_code == 204
     assert len(released) == 1
+
+
+@pytest.mark.parametrize(("path", "label"), [
+    ("/api/llm/generate", "/api/llm/generate"),
+    ("/api/admin/templates/greeting", "/api/admin/templates/{name}"),
+    ("/api/admin/models/pull", "/api/admin/models/pull"),
+    ("/api/admin/models/llama3.2", "/api/admin/models/{model}"),
+    ("/api/llm/generate/extra", "unmatched"),
+    ("/api/scan-1234", "unmatched"),
+])
+def test_the_endpoint_label_is_the_template_of_the_route(path: str, label: str) -> None:
+    assert RouteLabels(ROUTERS)(path) == label

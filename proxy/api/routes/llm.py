@@ -13,8 +13,8 @@ from proxy.api.deps import CurrentUser, RequestId, StateDep
 from proxy.api.streaming import ndjson_response, until_disconnected
 from proxy.audit.record import AuditRecord
 from proxy.core.cache import cache_key, is_deterministic
+from proxy.core.model_names import full_model_name
 from proxy.core.security import Principal
-from proxy.core.state import AppState, full_model_name
 from proxy.schemas import (
     ChatMessage,
     ChatRequest,
@@ -30,6 +30,7 @@ from proxy.schemas import (
 )
 from proxy.services.calls import PlannedCall, plan_chat, plan_generate
 from proxy.services.relay import Completion, collect, relay
+from proxy.services.state import AppState
 
 router = APIRouter(prefix="/api/llm", tags=["llm"])
 
