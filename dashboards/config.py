@@ -2,8 +2,9 @@
 
 Everything else is derived from this module: `queries.py` turns the selectors into PromQL and
 SQL, `rules.py` the thresholds into alert and recording rules, `layouts.py` the targets into
-dashboard thresholds. Change a value here, run `python3 dashboards/build.py`, commit the result
-(`tests/dashboards/` fails while the committed files differ from what the build produces).
+dashboard thresholds. Change a value here, run `.venv/bin/python dashboards/build.py`, commit
+the result (`tests/dashboards/` fails while the committed files differ from what the build
+produces).
 
 Selectors are label-matcher strings without braces, in the kubernetes-mixin way, so that a
 query is written once and every job name lives here.
