@@ -1,7 +1,7 @@
 """Write the generated monitoring files from config.py: `.venv/bin/python dashboards/build.py`.
 
 Generated, and committed as generated (sorted keys for JSON, the rules' own order for YAML):
-- grafana/dashboards/*.json            the three dashboards (layouts.py)
+- grafana/dashboards/*.json            the three dashboards (layouts/)
 - prometheus/rules/llm-stack.yml       recording and alert rules (rules.py)
 - node-exporter/textfile-{cpu,gpu}/    the GPU expectation a deployment declares
 

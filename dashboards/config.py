@@ -1,7 +1,7 @@
 """The one place for what the stack's monitoring watches and where it draws the line.
 
 Everything else is derived from this module: `queries.py` turns the selectors into PromQL and
-SQL, `rules.py` the thresholds into alert and recording rules, `layouts.py` the targets into
+SQL, `rules.py` the thresholds into alert and recording rules, `layouts/` the targets into
 dashboard thresholds. Change a value here, run `.venv/bin/python dashboards/build.py`, commit
 the result (`tests/dashboards/` fails while the committed files differ from what the build
 produces).

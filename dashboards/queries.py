@@ -2,7 +2,7 @@
 
 Alert and recording rules call these with fixed windows (`config.WINDOWS`); dashboards call them
 with Grafana's `$__rate_interval`, so a panel and the rule behind an alert compute the same
-thing. Layout (what goes where on which dashboard) is in `layouts.py`; nothing here knows it.
+thing. Layout (what goes where on which dashboard) is in `layouts/`; nothing here knows it.
 """
 
 from __future__ import annotations
