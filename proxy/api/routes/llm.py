@@ -26,7 +26,6 @@ from proxy.schemas import (
     ModelList,
     StreamChunk,
     StreamDone,
-    StreamError,
 )
 from proxy.services.calls import PlannedCall, plan_chat, plan_generate
 from proxy.services.relay import Completion, collect, relay
@@ -206,7 +205,3 @@ async def models(state: StateDep, user: CurrentUser) -> ModelList:
         names = {full_model_name(a) for a in allowed}
         infos = [i for i in infos if full_model_name(i.name) in names]
     return ModelList(models=infos)
-
-
-# Referenced from the NDJSON docs above; listed so that OpenAPI includes their schemas.
-STREAM_MODELS = (StreamChunk, StreamDone, StreamError)
