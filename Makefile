@@ -7,6 +7,6 @@ test:
 setup:
 	scripts/setup dev
 lint:
-	scripts/setup dev && .venv/bin/ruff check proxy infra dashboards tests scripts && .venv/bin/mypy
+	scripts/setup dev && scripts/lint
 bench:
 	scripts/setup dev && .venv/bin/python scripts/bench_proxy.py

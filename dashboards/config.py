@@ -1,9 +1,10 @@
 """The one place for what the stack's monitoring watches and where it draws the line.
 
 Everything else is derived from this module: `queries.py` turns the selectors into PromQL and
-SQL, `rules.py` the thresholds into alert and recording rules, `layouts.py` the targets into
-dashboard thresholds. Change a value here, run `python3 dashboards/build.py`, commit the result
-(`tests/dashboards/` fails while the committed files differ from what the build produces).
+SQL, `rules.py` the thresholds into alert and recording rules, `layouts/` the targets into
+dashboard thresholds. Change a value here, run `.venv/bin/python dashboards/build.py`, commit
+the result (`tests/dashboards/` fails while the committed files differ from what the build
+produces).
 
 Selectors are label-matcher strings without braces, in the kubernetes-mixin way, so that a
 query is written once and every job name lives here.

@@ -2,7 +2,8 @@
 
 Small builders in the spirit of grafana-foundation-sdk, without the dependency: every panel
 gets a datasource by fixed uid (on the panel and on each target), a unit and a description, or
-the builder refuses to make it. Which panels exist and what they query is `layouts.py`'s job.
+the builder refuses to make it. Which panels exist and what they query is the job of
+`layouts/`, one module per dashboard.
 """
 
 from __future__ import annotations

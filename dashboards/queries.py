@@ -2,7 +2,7 @@
 
 Alert and recording rules call these with fixed windows (`config.WINDOWS`); dashboards call them
 with Grafana's `$__rate_interval`, so a panel and the rule behind an alert compute the same
-thing. Layout (what goes where on which dashboard) is in `layouts.py`; nothing here knows it.
+thing. Layout (what goes where on which dashboard) is in `layouts/`; nothing here knows it.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import PurePosixPath
 
-from dashboards.config import GPU_EXPECTED_METRIC, SELECTORS, WINDOWS
+from dashboards.config import GPU_EXPECTED_METRIC, SELECTORS
 
 S = SELECTORS
 DASHBOARD_WINDOW = "$__rate_interval"
@@ -221,11 +221,6 @@ def models_filesystem_used_ratio() -> str:
     return "\nor on (instance)\n".join(terms)
 
 
-def models_filesystem_free_bytes() -> str:
-    terms = [_filesystem("node_filesystem_avail_bytes", m) for m in models_mountpoints()]
-    return "\nor on (instance)\n".join(terms)
-
-
 def node_cpu_used(window: str) -> str:
     idle = select("node_cpu_seconds_total", S.node, 'mode="idle"')
     return f"1 - avg by (instance) (rate({idle}[{window}]))"
@@ -240,6 +235,3 @@ def node_memory_used_ratio() -> str:
 def exporter_up() -> str:
     return select("up", f'job=~"{S.exporter_jobs}"')
 
-
-# Recording rule windows, for the names in rules.py.
-SHORT, LONG = WINDOWS.short, WINDOWS.long

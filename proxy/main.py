@@ -19,7 +19,12 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from proxy import __version__
-from proxy.api.accounting import AccountingMiddleware, audit_record, note_auth_failure
+from proxy.api.accounting import (
+    AccountingMiddleware,
+    RouteLabels,
+    audit_record,
+    note_auth_failure,
+)
 from proxy.api.middleware import (
     BodySizeLimitMiddleware,
     EarlyAuthMiddleware,
@@ -27,13 +32,13 @@ from proxy.api.middleware import (
     RequestIdMiddleware,
     SecurityHeadersMiddleware,
 )
-from proxy.api.router import api_router
+from proxy.api.router import ROUTERS, api_router
 from proxy.core.db import migrate
 from proxy.core.errors import ProxyError
 from proxy.core.security import AuthError
 from proxy.core.settings import Settings, get_settings
-from proxy.core.state import AppState
 from proxy.schemas import StreamChunk, StreamDone, StreamError
+from proxy.services.state import AppState
 
 log = logging.getLogger("proxy")
 
@@ -70,9 +75,7 @@ def _validation_response(exc: RequestValidationError) -> JSONResponse:
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ProxyError)
     async def proxy_error(request: Request, exc: ProxyError) -> JSONResponse:
-        record = audit_record(request.scope)
-        if record is not None:
-            record.error = exc.message[:500]
+        audit_record(request.scope).error = exc.message[:500]
         return JSONResponse({"error": exc.message}, status_code=exc.status_code,
                             headers=exc.headers())
 
@@ -87,9 +90,7 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         response = _validation_response(exc)
-        record = audit_record(request.scope)
-        if record is not None:
-            record.error = bytes(response.body).decode()[:500]
+        audit_record(request.scope).error = bytes(response.body).decode()[:500]
         return response
 
     @app.exception_handler(StarletteHTTPException)
@@ -145,7 +146,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.proxy_max_body_bytes,
                        read_timeout=settings.proxy_body_read_timeout_seconds)
     app.add_middleware(EarlyAuthMiddleware)
-    app.add_middleware(AccountingMiddleware)
+    app.add_middleware(AccountingMiddleware, route_labels=RouteLabels(ROUTERS))
     app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(RequestIdMiddleware)
 

@@ -1,29 +1,44 @@
 """Every API request, accounted once: an audit row, metrics, and its limit slot given back.
 
-The middleware opens an AuditRecord before anything else can refuse the request (so 401, 413,
-422 and 429 are audited too); routes fill in who, which model, tokens and timings; whatever way
-the request ends (answer, error, client gone, cancellation), `finish` runs exactly once.
+The middleware opens an AuditRecord for every HTTP request before anything else can refuse it
+(so 401, 413, 422 and 429 are audited too); routes fill in who, which model, tokens and timings;
+whatever way the request ends (answer, error, client gone, cancellation), `finish` runs exactly
+once. Health checks, scrapes and the web page get a record too, which is given its slots back but
+never written: so `audit_record` always has one to return, and an app assembled without this
+middleware fails at its first request instead of silently skipping audit rows and slot releases.
 WebSocket requests are accounted per request frame through the same `finish`.
 """
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
+from collections.abc import Iterable
 from typing import Any
 
+from fastapi import APIRouter
+from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from proxy.audit.record import AuditRecord
+from proxy.core.model_names import full_model_name
 from proxy.core.security import AuthError
-from proxy.core.state import AppState, full_model_name
+from proxy.services.state import AppState
 
 # Health and scrape endpoints are polled constantly; auditing them would bury the real traffic.
 NOT_AUDITED = frozenset({"/api/llm/status", "/metrics"})
+# Where the record lives in the ASGI scope's per-request state.
+_RECORD = "audit"
 
 
-def audit_record(scope: Scope) -> AuditRecord | None:
-    record: AuditRecord | None = scope.get("state", {}).get("audit")
+def audit_record(scope: Scope) -> AuditRecord:
+    """The request's audit record, opened by AccountingMiddleware for every HTTP request."""
+    record: AuditRecord | None = scope.get("state", {}).get(_RECORD)
+    if record is None:
+        raise RuntimeError(f"no audit record for {scope.get('path')!r}: the app must run under "
+                           "AccountingMiddleware, or nothing is audited and no limit slot is "
+                           "given back")
     return record
 
 
@@ -34,19 +49,22 @@ def model_label(state: AppState, model: str | None) -> str:
     return full_model_name(model) if state.known_models.contains(model) else "unknown"
 
 
-def note_auth_failure(state: AppState, record: AuditRecord | None, exc: AuthError) -> None:
+def note_auth_failure(state: AppState, record: AuditRecord, exc: AuthError) -> None:
     """Count a refused token by its reason and write the reason into the request's audit row:
     the one way every path (HTTP before the body, HTTP routes, the WebSocket) records it."""
     state.metrics.auth_failures.labels(reason=exc.reason).inc()
-    if record is not None:
-        record.error = f"auth: {exc.reason}: {exc.message}"[:500]
+    record.error = f"auth: {exc.reason}: {exc.message}"[:500]
+
+
+async def _release_slots(record: AuditRecord) -> None:
+    for release in record.on_finish:
+        await release()
+    record.on_finish.clear()
 
 
 async def finish(state: AppState, record: AuditRecord, status: int) -> None:
     """Close the books on one request: release slots, record metrics, queue the audit row."""
-    for release in record.on_finish:
-        await release()
-    record.on_finish.clear()
+    await _release_slots(record)
     record.status = record.status_override or status
     record.duration_ms = (time.perf_counter() - record.started) * 1000
     model = model_label(state, record.model)
@@ -66,16 +84,38 @@ async def finish(state: AppState, record: AuditRecord, status: int) -> None:
     state.audit.submit(record)
 
 
+class RouteLabels:
+    """The `endpoint` label of a request: the path template of the route it is for.
+
+    Read from the routers themselves, so that it is known before routing has happened (a 401
+    before the body, a 413) and can never disagree with them. A path no route has is
+    "unmatched": a scanner cannot create label values.
+    """
+
+    def __init__(self, routers: Iterable[APIRouter]) -> None:
+        self.templates: list[tuple[re.Pattern[str], str]] = [
+            (route.path_regex, route.path)
+            for router in routers for route in router.routes
+            if isinstance(route, Route | WebSocketRoute)
+        ]
+
+    def __call__(self, path: str) -> str:
+        for pattern, template in self.templates:
+            if pattern.match(path):
+                return template
+        return "unmatched"
+
+
 class AccountingMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, route_labels: RouteLabels) -> None:
         self.app = app
+        self.route_labels = route_labels
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope.get("path", "")
-        if scope["type"] != "http" or not path.startswith("/api/") or path in NOT_AUDITED:
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        state: AppState = scope["app"].state.proxy
+        path = scope.get("path", "")
         scope_state: dict[str, Any] = scope.setdefault("state", {})
         client = scope.get("client")
         # The server's own id (RequestIdMiddleware), never one the caller chose: it is the
@@ -83,7 +123,14 @@ class AccountingMiddleware:
         record = AuditRecord(id=scope_state.get("request_id") or str(uuid.uuid4()),
                              endpoint=path, client=client[0] if client else None,
                              correlation_id=scope_state.get("correlation_id"))
-        scope_state["audit"] = record
+        scope_state[_RECORD] = record
+        if not path.startswith("/api/") or path in NOT_AUDITED:
+            try:
+                await self.app(scope, receive, send)
+            finally:
+                await _release_slots(record)
+            return
+        state: AppState = scope["app"].state.proxy
         status = 500
 
         async def send_accounted(message: Message) -> None:
@@ -98,12 +145,13 @@ class AccountingMiddleware:
                     ]
             await send(message)
 
-        endpoint_gauge = state.metrics.in_flight.labels(endpoint=state.route_label(path))
+        label = self.route_labels(path)
+        endpoint_gauge = state.metrics.in_flight.labels(endpoint=label)
         endpoint_gauge.inc()
         try:
             await self.app(scope, receive, send_accounted)
         finally:
             endpoint_gauge.dec()
             route = scope.get("route")
-            record.endpoint = getattr(route, "path", None) or state.route_label(path)
+            record.endpoint = getattr(route, "path", None) or label
             await finish(state, record, status)

@@ -11,7 +11,7 @@ from proxy.api.accounting import audit_record
 from proxy.api.middleware import verified_early
 from proxy.core.errors import Forbidden
 from proxy.core.security import Principal
-from proxy.core.state import AppState
+from proxy.services.state import AppState
 
 bearer_scheme = HTTPBearer(auto_error=False, description="A JWT with `sub`, `role` and `exp`.")
 
@@ -34,8 +34,7 @@ async def current_user(
     # AuthError propagates to its handler, which answers 401 with WWW-Authenticate.
     user = verified_early(request.scope, token) or await state.verifier.verify(token)
     record = audit_record(request.scope)
-    if record is not None:
-        record.user, record.role = user.sub, user.role
+    record.user, record.role = user.sub, user.role
     return user
 
 

@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING
 from fastapi.security.utils import get_authorization_scheme_param
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from proxy.api.accounting import note_auth_failure
+from proxy.api.accounting import audit_record, note_auth_failure
 from proxy.core.security import AuthError, Principal
 
 if TYPE_CHECKING:
-    from proxy.core.state import AppState
+    from proxy.services.state import AppState
 
 REQUEST_ID_HEADER = b"x-request-id"
 CORRELATION_ID_HEADER = b"x-correlation-id"
@@ -131,7 +131,7 @@ class EarlyAuthMiddleware:
         try:
             principal = await state.verifier.verify(token)
         except AuthError as exc:
-            note_auth_failure(state, scope.get("state", {}).get("audit"), exc)
+            note_auth_failure(state, audit_record(scope), exc)
             await _send_error(
                 send, 401, {"error": exc.message, "reason": exc.reason},
                 [(b"www-authenticate",
@@ -140,10 +140,9 @@ class EarlyAuthMiddleware:
             return
         scope_state = scope.setdefault("state", {})
         scope_state[_EARLY_PRINCIPAL] = (token, principal)
-        record = scope_state.get("audit")
-        if record is not None:
-            # Refusals before the route runs (413, 408) are then audited with their user.
-            record.user, record.role = principal.sub, principal.role
+        # Refusals before the route runs (413, 408) are then audited with their user.
+        record = audit_record(scope)
+        record.user, record.role = principal.sub, principal.role
         await self.app(scope, receive, send)
 
 
@@ -197,17 +196,13 @@ class BodySizeLimitMiddleware:
 
     async def _reject(self, scope: Scope, send: Send) -> None:
         message = f"request body larger than {self.max_bytes} bytes (PROXY_MAX_BODY_BYTES)"
-        record = scope.get("state", {}).get("audit")
-        if record is not None:
-            record.error = message
+        audit_record(scope).error = message
         await _send_error(send, 413, {"error": message}, [])
 
     async def _too_slow(self, scope: Scope, send: Send) -> None:
         message = (f"request body not received within {self.read_timeout:g} seconds "
                    f"(PROXY_BODY_READ_TIMEOUT_SECONDS)")
-        record = scope.get("state", {}).get("audit")
-        if record is not None:
-            record.error = message
+        audit_record(scope).error = message
         await _send_error(send, 408, {"error": message}, [], close=True)
 
 

@@ -2,12 +2,11 @@
 
 from fastapi import APIRouter
 
-from proxy.api.routes import admin, conversations, llm, status, usage, ws
+from proxy.api.routes import admin, conversations, llm, status, templates, usage, ws
+
+ROUTERS = (status.router, llm.router, conversations.router, admin.router, usage.router,
+           templates.router, ws.router)
 
 api_router = APIRouter()
-api_router.include_router(status.router)
-api_router.include_router(llm.router)
-api_router.include_router(conversations.router)
-api_router.include_router(admin.router)
-api_router.include_router(usage.router)
-api_router.include_router(ws.router)
+for router in ROUTERS:
+    api_router.include_router(router)

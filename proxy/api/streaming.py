@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from fastapi import Request
 from fastapi.responses import StreamingResponse
 
+from proxy.api.accounting import audit_record
 from proxy.core.errors import ProxyError
 
 T = TypeVar("T")
@@ -79,9 +80,7 @@ async def ndjson_response(
             async for line in iterator:
                 yield ndjson_line(line)
         except ProxyError as exc:
-            record = request.scope.get("state", {}).get("audit")
-            if record is not None:
-                record.fail(exc.status_code, exc.message)
+            audit_record(request.scope).fail(exc.status_code, exc.message)
             yield error_line(exc)
         finally:
             await _close(iterator)

@@ -68,12 +68,7 @@ class AuditWriter:
         self._retention: asyncio.Task[None] | None = None
         self._spooled = self._count_spooled()
         self._last_replay = 0.0
-        self._closing = False
         metrics.audit_spooled_rows.set(self._spooled)
-
-    @property
-    def spooled(self) -> int:
-        return self._spooled
 
     def submit(self, record: AuditRecord) -> None:
         self._queue.put_nowait(record)
@@ -94,7 +89,6 @@ class AuditWriter:
                 prune_periodically(self._engine, self._settings), name="audit-retention")
 
     async def close(self) -> None:
-        self._closing = True
         if self._retention is not None:
             self._retention.cancel()
             with contextlib.suppress(asyncio.CancelledError):

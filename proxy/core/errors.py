@@ -3,7 +3,6 @@
     ProxyError                      status, message -> {"error": message}
     ├── NotFound                    404  (a conversation that is not yours, an unknown id)
     ├── Forbidden                   403  (a user calling an admin route)
-    ├── PayloadTooLarge             413
     ├── RequestInvalid              422  (limits that depend on settings)
     └── UpstreamError               something went wrong talking to Ollama
         ├── UpstreamUnavailable     503  could not connect, or Ollama's queue is full
@@ -43,10 +42,6 @@ class NotFound(ProxyError):
 
 class Forbidden(ProxyError):
     status_code = 403
-
-
-class PayloadTooLarge(ProxyError):
-    status_code = 413
 
 
 class RequestInvalid(ProxyError):

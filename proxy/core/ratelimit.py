@@ -216,11 +216,3 @@ class Limiter:
         """Raise if the shared storage cannot be reached (no-op without Redis)."""
         if self._redis is not None:
             await self._redis.ping()
-
-    async def in_use(self, user_sub: str) -> int:
-        """Slots held by a user now (tests and diagnostics)."""
-        if self._redis is None:
-            return len(self._local_slots.get(user_sub, ()))
-        key = f"llm-proxy:slots:{user_sub}"
-        await self._redis.zremrangebyscore(key, "-inf", time.time())
-        return int(await self._redis.zcard(key))

@@ -14,13 +14,14 @@ from dataclasses import dataclass
 
 from proxy.audit.record import AuditRecord
 from proxy.core.errors import RequestInvalid
+from proxy.core.model_names import full_model_name
 from proxy.core.security import Principal
 from proxy.core.settings import Settings
-from proxy.core.state import AppState, full_model_name
 from proxy.schemas import ChatMessage, ChatRequest, GenerateRequest, GenerationOptions
 from proxy.services import conversations, templates
 from proxy.services.context_lengths import DEFAULT_NUM_CTX_CAP
 from proxy.services.relay import Completion, UpstreamCall, chat_call, generate_call
+from proxy.services.state import AppState
 from proxy.services.validation import (
     check_chat,
     check_chat_context,

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 from collections import defaultdict
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from proxy.core.model_names import full_model_name
 from proxy.core.models import AuditEntry
 from proxy.core.settings import Settings
-from proxy.core.state import full_model_name
+from proxy.services.audit_log import select_entries
 
 GroupBy = Literal["user", "model", "day", "endpoint"]
 SECONDS_PER_MONTH = 30 * 24 * 3600
@@ -40,20 +41,6 @@ def _key(entry: AuditEntry, group_by: list[GroupBy]) -> tuple[str, ...]:
         else:
             parts.append(getattr(entry, part) or "-")
     return tuple(parts)
-
-
-def filtered(start: datetime | None, end: datetime | None, user: str | None = None,
-             model: str | None = None) -> Select[AuditEntry]:
-    query = select(AuditEntry)
-    if start is not None:
-        query = query.where(AuditEntry.at >= start)
-    if end is not None:
-        query = query.where(AuditEntry.at < end)
-    if user is not None:
-        query = query.where(AuditEntry.user == user)
-    if model is not None:
-        query = query.where(AuditEntry.model == full_model_name(model))
-    return query
 
 
 async def _entries(factory: async_sessionmaker[AsyncSession], query: Select[AuditEntry]
@@ -88,7 +75,7 @@ async def usage(factory: async_sessionmaker[AsyncSession], settings: Settings,
                 user: str | None, model: str | None) -> list[dict[str, Any]]:
     costs = CostModel(settings)
     groups: dict[tuple[str, ...], list[AuditEntry]] = defaultdict(list)
-    for entry in await _entries(factory, filtered(start, end, user, model)):
+    for entry in await _entries(factory, select_entries(start, end, user, model)):
         groups[_key(entry, group_by)].append(entry)
     rows = []
     for key, entries in sorted(groups.items()):
@@ -107,3 +94,22 @@ async def usage(factory: async_sessionmaker[AsyncSession], settings: Settings,
             "cost": round(sum(costs.cost(e) for e in entries), 6),
         })
     return rows
+
+
+# The columns of a usage row that add up over rows (latencies do not).
+SUMMED = ("requests", "prompt_tokens", "completion_tokens", "errors", "rate_limited", "cached")
+
+
+class Usage(NamedTuple):
+    rows: list[dict[str, Any]]
+    totals: dict[str, Any]
+
+
+async def usage_report(factory: async_sessionmaker[AsyncSession], settings: Settings,
+                       group_by: list[GroupBy], start: datetime | None, end: datetime | None,
+                       user: str | None, model: str | None) -> Usage:
+    """The usage rows and their totals."""
+    rows = await usage(factory, settings, group_by, start, end, user, model)
+    totals: dict[str, Any] = {k: sum(r[k] for r in rows) for k in SUMMED}
+    totals["cost"] = round(sum(r["cost"] for r in rows), 6)
+    return Usage(rows, totals)

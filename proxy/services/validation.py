@@ -10,8 +10,8 @@ from __future__ import annotations
 import re
 
 from proxy.core.errors import Forbidden, RequestInvalid
+from proxy.core.model_names import full_model_name
 from proxy.core.settings import Settings
-from proxy.core.state import full_model_name
 from proxy.schemas import ChatMessage, ChatRequest, GenerateRequest, GenerationOptions
 
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")

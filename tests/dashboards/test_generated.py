@@ -14,7 +14,7 @@ from tests.support.timing import scaled
 
 def test_regenerating_changes_nothing() -> None:
     files = build.render()
-    assert build.stale(files) == [], "run: python3 dashboards/build.py"
+    assert build.stale(files) == [], "run: .venv/bin/python dashboards/build.py"
     # Every generated file is committed, and nothing generated-looking is left over.
     assert set(DASHBOARD_FILES) | set(RULE_FILES) | set(TEXTFILES) == set(files)
 

@@ -7,12 +7,12 @@ Against a real host (the stack deployed by Ansible, compose or Pulumi):
 
 Settings (project name, proxy URL, JWT secret, model, GPU expectation) come from options or
 `LLM_STACK_*` variables; see target.py. Commands run on the target through testinfra, so the host
-needs docker, iproute2 (`ss`, `ip netns`) and python3, and root (or `--sudo`).
+needs docker, iproute2 (`ss`, `ip netns`), pciutils (`lspci`) and python3, and root (or `--sudo`).
 
 Without a named host (`--hosts`, `--connection` or `--ansible-inventory`), the host-suite modules
 are not collected here: `pytest` over the whole tree runs them in tests/stack/test_stack_e2e.py,
-against a stack it brings up on this machine and tears down afterwards. The parser unit tests
-(test_host_gpu_facts.py) always run.
+against a stack it brings up on this machine and tears down afterwards. The unit tests on
+recorded output (test_host_gpu_facts.py) always run.
 """
 
 from __future__ import annotations

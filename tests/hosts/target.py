@@ -44,10 +44,10 @@ PROMETHEUS_PORT = 9090
 GRAFANA_PORT = 3000
 PROXY_CONTAINER_PORT = 8000
 
-# The isolation policy, from DESIGN.md and docker-compose.yml: each private service and the
-# networks it may join. Ollama's `egress` network exists only so that it can pull models;
-# `analytics` gives Grafana read access to the audit tables and nothing else; Redis's own
-# network joins only the proxy.
+# The isolation policy of docker-compose.yml: each private service and the networks it may
+# join. Ollama's `egress` network exists only so that it can pull models; `analytics` gives
+# Grafana read access to the audit tables and nothing else; Redis's own network joins only the
+# proxy.
 PRIVATE_SERVICE_NETWORKS = {
     "ollama": {"backend", "egress"},
     "redis": {"redis"},

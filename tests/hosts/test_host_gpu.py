@@ -1,9 +1,10 @@
 """GPU: a host with an NVIDIA GPU serves from it; a host without one runs the CPU fallback.
 
-Whether the host has a GPU is read from the PCI bus (or set with --stack-expect-gpu), never from
-the driver: a GPU host whose driver, Container Toolkit or Ollama discovery broke must fail here,
-not pass as a CPU host. On a CPU host (CI included) the checks assert the documented fallback:
-no GPU is visible, the Ollama container requests none, and models load into system memory.
+Whether the host has a GPU is read from the PCI bus with the nvidia role's own probe and parser
+(nvidia_role.py), or set with --stack-expect-gpu; never from the driver: a GPU host whose
+driver, Container Toolkit or Ollama discovery broke must fail here, not pass as a CPU host. On a
+CPU host (CI included) the checks assert the documented fallback: no GPU is visible, the Ollama
+container requests none, and models load into system memory.
 """
 
 from __future__ import annotations
@@ -14,16 +15,9 @@ from typing import Any
 import pytest
 
 from tests.hosts import probes
-from tests.hosts.gpu_facts import (
-    NVIDIA_SMI_QUERY,
-    count_nvidia_pci_gpus,
-    nvidia_smi_failure,
-    parse_inference_compute,
-    parse_nvidia_smi_query,
-)
+from tests.hosts.nvidia_role import LSPCI, NVIDIA_SMI, gpu_facts, registered
+from tests.hosts.ollama_log import parse_inference_compute
 from tests.hosts.target import OLLAMA_PORT, StackHost
-
-PCI_LISTING = "for d in /sys/bus/pci/devices/*; do echo $(cat $d/vendor $d/class 2>/dev/null); done"
 
 
 @pytest.fixture(scope="module")
@@ -31,21 +25,26 @@ def gpu_host(host: Any, stack: StackHost) -> bool:
     """Whether this host must serve from an NVIDIA GPU."""
     if stack.settings.expect_gpu != "auto":
         return stack.settings.expect_gpu == "yes"
-    return count_nvidia_pci_gpus(host.run(PCI_LISTING).stdout) > 0
+    listing = host.run(LSPCI)
+    # Without lspci the answer would come from the driver alone, which is what is under test.
+    assert listing.rc == 0, (
+        f"`{LSPCI}` failed ({listing.stderr.strip()}): install pciutils on the host, or say "
+        "what it has with --stack-expect-gpu"
+    )
+    return bool(gpu_facts.parse_lspci(listing.stdout))
 
 
 def test_nvidia_smi_agrees_with_the_hardware(host: Any, gpu_host: bool) -> None:
-    result = host.run(NVIDIA_SMI_QUERY)
-    failure = nvidia_smi_failure(result.rc, result.stdout + result.stderr)
+    smi = host.run(NVIDIA_SMI)
+    facts = gpu_facts.nvidia_gpu_facts(registered(host.run(LSPCI)), registered(smi))
     if gpu_host:
-        assert failure is None, f"this host has an NVIDIA GPU but nvidia-smi fails: {failure}"
-        gpus = parse_nvidia_smi_query(result.stdout)
-        assert gpus, "nvidia-smi lists no GPU"
-        assert all(gpu.memory_total_mib > 0 for gpu in gpus), gpus
+        assert facts["driver_ok"], f"this host has an NVIDIA GPU, but: {facts['reason']}"
+        gpus = gpu_facts.parse_nvidia_smi(smi.stdout)
+        assert all(gpu["memory_mib"] for gpu in gpus), gpus
     else:
         # CPU fallback: no GPU visible, whether nvidia-smi is absent or finds nothing.
-        assert failure is not None, (
-            f"nvidia-smi sees a GPU on a host expected to have none:\n{result.stdout}"
+        assert not facts["driver_ok"], (
+            f"nvidia-smi sees a GPU on a host expected to have none: {facts['reason']}"
         )
 
 

@@ -1,21 +1,17 @@
-"""The GPU-fact parsers on recorded output (samples/): no GPU, no Docker, no host needed."""
+"""What the host suite reads about GPUs, on recorded output (samples/): no GPU, Docker or host.
+
+Whether a host has a GPU and a working driver is the nvidia role's decision, made here by the
+role's own plugin on the role's own probes (nvidia_role.py); that plugin is tested on recorded
+`lspci` and `nvidia-smi` output in tests/playbooks/test_gpu_facts.py. What is the host suite's
+alone is Ollama's log, tested below.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
-from tests.hosts.gpu_facts import (
-    NVIDIA_SMI_QUERY,
-    count_nvidia_pci_gpus,
-    nvidia_smi_failure,
-    parse_inference_compute,
-    parse_logfmt,
-    parse_nvidia_smi_list,
-    parse_nvidia_smi_query,
-    reports_no_gpu,
-)
+from tests.hosts.nvidia_role import LSPCI, NVIDIA_SMI
+from tests.hosts.ollama_log import parse_inference_compute, parse_logfmt, reports_no_gpu
 
 SAMPLES = Path(__file__).parent / "samples"
 
@@ -24,68 +20,16 @@ def sample(name: str) -> str:
     return (SAMPLES / name).read_text()
 
 
-# --- PCI ------------------------------------------------------------------------------------------
+# --- the role's probes ----------------------------------------------------------------------------
 
 
-def test_an_nvidia_display_controller_counts_and_its_audio_function_does_not() -> None:
-    assert count_nvidia_pci_gpus(sample("pci-gpu.txt")) == 1
-
-
-def test_a_host_without_nvidia_hardware_has_no_gpu_even_with_another_display_controller() -> None:
-    assert count_nvidia_pci_gpus(sample("pci-no-gpu.txt")) == 0
-
-
-def test_a_3d_controller_counts_like_a_vga_one() -> None:
-    # Datacenter GPUs (A100, H100) present themselves as 3D controllers, class 0x0302.
-    assert count_nvidia_pci_gpus("0x10de 0x030200\n0x10de 0x030200\n") == 2
-
-
-def test_unreadable_pci_lines_are_ignored() -> None:
-    assert count_nvidia_pci_gpus("cat: /sys/bus/pci/devices/x/vendor: No such file\n\n") == 0
-
-
-# --- nvidia-smi -----------------------------------------------------------------------------------
-
-
-def test_query_output_gives_each_gpu_with_its_memory_and_driver() -> None:
-    gpus = parse_nvidia_smi_query(sample("nvidia-smi-query-2gpu.csv"))
-
-    assert [gpu.index for gpu in gpus] == [0, 1]
-    assert gpus[0].name == "NVIDIA GeForce RTX 3060"
-    assert gpus[0].memory_total_mib == 12288
-    assert gpus[0].driver_version == "550.54.14"
-    assert gpus[1].uuid.startswith("GPU-")
-
-
-def test_query_output_of_another_shape_is_an_error_not_a_guess() -> None:
-    with pytest.raises(ValueError, match="unexpected nvidia-smi line"):
-        parse_nvidia_smi_query("NVIDIA GeForce RTX 3060, 12288 MiB\n")
-
-
-def test_the_query_asks_for_the_fields_the_parser_reads() -> None:
-    assert "--query-gpu=index,name,uuid,driver_version,memory.total" in NVIDIA_SMI_QUERY
-    assert "noheader,nounits" in NVIDIA_SMI_QUERY
-
-
-def test_list_output_names_whole_gpus_not_their_mig_slices() -> None:
-    assert parse_nvidia_smi_list(sample("nvidia-smi-L.txt")) == [
-        "NVIDIA GeForce RTX 3060",
-        "NVIDIA A100-SXM4-40GB",
-    ]
-
-
-@pytest.mark.parametrize(
-    ("status", "output", "failure"),
-    [
-        (0, "GPU 0: NVIDIA GeForce RTX 3060 (UUID: GPU-1)\n", None),
-        (9, sample("nvidia-smi-driver-missing.txt"), "driver-unreachable"),
-        (6, sample("nvidia-smi-no-devices.txt"), "no-devices"),
-        (127, "sh: 1: nvidia-smi: not found\n", "not-installed"),
-        (1, "Unable to determine the device handle for GPU0000:01:00.0: Unknown Error\n", "failed"),
-    ],
-)
-def test_each_way_nvidia_smi_fails_is_named(status: int, output: str, failure: str | None) -> None:
-    assert nvidia_smi_failure(status, output) == failure
+def test_the_host_suite_runs_the_roles_probes_with_the_roles_defaults() -> None:
+    assert LSPCI == "lspci -mm -nn"
+    # The plugin reads the columns in this order: index, name, driver, memory, uuid.
+    assert NVIDIA_SMI == (
+        "nvidia-smi --query-gpu=index,name,driver_version,memory.total,uuid "
+        "--format=csv,noheader,nounits"
+    )
 
 
 # --- Ollama's log ---------------------------------------------------------------------------------

@@ -114,7 +114,8 @@ def test_prometheus_has_the_proxys_request_and_ttft_data_after_traffic(stack: St
 def test_monitoring_listens_on_loopback_only(
     host: Any, stack: StackHost, service: str, port: int
 ) -> None:
-    # The spec for 127.0.0.1 alone would also pass for 0.0.0.0 or `::` (see DESIGN.md's traps).
+    # testinfra's spec for 127.0.0.1 alone also matches a socket bound to 0.0.0.0 or to a
+    # dual-stack `::`, so both are ruled out explicitly.
     assert host.socket(f"tcp://127.0.0.1:{port}").is_listening
     assert not host.socket(f"tcp://0.0.0.0:{port}").is_listening
     assert not host.socket(f"tcp://:::{port}").is_listening

@@ -5,6 +5,7 @@
 - `run_playbook(*args)`: `ansible-playbook` (or `scripts/ansible-run`, which CI and people use)
   with the JSON stdout callback, returning a `PlaybookRun` that knows each task's result, the
   recap, and which tasks changed.
+- `load_plugin(path)`: a role's filter plugin module, imported by path as Ansible loads it.
 
 Both take `timeout` as the budget on an idle machine and stretch it by the scale factor
 (tests/support/timing.py).
@@ -14,6 +15,7 @@ Everything here runs the real tools; nothing is mocked.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -21,6 +23,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from tests.support.timing import scaled
@@ -50,6 +53,14 @@ def ansible_env(**extra: str) -> dict[str, str]:
         env.pop("ANSIBLE_CALLBACKS_ENABLED", None)
     env.pop("_keep_empty_callbacks", None)
     return env
+
+
+def load_plugin(path: Path) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def run_ansible(

@@ -2,31 +2,20 @@
 
 The filter gets what Ansible registers for each probe: `{"rc", "stdout", "stderr", "msg"}`. A
 missing command is what Ansible's command module reports for it: rc 2 and "[Errno 2] No such file
-or directory" in `msg`.
+or directory" in `msg`; run through a shell, as the host suite (tests/hosts) runs the same probes
+and hands them to the same filter, it is rc 127 and "not found".
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 
-from tests.playbooks.ansible_cli import FIXTURES, ROLES
+from tests.playbooks.ansible_cli import FIXTURES, ROLES, load_plugin
 
 GPU = FIXTURES / "gpu"
-
-
-def load_plugin(path: Path) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 gpu_facts = load_plugin(ROLES / "nvidia" / "filter_plugins" / "gpu_facts.py")
 
@@ -119,12 +108,67 @@ def test_without_lspci_nvidia_smi_alone_decides() -> None:
 
 
 def test_nvidia_smi_without_devices_is_not_a_gpu() -> None:
-    none_found = {"rc": 6, "stdout": "No devices were found", "stderr": ""}
+    none_found = ran("nvidia-smi-no-devices.txt", rc=6)
 
     facts = gpu_facts.nvidia_gpu_facts(ran("lspci-no-gpu.txt"), none_found)
 
     assert not facts["present"]
     assert "nvidia-smi found no GPU (exit 6: No devices were found)" in facts["reason"]
+
+
+def test_two_different_cards_are_each_read_with_memory_driver_and_uuid() -> None:
+    gpus = gpu_facts.parse_nvidia_smi(ran("nvidia-smi-rtx3060-a10g.csv")["stdout"])
+    facts = gpu_facts.nvidia_gpu_facts(
+        ran("lspci-rtx3060.txt"), ran("nvidia-smi-rtx3060-a10g.csv")
+    )
+
+    assert [gpu["index"] for gpu in gpus] == [0, 1]
+    assert [gpu["memory_mib"] for gpu in gpus] == [12288, 23028]
+    assert {gpu["driver_version"] for gpu in gpus} == {"550.54.14"}
+    assert all(gpu["uuid"].startswith("GPU-") for gpu in gpus)
+    assert facts["names"] == ["NVIDIA GeForce RTX 3060", "NVIDIA A10G"]
+    assert facts["reason"].startswith(
+        "2 NVIDIA GPUs (NVIDIA GeForce RTX 3060, NVIDIA A10G), driver 550.54.14;"
+    )
+
+
+def test_nvidia_smi_output_of_another_shape_is_not_read_as_a_gpu() -> None:
+    assert gpu_facts.parse_nvidia_smi("NVIDIA GeForce RTX 3060, 12288 MiB\n") == []
+
+
+def test_lines_lspci_cannot_have_printed_are_ignored() -> None:
+    noise = (
+        "pcilib: Cannot open /proc/bus/pci\n"
+        '01:00.0 "VGA compatible controller [0300]" "NVIDIA Corporation [10de]\n'
+        "\n"
+    )
+
+    assert gpu_facts.parse_lspci(noise + ran("lspci-rtx3060.txt")["stdout"]) == (
+        gpu_facts.parse_lspci(ran("lspci-rtx3060.txt")["stdout"])
+    )
+
+
+@pytest.mark.parametrize(
+    ("smi", "reason"),
+    [
+        (ran("nvidia-smi-driver-not-loaded.txt", rc=9),
+         "nvidia-smi failed (exit 9): NVIDIA-SMI has failed because it couldn't communicate"),
+        (ran("nvidia-smi-no-devices.txt", rc=6),
+         "nvidia-smi failed (exit 6): No devices were found"),
+        ({"rc": 127, "stdout": "", "stderr": "sh: 1: nvidia-smi: not found\n"},
+         "but nvidia-smi is not installed: install the NVIDIA driver"),
+        ({"rc": 1, "stdout": "Unable to determine the device handle for GPU0000:01:00.0: "
+                             "Unknown Error\n", "stderr": ""},
+         "nvidia-smi failed (exit 1): Unable to determine the device handle"),
+    ],
+    ids=["driver-not-loaded", "no-devices", "not-installed-in-a-shell", "other-failure"],
+)
+def test_each_way_nvidia_smi_fails_on_a_gpu_host_is_named(smi: dict[str, Any], reason: str
+                                                         ) -> None:
+    facts = gpu_facts.nvidia_gpu_facts(ran("lspci-rtx3060.txt"), smi)
+
+    assert facts["present"] and not facts["driver_ok"] and not facts["use_gpu"]
+    assert reason in facts["reason"]
 
 
 @pytest.mark.parametrize(

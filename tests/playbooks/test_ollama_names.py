@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.playbooks.ansible_cli import ROLES
-from tests.playbooks.test_gpu_facts import load_plugin
+from tests.playbooks.ansible_cli import ROLES, load_plugin
 
 names = load_plugin(ROLES / "models" / "filter_plugins" / "ollama_names.py")
 

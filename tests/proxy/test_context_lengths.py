@@ -13,7 +13,6 @@ import pytest
 
 from proxy.core.errors import ModelNotFound, RequestInvalid
 from proxy.core.settings import Settings
-from proxy.core.state import AppState
 from proxy.schemas import GenerationOptions
 from proxy.services.calls import check_num_ctx
 from proxy.services.context_lengths import (
@@ -21,6 +20,7 @@ from proxy.services.context_lengths import (
     ContextLengths,
     reported_context_length,
 )
+from proxy.services.state import AppState
 from proxy.upstream.ollama import OllamaClient
 
 

@@ -154,7 +154,7 @@ def test_bad_token_is_refused_with_a_message(page: Page, web_proxy: ProxyProcess
 
 
 def test_upstream_down_is_explained(page: Page, proxy_factory) -> None:
-    from tests.proxy.conftest import free_port
+    from tests.support.proxy_process import free_port
 
     proxy = proxy_factory(OLLAMA_URL=f"http://127.0.0.1:{free_port()}")
     page.goto(proxy.url + "/")

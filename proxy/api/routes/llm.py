@@ -13,8 +13,8 @@ from proxy.api.deps import CurrentUser, RequestId, StateDep
 from proxy.api.streaming import ndjson_response, until_disconnected
 from proxy.audit.record import AuditRecord
 from proxy.core.cache import cache_key, is_deterministic
+from proxy.core.model_names import full_model_name
 from proxy.core.security import Principal
-from proxy.core.state import AppState, full_model_name
 from proxy.schemas import (
     ChatMessage,
     ChatRequest,
@@ -26,10 +26,10 @@ from proxy.schemas import (
     ModelList,
     StreamChunk,
     StreamDone,
-    StreamError,
 )
 from proxy.services.calls import PlannedCall, plan_chat, plan_generate
 from proxy.services.relay import Completion, collect, relay
+from proxy.services.state import AppState
 
 router = APIRouter(prefix="/api/llm", tags=["llm"])
 
@@ -65,13 +65,12 @@ def _stream_doc(final: type[Any]) -> dict[int | str, dict[str, Any]]:
 
 
 async def _lines(
-    state: AppState, planned: PlannedCall, request_id: str, record: AuditRecord | None
+    state: AppState, planned: PlannedCall, request_id: str, record: AuditRecord
 ) -> AsyncIterator[dict[str, Any]]:
     call = planned.call
     async for item in relay(state.upstream, call):
         if isinstance(item, Completion):
-            if record is not None:
-                planned.account_completion(record, item)
+            planned.account_completion(record, item)
             if planned.after is not None:
                 await planned.after(item)
             yield StreamDone(
@@ -85,13 +84,6 @@ async def _lines(
             yield StreamChunk(
                 model=call.model, message=ChatMessage(role="assistant", content=item)
             ).model_dump(exclude_none=True)
-
-
-def _record(request: Request) -> AuditRecord:
-    record = audit_record(request.scope)
-    # AccountingMiddleware opens one for every /api/ request; the limits hang on it.
-    assert record is not None, "generation routes must run under AccountingMiddleware"
-    return record
 
 
 def _cacheable(request: Request, state: AppState, user: Principal, planned: PlannedCall
@@ -152,7 +144,7 @@ async def generate(
     body: GenerateRequest, request: Request, state: StateDep, user: CurrentUser,
     request_id: RequestId,
 ) -> JSONResponse | StreamingResponse:
-    record = _record(request)
+    record = audit_record(request.scope)
     planned = await plan_generate(state, user, body, record)
 
     def shape(done: Completion) -> dict[str, Any]:
@@ -175,7 +167,7 @@ async def chat(
     body: ChatRequest, request: Request, state: StateDep, user: CurrentUser,
     request_id: RequestId,
 ) -> JSONResponse | StreamingResponse:
-    record = _record(request)
+    record = audit_record(request.scope)
     planned = await plan_chat(state, user, body, record)
 
     def shape(done: Completion) -> dict[str, Any]:
@@ -213,7 +205,3 @@ async def models(state: StateDep, user: CurrentUser) -> ModelList:
         names = {full_model_name(a) for a in allowed}
         infos = [i for i in infos if full_model_name(i.name) in names]
     return ModelList(models=infos)
-
-
-# Referenced from the NDJSON docs above; listed so that OpenAPI includes their schemas.
-STREAM_MODELS = (StreamChunk, StreamDone, StreamError)

@@ -21,8 +21,8 @@ from proxy.core.db import database_ok
 from proxy.core.errors import ProxyError
 from proxy.core.redact import redact_secrets
 from proxy.core.security import AuthError
-from proxy.core.state import AppState
 from proxy.schemas import ComponentStatus, StatusDetails, StatusResponse, UpstreamStatus
+from proxy.services.state import AppState
 
 router = APIRouter(prefix="/api/llm", tags=["status"])
 

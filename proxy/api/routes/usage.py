@@ -1,27 +1,23 @@
-"""Admin analytics: usage and cost per user/model/day, the audit log, prompt templates."""
+"""Admin analytics: usage and cost per user/model/day, and the audit log."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
-from sqlalchemy import desc
 
 from proxy.api.deps import AdminUser, StateDep
 from proxy.api.routes.admin import ADMIN_ERRORS
 from proxy.core.errors import RequestInvalid
-from proxy.core.models import AuditEntry
-from proxy.schemas import TEMPLATE_NAME_PATTERN, TemplateIn, TemplateList, TemplateOut
-from proxy.services import templates
-from proxy.services.usage import GroupBy, filtered, usage
+from proxy.services.audit_log import audit_page
+from proxy.services.usage import GroupBy, usage_report
 
 router = APIRouter(prefix="/api/admin", tags=["admin"])
 
 Start = Annotated[datetime | None, Query(description="Inclusive, ISO 8601.")]
 End = Annotated[datetime | None, Query(description="Exclusive, ISO 8601.")]
-TemplateName = Annotated[str, Path(pattern=TEMPLATE_NAME_PATTERN)]
 
 
 class UsageReport(BaseModel):
@@ -49,14 +45,11 @@ def _check_range(start: datetime | None, end: datetime | None) -> None:
 async def _report(state: StateDep, group_by: list[GroupBy], start: datetime | None,
                   end: datetime | None, user: str | None, model: str | None) -> UsageReport:
     _check_range(start, end)
-    rows = await usage(state.sessions, state.settings, group_by, start, end, user, model)
-    totals = {k: sum(r[k] for r in rows) for k in
-              ("requests", "prompt_tokens", "completion_tokens", "errors", "rate_limited",
-               "cached")}
-    totals["cost"] = round(sum(r["cost"] for r in rows), 6)
+    report = await usage_report(state.sessions, state.settings, group_by, start, end, user,
+                                model)
     s = state.settings
     return UsageReport(group_by=list(group_by), start=start, end=end, cost_mode=s.proxy_cost_mode,
-                       currency=s.proxy_cost_currency, rows=rows, totals=totals)
+                       currency=s.proxy_cost_currency, rows=report.rows, totals=report.totals)
 
 
 @router.get("/usage", response_model=UsageReport, responses=ADMIN_ERRORS,
@@ -98,49 +91,7 @@ async def get_audit(
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> AuditPage:
     _check_range(start, end)
-    query = filtered(start, end, user, model)
-    if endpoint is not None:
-        query = query.where(AuditEntry.endpoint == endpoint)
-    if status is not None:
-        query = query.where(AuditEntry.status == status)
-    if correlation_id is not None:
-        query = query.where(AuditEntry.correlation_id == correlation_id)
-    query = query.order_by(desc(AuditEntry.at), AuditEntry.id).offset(offset).limit(limit + 1)
-    async with state.sessions() as session:
-        rows = list(await session.scalars(query))
-    entries = [{c.name: getattr(r, c.name) for c in AuditEntry.__table__.columns}
-               for r in rows[:limit]]
-    return AuditPage(entries=entries, next_offset=offset + limit if len(rows) > limit else None)
-
-
-@router.get("/templates", response_model=TemplateList, responses=ADMIN_ERRORS,
-            summary="List prompt templates")
-async def list_templates(state: StateDep, admin: AdminUser) -> TemplateList:
-    return TemplateList(templates=await templates.list_all(state.sessions))
-
-
-@router.post("/templates", response_model=TemplateOut, status_code=201,
-             responses={**ADMIN_ERRORS, 409: ADMIN_ERRORS[401]},
-             summary="Create a prompt template")
-async def create_template(body: TemplateIn, state: StateDep, admin: AdminUser) -> TemplateOut:
-    return await templates.create(state.sessions, body, admin.sub)
-
-
-@router.get("/templates/{name}", response_model=TemplateOut, responses=ADMIN_ERRORS,
-            summary="Show a prompt template")
-async def get_template(name: TemplateName, state: StateDep, admin: AdminUser) -> TemplateOut:
-    return await templates.get(state.sessions, name)
-
-
-@router.put("/templates/{name}", response_model=TemplateOut, responses=ADMIN_ERRORS,
-            summary="Replace a prompt template")
-async def put_template(name: TemplateName, body: TemplateIn, state: StateDep,
-                       admin: AdminUser) -> TemplateOut:
-    return await templates.update(state.sessions, name, body)
-
-
-@router.delete("/templates/{name}", status_code=204, responses=ADMIN_ERRORS,
-               summary="Delete a prompt template")
-async def delete_template(name: TemplateName, state: StateDep, admin: AdminUser) -> Response:
-    await templates.delete(state.sessions, name)
-    return Response(status_code=204)
+    page = await audit_page(state.sessions, start=start, end=end, user=user, model=model,
+                            endpoint=endpoint, status=status, correlation_id=correlation_id,
+                            limit=limit, offset=offset)
+    return AuditPage(entries=page.entries, next_offset=page.next_offset)

@@ -36,11 +36,12 @@ from starlette.types import Message
 from proxy.api.accounting import finish, note_auth_failure
 from proxy.audit.record import AuditRecord
 from proxy.core.errors import ProxyError
+from proxy.core.model_names import full_model_name
 from proxy.core.security import AuthError, Principal, printable
-from proxy.core.state import AppState, full_model_name
 from proxy.schemas import ChatRequest, GenerateRequest
 from proxy.services.calls import PlannedCall, plan_chat, plan_generate
 from proxy.services.relay import Completion, relay
+from proxy.services.state import AppState
 
 router = APIRouter()
 

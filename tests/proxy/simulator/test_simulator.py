@@ -1,6 +1,6 @@
 """The Ollama simulator, driven over real HTTP as a separate process.
 
-These tests hold the simulator to `shared/ollama-api.md`: if they pass, a proxy tested against
+These tests hold the simulator to Ollama's documented API: if they pass, a proxy tested against
 the simulator is tested against Ollama's documented behaviour, faults included.
 """
 
