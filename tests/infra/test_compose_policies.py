@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from proxy.core.settings import Settings
 from tests.infra.stack_files import COMPOSE, COMPOSE_SECRETS, GPU_COMPOSE, rendered
 
 NO_NEW_PRIVILEGES = "no-new-privileges:true"
@@ -133,3 +134,14 @@ def test_the_proxy_connects_as_its_own_role_not_the_superuser(services: dict[str
 def test_grafana_signs_with_its_own_secret_key(services: dict[str, Any]) -> None:
     environment = services["grafana"]["environment"]
     assert environment["GF_SECURITY_SECRET_KEY"] == COMPOSE_SECRETS["GRAFANA_SECRET_KEY"]
+
+
+def test_the_stack_passes_the_proxys_own_defaults() -> None:
+    environment = rendered(COMPOSE)["services"]["proxy"]["environment"]
+    defaults = Settings.model_fields
+    # Empty, as the proxy's default: no address may choose the audited client address.
+    assert environment["PROXY_TRUSTED_PROXIES"] == ""
+    assert defaults["proxy_trusted_proxies"].default_factory is list
+    assert environment["PROXY_AUDIT_RETENTION_DAYS"] == str(
+        defaults["proxy_audit_retention_days"].default
+    )

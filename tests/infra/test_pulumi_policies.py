@@ -119,6 +119,17 @@ def test_gpu_is_requested_only_when_gpu_is_on(deploy: Deploy) -> None:
         assert not gpu.container(name).plain.get("deviceRequests"), f"{name} requests a GPU"
 
 
+@pytest.mark.parametrize(("gpu", "expected"), [("false", 0), ("true", 1)])
+def test_node_exporter_says_whether_a_gpu_is_expected(
+    deploy: Deploy, gpu: str, expected: int
+) -> None:
+    # docker-compose.gpu.yml swaps the textfile behind GpuNotDetected; Pulumi's gpu follows it.
+    uploads = deploy(gpu=gpu).container("node-exporter").plain["uploads"]
+    files = {u["file"]: u["content"] for u in uploads}
+    textfile = files["/etc/node-exporter/textfile/llm_stack.prom"]
+    assert f"\nllm_stack_gpu_expected {expected}\n" in textfile
+
+
 def test_ollama_memory_limit_is_compose_default_and_configurable(deploy: Deploy) -> None:
     # Docker's provider counts MiB: 12g = 12 * 1024 MiB = 12884901888 bytes, as Compose has it.
     assert deploy().container("ollama").plain["memory"] == 12 * 1024
