@@ -1,4 +1,5 @@
-"""The Pulumi program that builds the stack of docker-compose.yml on a Docker host.
+"""The Pulumi program that deploys the stack of docker-compose.yml on a Docker host.
 
-`__main__.py` composes the components; `config.py` is the only place that reads stack config.
+`__main__.py` wires it up; `compose.py` runs `docker compose config`; `config.py` is the only
+place that reads stack config; `stack.py` turns the rendered services into Docker resources.
 """

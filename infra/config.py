@@ -1,116 +1,148 @@
-"""Every `pulumi config` value of the stack, read once into a frozen `StackConfig`.
+"""The stack config: its keys derived from docker-compose.yml's variables, read once.
 
-Defaults equal what docker-compose.yml uses when `.env` leaves a variable unset; the drift test
-(tests/infra/test_drift.py) renders the compose file and fails when the two disagree. Secrets
-have no default: `pulumi config set --secret <key> <value>` is required for each of them.
+Each variable the compose files interpolate is one key, its camelCase name (OLLAMA_MEMORY_LIMIT
+is `ollamaMemoryLimit`); unset, compose's own default applies. A variable is a secret key when
+compose requires it (`${NAME:?…}`), when a compose `secrets:` entry reads it, when its name says
+so (…_PASSWORD, …_SECRET, …_TOKEN, …_KEY) or when the operator set it with `--secret`. Pulumi's
+own keys are `gpu`, `models` and `namePrefix`; any other key is refused, so a stale or misspelt
+one cannot be silently ignored.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import pulumi
+from pulumi.config import ConfigMissingError
+from pulumi.runtime.config import (
+    CONFIG,
+    get_config_env,
+    get_config_secret_keys_env,
+    is_config_secret,
+)
 
-# Pinned upstream images, the same tags as docker-compose.yml (and docker-compose.gpu.yml).
-OLLAMA_IMAGE = "ollama/ollama:0.33.3"
-REDIS_IMAGE = "redis:7.4.5-alpine"
-POSTGRES_IMAGE = "postgres:16.10-bookworm"
-PROMETHEUS_IMAGE = "prom/prometheus:v3.13.2"
-GRAFANA_IMAGE = "grafana/grafana:12.4.3"
-GPU_EXPORTER_IMAGE = "utkuozdemir/nvidia_gpu_exporter:1.5.0"
-NODE_EXPORTER_IMAGE = "prom/node-exporter:v1.9.1"
-CADVISOR_IMAGE = "gcr.io/cadvisor/cadvisor:v0.52.1"
-DOCKER_API_IMAGE = "haproxy:3.2.4-alpine"
-PROXY_BASE_IMAGE = "python:3.11.13-slim-bookworm"
-PROXY_IMAGE = "llm-proxy:local"
+from infra.compose import Variable, compose_files, uninterpolated, variables
+from proxy.core.settings import comma_list, trusted_proxy_entries
 
-# Compose's project name: networks and volumes get the same Docker names either way, so a host
-# moved from `docker compose` to `pulumi up` keeps its downloaded models and its database.
-NAME_PREFIX = "llm-stack"
-OLLAMA_MEMORY_LIMIT = "12g"
+PULUMI_KEYS = ("gpu", "models", "namePrefix")
+# Keys renamed when the keys became derived from compose's variables: old name -> new name.
+RENAMED = {"metricsToken": "proxyMetricsToken"}
+SECRET_SUFFIXES = ("_PASSWORD", "_SECRET", "_TOKEN", "_KEY")
 DEFAULT_MODELS = ("llama3.2",)
+MIB = 1024**2
 
 _MEMORY_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 _MEMORY = re.compile(r"^\s*(\d+)\s*([bkmg]?)b?\s*$", re.IGNORECASE)
-MIB = 1024**2
+# What a secret variable is set to when compose renders the stack; the translator puts the
+# Pulumi secret in its place, so compose never sees (and Pulumi's state never holds) the value.
+_PLACEHOLDER = "<pulumi-secret:{}>"
+PLACEHOLDER = re.compile(r"<pulumi-secret:(\w+)>")
 
 
 class ConfigError(ValueError):
     """A stack config value cannot be used; the message names the key and the fix."""
 
 
+def config_key(variable: str) -> str:
+    """The stack config key of a compose variable: OLLAMA_MEMORY_LIMIT -> ollamaMemoryLimit."""
+    first, *rest = variable.lower().split("_")
+    return first + "".join(word.capitalize() for word in rest)
+
+
+def placeholder(variable: str) -> str:
+    return _PLACEHOLDER.format(variable)
+
+
 def memory_bytes(value: str) -> int:
     """Bytes in a Compose-style size ("12g", "512m"); Compose's units are powers of 1024."""
     match = _MEMORY.match(value)
     if match is None:
-        raise ConfigError(f"ollamaMemoryLimit: {value!r} is not a size such as 12g or 8192m")
+        raise ConfigError(f"{value!r} is not a size such as 12g or 8192m")
     number, unit = match.groups()
     size = int(number) * _MEMORY_UNITS[unit.lower()]
-    # Docker's provider takes whole MiB; refusing the rest keeps Pulumi equal to Compose.
+    # Docker's provider takes whole MiB: anything else would not be the limit compose sets.
     if size % MIB or size == 0:
-        raise ConfigError(f"ollamaMemoryLimit: {value!r} must be a positive whole number of MiB")
+        raise ConfigError(f"{value!r} must be a positive whole number of MiB")
     return size
 
 
 def trusted_proxies(value: str) -> str:
-    """`proxyTrustedProxies` as given, once every entry is one the proxy accepts: it refuses to
-    start otherwise (the same rules as proxy/core/settings.py, which this program does not
-    import)."""
-    for entry in (part.strip() for part in value.split(",")):
-        if not entry:
-            continue
-        if entry == "*":
-            raise ConfigError("proxyTrustedProxies: '*' would let every client choose its "
-                              "address; list your reverse proxies' addresses or networks")
-        try:
-            ipaddress.ip_network(entry)
-        except ValueError as exc:
-            try:
-                network = ipaddress.ip_network(entry, strict=False)
-            except ValueError:
-                raise ConfigError(f"proxyTrustedProxies: {entry!r} is not an IP address or "
-                                  "network (e.g. 10.0.0.5 or 172.18.0.0/16)") from exc
-            raise ConfigError(f"proxyTrustedProxies: {entry!r} has host bits set; did you mean "
-                              f"{network}?") from exc
+    """As given, once every entry is one the proxy accepts (its own rule): it refuses to start
+    otherwise, after `pulumi up` had replaced the running proxy."""
+    try:
+        trusted_proxy_entries(comma_list(value))
+    except ValueError as refused:
+        raise ConfigError(str(refused).removeprefix("PROXY_TRUSTED_PROXIES: ")) from refused
     return value
 
 
-def audit_retention_days(days: int) -> int:
+def audit_retention_days(value: str) -> int:
+    try:
+        days = int(value)
+    except ValueError:
+        raise ConfigError(f"{value!r} is not a whole number of days") from None
     if days < 0:
-        raise ConfigError(f"proxyAuditRetentionDays: {days} is negative; audit rows are kept "
-                          "this many days, and 0 keeps every row")
+        raise ConfigError(f"{days} is negative; audit rows are kept this many days, and 0 keeps "
+                          "every row")
     return days
 
 
-@dataclass(frozen=True)
-class Images:
-    ollama: str
-    redis: str
-    postgres: str
-    prometheus: str
-    grafana: str
-    gpu_exporter: str
-    node_exporter: str
-    cadvisor: str
-    docker_api: str
-    proxy_base: str
-    proxy: str
+# Values the stack cannot run with, refused before anything is deployed.
+VALIDATORS: dict[str, Callable[[str], object]] = {
+    "OLLAMA_MEMORY_LIMIT": memory_bytes,
+    "PROXY_TRUSTED_PROXIES": trusted_proxies,
+    "PROXY_AUDIT_RETENTION_DAYS": audit_retention_days,
+}
+
+
+def check_setting(variable: str, value: str) -> None:
+    """Raise ConfigError, naming the key, when the variable has a validator that refuses it."""
+    validator = VALIDATORS.get(variable)
+    if validator is None:
+        return
+    try:
+        validator(value)
+    except ConfigError as refused:
+        raise ConfigError(f"{config_key(variable)}: {refused}") from None
 
 
 @dataclass(frozen=True)
-class Secrets:
-    jwt_secret: pulumi.Output[str]
-    postgres_password: pulumi.Output[str]
-    grafana_admin_password: pulumi.Output[str]
-    metrics_token: pulumi.Output[str]
-    # The proxy's own database role (not the superuser whose password is postgres_password).
-    proxy_db_password: pulumi.Output[str]
-    redis_password: pulumi.Output[str]
-    grafana_secret_key: pulumi.Output[str]
-    # Optional (the per-user Grafana panels need it): "" when not set, as in compose.
-    grafana_audit_db_password: pulumi.Output[str]
+class Key:
+    """One stack config key and the compose variable it sets."""
+
+    name: str
+    variable: Variable
+    secret: bool
+
+
+@dataclass(frozen=True)
+class ComposeKeys:
+    """What the compose files declare: the project name and a key per variable."""
+
+    project: str
+    keys: dict[str, Key]
+
+
+def compose_keys(root: Path, files: list[Path]) -> ComposeKeys:
+    found = variables(root, files)
+    model = uninterpolated(root, files)
+    # A compose secret read from the environment is required by `up` whether or not a `${…}`
+    # names it too.
+    sourced = {s["environment"] for s in model.get("secrets", {}).values() if "environment" in s}
+    for name in sourced - set(found):
+        found[name] = Variable(name, "", required=True)
+    keys = {
+        config_key(name): Key(
+            config_key(name),
+            variable,
+            variable.required or name in sourced or name.endswith(SECRET_SUFFIXES),
+        )
+        for name, variable in sorted(found.items())
+    }
+    return ComposeKeys(str(model["name"]), keys)
 
 
 @dataclass(frozen=True)
@@ -118,75 +150,91 @@ class StackConfig:
     name_prefix: str
     gpu: bool
     models: tuple[str, ...]
-    ollama_memory_bytes: int
-    ollama_keep_alive: str
-    ollama_num_parallel: int
-    ollama_max_loaded_models: int
-    proxy_publish_address: str
-    proxy_port: int
-    prometheus_bind: str
-    grafana_bind: str
-    jwt_audience: str
-    jwt_issuer: str
-    proxy_trusted_proxies: str
-    proxy_audit_retention_days: int
-    images: Images
-    secrets: Secrets
+    # The compose files Pulumi deploys (the GPU override when `gpu`).
+    files: tuple[Path, ...]
+    # Compose variable -> value, for the keys set in the stack config (the rest: compose's
+    # defaults). Plain values only; the secret ones are in `secrets`.
+    settings: dict[str, str]
+    secrets: dict[str, pulumi.Output[str]]
+
+    def compose_environment(self) -> dict[str, str]:
+        """The variables compose renders the stack with: secrets as placeholders."""
+        return {**self.settings, **{name: placeholder(name) for name in self.secrets}}
 
 
-def _int(config: pulumi.Config, key: str, default: int) -> int:
-    # Not `or default`: 0 is meaningful for some keys (OLLAMA_NUM_PARALLEL=0 lets Ollama choose).
-    value = config.get_int(key)
-    return default if value is None else value
+def _set_keys(config: pulumi.Config) -> set[str]:
+    namespace = f"{config.name}:"
+    every = {*CONFIG.get(), *get_config_env()}
+    return {key.removeprefix(namespace) for key in every if key.startswith(namespace)}
 
 
-def load_config() -> StackConfig:
+def _refuse_unknown(config: pulumi.Config, keys: dict[str, Key]) -> None:
+    unknown = sorted(_set_keys(config) - set(keys) - set(PULUMI_KEYS) - set(RENAMED))
+    if not unknown:
+        return
+    hints = [
+        f"{key} (images are pinned in docker-compose.yml only: change the tag there)"
+        if key.endswith("Image")
+        else key
+        for key in unknown
+    ]
+    raise ConfigError(
+        f"unknown stack config keys: {', '.join(hints)}. The keys are the camelCase names of "
+        f"docker-compose.yml's variables ({', '.join(sorted(keys))}) and "
+        f"{', '.join(PULUMI_KEYS)}"
+    )
+
+
+def _value(config: pulumi.Config, key: str) -> str | None:
+    value = config.get(key)
+    if value is not None:
+        return value
+    for old, new in RENAMED.items():
+        if new == key and (value := config.get(old)) is not None:
+            pulumi.log.warn(
+                f"stack config key {old!r} is deprecated: it is now {new!r}, the camelCase of "
+                "its docker-compose.yml variable. Set the new key (`pulumi config set --secret "
+                f"{new} …`) and remove the old one (`pulumi config rm {old}`)"
+            )
+            return value
+    return None
+
+
+def load_config(root: Path) -> StackConfig:
     config = pulumi.Config()
+    gpu = config.get_bool("gpu") or False
+    files = compose_files(root, gpu)
+    declared = compose_keys(root, files)
+    _refuse_unknown(config, declared.keys)
     models = config.get_object("models")
     if models is None:
         models = list(DEFAULT_MODELS)
     if not isinstance(models, list) or not all(isinstance(m, str) and m for m in models):
         raise ConfigError('models: expected a list of model names, e.g. ["llama3.2", "mistral"]')
+
+    marked_secret = set(get_config_secret_keys_env())
+    settings: dict[str, str] = {}
+    secrets: dict[str, pulumi.Output[str]] = {}
+    for key in declared.keys.values():
+        name = key.variable.name
+        value = _value(config, key.name)
+        full_key = config.full_key(key.name)
+        secret = key.secret or is_config_secret(full_key) or full_key in marked_secret
+        if not value and key.variable.required:
+            # As compose's `${NAME:?…}`: empty is missing.
+            raise ConfigMissingError(full_key, secret=secret)
+        if value is not None and secret:
+            secrets[name] = pulumi.Output.secret(value)
+        elif value is not None:
+            settings[name] = value
+        if not secret:
+            # Compose applies its default to an unset or empty variable (`${NAME:-default}`).
+            check_setting(name, value or key.variable.default)
     return StackConfig(
-        name_prefix=config.get("namePrefix") or NAME_PREFIX,
-        gpu=config.get_bool("gpu") or False,
+        name_prefix=config.get("namePrefix") or declared.project,
+        gpu=gpu,
         models=tuple(models),
-        ollama_memory_bytes=memory_bytes(config.get("ollamaMemoryLimit") or OLLAMA_MEMORY_LIMIT),
-        ollama_keep_alive=config.get("ollamaKeepAlive") or "5m",
-        ollama_num_parallel=_int(config, "ollamaNumParallel", 2),
-        ollama_max_loaded_models=_int(config, "ollamaMaxLoadedModels", 1),
-        proxy_publish_address=config.get("proxyPublishAddress") or "0.0.0.0",
-        proxy_port=_int(config, "proxyPort", 8000),
-        prometheus_bind=config.get("prometheusBind") or "127.0.0.1",
-        grafana_bind=config.get("grafanaBind") or "127.0.0.1",
-        jwt_audience=config.get("jwtAudience") or "",
-        jwt_issuer=config.get("jwtIssuer") or "",
-        proxy_trusted_proxies=trusted_proxies(config.get("proxyTrustedProxies") or ""),
-        proxy_audit_retention_days=audit_retention_days(
-            _int(config, "proxyAuditRetentionDays", 90)
-        ),
-        images=Images(
-            ollama=config.get("ollamaImage") or OLLAMA_IMAGE,
-            redis=config.get("redisImage") or REDIS_IMAGE,
-            postgres=config.get("postgresImage") or POSTGRES_IMAGE,
-            prometheus=config.get("prometheusImage") or PROMETHEUS_IMAGE,
-            grafana=config.get("grafanaImage") or GRAFANA_IMAGE,
-            gpu_exporter=config.get("gpuExporterImage") or GPU_EXPORTER_IMAGE,
-            node_exporter=config.get("nodeExporterImage") or NODE_EXPORTER_IMAGE,
-            cadvisor=config.get("cadvisorImage") or CADVISOR_IMAGE,
-            docker_api=config.get("dockerApiImage") or DOCKER_API_IMAGE,
-            proxy_base=config.get("proxyBaseImage") or PROXY_BASE_IMAGE,
-            proxy=config.get("proxyImage") or PROXY_IMAGE,
-        ),
-        secrets=Secrets(
-            jwt_secret=config.require_secret("jwtSecret"),
-            postgres_password=config.require_secret("postgresPassword"),
-            grafana_admin_password=config.require_secret("grafanaAdminPassword"),
-            metrics_token=config.require_secret("metricsToken"),
-            proxy_db_password=config.require_secret("proxyDbPassword"),
-            redis_password=config.require_secret("redisPassword"),
-            grafana_secret_key=config.require_secret("grafanaSecretKey"),
-            grafana_audit_db_password=config.get_secret("grafanaAuditDbPassword")
-            or pulumi.Output.secret(""),
-        ),
+        files=tuple(files),
+        settings=settings,
+        secrets=secrets,
     )

@@ -72,6 +72,34 @@ def secret_weakness(variable: str, value: str) -> str | None:
     return None
 
 
+def comma_list(value: str) -> list[str]:
+    """A comma-separated setting as its entries, blanks dropped ("a, b," is ["a", "b"])."""
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def trusted_proxy_entries(value: list[str]) -> list[str]:
+    """PROXY_TRUSTED_PROXIES' entries, once each is an address or network the proxy can believe.
+
+    Raises ValueError naming the entry and the fix. The deployment paths call it too, so that a
+    value the proxy would refuse stops `pulumi up` before anything is created.
+    """
+    for entry in value:
+        if entry == "*":
+            raise ValueError("PROXY_TRUSTED_PROXIES: '*' would let every client choose its "
+                             "address; list your reverse proxies' addresses or networks")
+        try:
+            ipaddress.ip_network(entry)
+        except ValueError as exc:
+            try:
+                network = ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"PROXY_TRUSTED_PROXIES: {entry!r} is not an IP address or "
+                                 "network (e.g. 10.0.0.5 or 172.18.0.0/16)") from exc
+            raise ValueError(f"PROXY_TRUSTED_PROXIES: {entry!r} has host bits set; did you "
+                             f"mean {network}?") from exc
+    return value
+
+
 def async_database_url(url: str) -> str:
     """Turn a plain database URL into one for SQLAlchemy's async drivers."""
     if url.startswith("postgres://"):
@@ -194,9 +222,7 @@ class Settings(BaseSettings):
                      mode="before")
     @classmethod
     def _split_algorithms(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
-        return value
+        return comma_list(value) if isinstance(value, str) else value
 
     @field_validator("jwt_secret", "jwt_public_key", "jwt_jwks_url", "jwt_audience", "jwt_issuer",
                      "redis_url", "proxy_metrics_token", "proxy_max_num_ctx", mode="before")
@@ -227,21 +253,7 @@ class Settings(BaseSettings):
     @field_validator("proxy_trusted_proxies")
     @classmethod
     def _trusted_proxies_are_addresses(cls, value: list[str]) -> list[str]:
-        for entry in value:
-            if entry == "*":
-                raise ValueError("PROXY_TRUSTED_PROXIES: '*' would let every client choose its "
-                                 "address; list your reverse proxies' addresses or networks")
-            try:
-                ipaddress.ip_network(entry)
-            except ValueError as exc:
-                try:
-                    network = ipaddress.ip_network(entry, strict=False)
-                except ValueError:
-                    raise ValueError(f"PROXY_TRUSTED_PROXIES: {entry!r} is not an IP address or "
-                                     "network (e.g. 10.0.0.5 or 172.18.0.0/16)") from exc
-                raise ValueError(f"PROXY_TRUSTED_PROXIES: {entry!r} has host bits set; did you "
-                                 f"mean {network}?") from exc
-        return value
+        return trusted_proxy_entries(value)
 
     @field_validator("database_url")
     @classmethod

@@ -1,8 +1,8 @@
 """Fixtures for the Pulumi program's tests.
 
-- `deploy(**config)`: `infra/__main__.py` rebuilt under Pulumi's mocks with these stack config
-  keys plus the dummy secrets (`without=("jwtSecret",)` leaves some out); see mocked_program.py.
-- `compose(*files, env=..., args=...)`: the real `docker-compose config`; see compose_render.py.
+`deploy(**config)`: `infra/__main__.py` run under Pulumi's mocks with these stack config keys
+plus the dummy secrets (`without=("jwtSecret",)` leaves some out; `root=` runs a copy of the
+repository); see pulumi_mocks.py.
 """
 
 from __future__ import annotations
@@ -12,26 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.infra.compose_render import ComposeResult, render
-from tests.infra.mocked_program import PULUMI_SECRETS, Deployment, run_program
+from tests.infra.pulumi_mocks import Deployment, run_program
+from tests.infra.stack_files import PULUMI_SECRETS, REPO_ROOT
 
 
 @pytest.fixture
 def deploy() -> Callable[..., Deployment]:
-    def _deploy(*, without: tuple[str, ...] = (), **config: str) -> Deployment:
+    def _deploy(
+        *, without: tuple[str, ...] = (), root: Path = REPO_ROOT, **config: str
+    ) -> Deployment:
         values = {k: v for k, v in PULUMI_SECRETS.items() if k not in without}
-        return run_program({**values, **config})
+        return run_program({**values, **config}, root, secret_keys=tuple(values))
 
     return _deploy
-
-
-@pytest.fixture
-def compose(tmp_path: Path) -> Callable[..., ComposeResult]:
-    def _compose(
-        *files: Path,
-        env: dict[str, str] | None = None,
-        args: tuple[str, ...] = ("--format", "json"),
-    ) -> ComposeResult:
-        return render(tmp_path, *files, env=env, args=args)
-
-    return _compose

@@ -1,22 +1,19 @@
 """Hardening rules, checked on what the real `docker compose config` renders.
 
-The Pulumi program keeps the same rules: the drift test compares every field used here (and
-test_pulumi_policies.py checks the Pulumi side on its own). The running stack is checked with
-`docker inspect` in tests/stack.
+The Pulumi program deploys this same rendering (test_pulumi_policies.py checks what it derives
+from it); the running stack is checked with `docker inspect` in tests/stack.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 
-from tests.infra.compose_render import COMPOSE_FILE, GPU_COMPOSE_FILE, ComposeResult
-from tests.infra.mocked_program import COMPOSE_SECRETS
+from proxy.core.settings import Settings
+from tests.infra.stack_files import COMPOSE, COMPOSE_SECRETS, GPU_COMPOSE, rendered
 
-Compose = Callable[..., ComposeResult]
 NO_NEW_PRIVILEGES = "no-new-privileges:true"
 DOCKER_SOCKET = "/var/run/docker.sock"
 # Host paths that hold the Docker (or containerd) socket, or everything: a container that mounts
@@ -30,16 +27,21 @@ WRITABLE_ROOT = {
 }
 
 
-@pytest.fixture
-def services(compose: Compose) -> dict[str, Any]:
-    rendered: dict[str, Any] = compose(COMPOSE_FILE, GPU_COMPOSE_FILE).json()["services"]
-    return rendered
+@pytest.fixture(scope="module")
+def gpu_stack() -> dict[str, Any]:
+    return rendered(COMPOSE, GPU_COMPOSE)
 
 
 @pytest.fixture
-def networks(compose: Compose) -> dict[str, Any]:
-    rendered: dict[str, Any] = compose(COMPOSE_FILE, GPU_COMPOSE_FILE).json()["networks"]
-    return rendered
+def services(gpu_stack: dict[str, Any]) -> dict[str, Any]:
+    found: dict[str, Any] = gpu_stack["services"]
+    return found
+
+
+@pytest.fixture
+def networks(gpu_stack: dict[str, Any]) -> dict[str, Any]:
+    found: dict[str, Any] = gpu_stack["networks"]
+    return found
 
 
 def members(services: dict[str, Any], network: str) -> set[str]:
@@ -71,9 +73,7 @@ def test_every_root_filesystem_is_read_only_but_prometheus(services: dict[str, A
     assert writable == sorted(WRITABLE_ROOT), f"writable root filesystems: {writable}"
 
 
-def test_the_writable_exception_is_the_one_compose_forces(
-    compose: Compose, services: dict[str, Any]
-) -> None:
+def test_the_writable_exception_is_the_one_compose_forces(services: dict[str, Any]) -> None:
     # Compose copies `secrets:` from the environment into the created container and refuses that
     # for a read-only service; were Prometheus read-only, `up` would fail. Nothing else has such
     # a secret, so nothing else may be writable.
@@ -134,3 +134,14 @@ def test_the_proxy_connects_as_its_own_role_not_the_superuser(services: dict[str
 def test_grafana_signs_with_its_own_secret_key(services: dict[str, Any]) -> None:
     environment = services["grafana"]["environment"]
     assert environment["GF_SECURITY_SECRET_KEY"] == COMPOSE_SECRETS["GRAFANA_SECRET_KEY"]
+
+
+def test_the_stack_passes_the_proxys_own_defaults() -> None:
+    environment = rendered(COMPOSE)["services"]["proxy"]["environment"]
+    defaults = Settings.model_fields
+    # Empty, as the proxy's default: no address may choose the audited client address.
+    assert environment["PROXY_TRUSTED_PROXIES"] == ""
+    assert defaults["proxy_trusted_proxies"].default_factory is list
+    assert environment["PROXY_AUDIT_RETENTION_DAYS"] == str(
+        defaults["proxy_audit_retention_days"].default
+    )

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 import asyncpg
 import pytest
 
-from tests.infra.mocked_program import REPO_ROOT
+from tests.infra.stack_files import REPO_ROOT
 from tests.support.timing import scaled
 
 pytestmark = pytest.mark.postgres

@@ -1,4 +1,5 @@
-"""Isolation and secrecy rules, checked on what the Pulumi program declares (under mocks)."""
+"""Isolation and secrecy rules, checked on what the Pulumi program derives from the real
+`docker compose config` of docker-compose.yml (under Pulumi's mocks)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import pytest
 from pulumi.config import ConfigMissingError
 
 from infra.config import ConfigError
-from tests.infra.mocked_program import PULUMI_SECRETS, Deployment, plain_parts, reveal
+from tests.infra.pulumi_mocks import Deployment, plain_parts, reveal, run_program
+from tests.infra.stack_files import PULUMI_SECRETS, REPO_ROOT, rendered
 
 Deploy = Callable[..., Deployment]
 PRIVATE = ("ollama", "redis", "postgres", "node-exporter", "cadvisor", "docker-api")
@@ -117,6 +119,17 @@ def test_gpu_is_requested_only_when_gpu_is_on(deploy: Deploy) -> None:
         assert not gpu.container(name).plain.get("deviceRequests"), f"{name} requests a GPU"
 
 
+@pytest.mark.parametrize(("gpu", "expected"), [("false", 0), ("true", 1)])
+def test_node_exporter_says_whether_a_gpu_is_expected(
+    deploy: Deploy, gpu: str, expected: int
+) -> None:
+    # docker-compose.gpu.yml swaps the textfile behind GpuNotDetected; Pulumi's gpu follows it.
+    uploads = deploy(gpu=gpu).container("node-exporter").plain["uploads"]
+    files = {u["file"]: u["content"] for u in uploads}
+    textfile = files["/etc/node-exporter/textfile/llm_stack.prom"]
+    assert f"\nllm_stack_gpu_expected {expected}\n" in textfile
+
+
 def test_ollama_memory_limit_is_compose_default_and_configurable(deploy: Deploy) -> None:
     # Docker's provider counts MiB: 12g = 12 * 1024 MiB = 12884901888 bytes, as Compose has it.
     assert deploy().container("ollama").plain["memory"] == 12 * 1024
@@ -138,7 +151,7 @@ def test_secrets_reach_containers_only_as_secret_outputs(deploy: Deploy) -> None
     assert f"JWT_SECRET={PULUMI_SECRETS['jwtSecret']}" in proxy_env
     prometheus_files = reveal(deployment.container("prometheus").inputs["uploads"])
     token_file = {u["file"]: u for u in prometheus_files}["/run/secrets/proxy_metrics_token"]
-    assert token_file["content"] == PULUMI_SECRETS["metricsToken"]
+    assert token_file["content"] == PULUMI_SECRETS["proxyMetricsToken"]
 
 
 def test_metrics_token_is_a_file_for_prometheus_not_an_environment_variable(
@@ -262,3 +275,94 @@ def test_the_proxy_connects_as_its_own_database_role(deploy: Deploy) -> None:
 def test_grafana_secret_key_is_the_configured_secret(deploy: Deploy) -> None:
     envs = reveal(deploy().container("grafana").inputs["envs"])
     assert f"GF_SECURITY_SECRET_KEY={PULUMI_SECRETS['grafanaSecretKey']}" in envs
+
+
+# --- what Pulumi adds to compose's description ----------------------------------------------------
+
+CONTAINER = "docker:index/container:Container"
+
+
+def test_dependencies_come_first_and_healthy_ones_are_waited_for(deploy: Deploy) -> None:
+    deployment = deploy()
+    order = [r.name for r in deployment.resources if r.type == CONTAINER]
+    # compose: the proxy starts once Ollama, Postgres and Redis are healthy.
+    for dependency in ("ollama", "postgres", "redis"):
+        assert order.index(dependency) < order.index("proxy")
+        inputs = deployment.container(dependency).plain
+        assert inputs["wait"] is True, f"{dependency} is not waited for"
+        assert inputs["waitTimeout"] >= 60
+    # Started, not healthy: Prometheus after the proxy, Grafana after Prometheus, no wait.
+    assert order.index("proxy") < order.index("prometheus") < order.index("grafana")
+    assert not deployment.container("proxy").plain.get("wait")
+
+
+def test_the_stack_outputs_follow_the_published_ports(deploy: Deploy) -> None:
+    assert deploy().outputs == {
+        "proxy_url": "http://0.0.0.0:8000",
+        "prometheus_url": "http://127.0.0.1:9090",
+        "grafana_url": "http://127.0.0.1:3000",
+        "gpu": False,
+        "models": ["llama3.2"],
+    }
+    configured = deploy(
+        proxyPublishAddress="127.0.0.1", proxyPort="18000", grafanaBind="10.0.0.5", gpu="true",
+        models='["mistral", "codellama:7b"]',
+    )  # fmt: skip
+    assert configured.outputs["proxy_url"] == "http://127.0.0.1:18000"
+    assert configured.outputs["grafana_url"] == "http://10.0.0.5:3000"
+    assert configured.outputs["gpu"] is True
+    assert configured.outputs["models"] == ["mistral", "codellama:7b"]
+
+
+def test_networks_and_volumes_keep_composes_docker_names(deploy: Deploy) -> None:
+    deployment = deploy(namePrefix="llm-blue")
+    assert {v.plain["name"] for v in deployment.volumes.values()} == {
+        "llm-blue_ollama-models", "llm-blue_proxy-spool", "llm-blue_postgres-data",
+        "llm-blue_prometheus-data", "llm-blue_grafana-data",
+    }  # fmt: skip
+    assert all(n.plain["name"].startswith("llm-blue_") for n in deployment.networks.values())
+    assert {c.plain["name"] for c in deployment.containers.values()} == {
+        f"llm-blue-{name}" for name in deployment.containers
+    }
+
+
+def test_the_proxy_image_is_built_from_composes_build_section(deploy: Deploy) -> None:
+    deployment = deploy(proxyImage="registry.example.org/llm-proxy:1.2.3")
+    image = deployment.images["proxy"].plain
+    assert image["imageName"] == "registry.example.org/llm-proxy:1.2.3"
+    assert image["skipPush"] is True
+    # docker-compose.yml's pinned base image, read from its build args.
+    compose_build = rendered()["services"]["proxy"]["build"]
+    assert image["build"]["args"] == compose_build["args"] != {}
+    assert (REPO_ROOT / image["build"]["dockerfile"]).resolve() == REPO_ROOT / "proxy/Dockerfile"
+    assert (REPO_ROOT / image["build"]["context"]).resolve() == REPO_ROOT
+    assert deployment.container("proxy").plain["image"] == "registry.example.org/llm-proxy:1.2.3"
+    assert "proxy" not in deployment.remote_images
+
+
+def test_a_setting_set_with_secret_stays_secret(deploy: Deploy) -> None:
+    issuer = "https://id.example.org/realms/private-0123456789"
+    deployment = run_program({**PULUMI_SECRETS, "jwtIssuer": issuer},
+                             secret_keys=(*PULUMI_SECRETS, "jwtIssuer"))  # fmt: skip
+    for resource in deployment.resources:
+        for part in plain_parts(resource.inputs):
+            assert issuer not in str(part), f"{resource.name!r} has the issuer in clear"
+    assert f"JWT_ISSUER={issuer}" in reveal(deployment.container("proxy").inputs["envs"])
+
+
+def test_the_old_metrics_token_key_works_with_a_deprecation_warning(
+    deploy: Deploy, caplog: pytest.LogCaptureFixture
+) -> None:
+    token = PULUMI_SECRETS["proxyMetricsToken"]
+    deployment = deploy(without=("proxyMetricsToken",), metricsToken=token)
+    assert "'metricsToken' is deprecated: it is now 'proxyMetricsToken'" in caplog.text
+    assert f"PROXY_METRICS_TOKEN={token}" in reveal(deployment.container("proxy").inputs["envs"])
+    for resource in deployment.resources:
+        assert token not in " ".join(map(str, plain_parts(resource.inputs))), resource.name
+
+
+def test_a_key_compose_does_not_declare_is_refused(deploy: Deploy) -> None:
+    with pytest.raises(ConfigError, match=r"ollamaImage \(images are pinned in docker-compose"):
+        deploy(ollamaImage="ollama/ollama:0.34.0")
+    with pytest.raises(ConfigError, match="unknown stack config keys: ollamaMemoryLimt"):
+        deploy(ollamaMemoryLimt="8g")

@@ -51,7 +51,7 @@ def test_every_secret_comes_from_the_vault_and_the_vault_example_names_them_all(
             "vault_stack_postgres_password",
             "vault_stack_proxy_db_password",
             "vault_stack_redis_password",
-            "vault_stack_metrics_token",
+            "vault_stack_proxy_metrics_token",
             "vault_stack_grafana_admin_password",
             "vault_stack_grafana_secret_key",
         }

@@ -17,7 +17,7 @@ NO_DEFAULT = {
     "stack_postgres_password",
     "stack_proxy_db_password",
     "stack_redis_password",
-    "stack_metrics_token",
+    "stack_proxy_metrics_token",
     "stack_grafana_admin_password",
     "stack_grafana_secret_key",
 }

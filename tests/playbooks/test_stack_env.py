@@ -1,60 +1,49 @@
-"""The stack role's `.env` carries what docker-compose.yml reads, with the same defaults.
+"""The stack role's `.env` carries what docker-compose.yml reads, as the operator set it.
 
-The role writes `.env` from its variables (templates/env.j2); compose turns it into the services'
-environment. Here Ansible renders the real template with the role's defaults (and with operator
-values), and the real `docker-compose config` reads the result: the stack it describes must be
-the one compose describes by itself with the same settings (tests/infra's drift test holds the
-Pulumi program against compose the same way).
+The role finds the compose files' variables itself (filter_plugins/compose_variables.py) and
+writes the ones the inventory sets (`stack_<variable in lower case>`, or `stack_env_extra`);
+compose's defaults apply to the rest. Here Ansible runs the role's own tasks and template, and the
+real `docker compose config` reads the result: the stack it describes must be the one compose
+describes with the same values.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
+from infra.compose import compose_files, variables
 from proxy.core.settings import Settings
-from tests.infra.compose_render import COMPOSE_FILE, GPU_COMPOSE_FILE, render
-from tests.infra.mocked_program import COMPOSE_SECRETS
-from tests.infra.test_pulumi_compose_drift import SETTINGS
-from tests.playbooks.ansible_cli import ROLES, run_playbook
+from tests.infra.stack_files import COMPOSE_SECRETS, REPO_ROOT, rendered
+from tests.playbooks.ansible_cli import ROLES, PlaybookRun, run_playbook
+from tests.playbooks.test_gpu_facts import load_plugin
 from tests.playbooks.test_stack_secrets import plan_stack, refusals, strong_secrets
 
 pytestmark = pytest.mark.timeout(300)
 
 ROLE = ROLES / "stack"
-# The role variable behind each secret compose requires.
-SECRET_VARIABLES = {
-    "JWT_SECRET": "stack_jwt_secret",
-    "POSTGRES_PASSWORD": "stack_postgres_password",
-    "PROXY_DB_PASSWORD": "stack_proxy_db_password",
-    "REDIS_PASSWORD": "stack_redis_password",
-    "PROXY_METRICS_TOKEN": "stack_metrics_token",
-    "GRAFANA_ADMIN_PASSWORD": "stack_grafana_admin_password",
-    "GRAFANA_SECRET_KEY": "stack_grafana_secret_key",
+compose_variables = load_plugin(ROLE / "filter_plugins" / "compose_variables.py")
+# A value other than compose's default for every variable that is not a secret.
+SETTINGS = {
+    "PROXY_PUBLISH_ADDRESS": "127.0.0.1",
+    "PROXY_PORT": "18000",
+    "PROMETHEUS_BIND": "0.0.0.0",
+    "GRAFANA_BIND": "10.0.0.5",
+    "OLLAMA_MEMORY_LIMIT": "8g",
+    "OLLAMA_KEEP_ALIVE": "30m",
+    "OLLAMA_NUM_PARALLEL": "4",
+    "OLLAMA_MAX_LOADED_MODELS": "2",
+    "JWT_AUDIENCE": "llm-users",
+    "JWT_ISSUER": "https://id.example.org",
+    "PROXY_IMAGE": "registry.example.org/llm-proxy:1.2.3",
+    "PROXY_TRUSTED_PROXIES": "172.18.0.1,fd00::/64",
+    "PROXY_AUDIT_RETENTION_DAYS": "400",
+    "GRAFANA_AUDIT_DB_PASSWORD": "test-audit-reader-password",
 }
-# The role variable behind each operator setting of the drift test's table.
-SETTING_VARIABLES = {
-    "PROXY_PUBLISH_ADDRESS": "stack_proxy_publish_address",
-    "PROXY_PORT": "stack_proxy_port",
-    "PROMETHEUS_BIND": "stack_prometheus_bind",
-    "GRAFANA_BIND": "stack_grafana_bind",
-    "OLLAMA_MEMORY_LIMIT": "stack_ollama_memory_limit",
-    "OLLAMA_KEEP_ALIVE": "stack_ollama_keep_alive",
-    "OLLAMA_NUM_PARALLEL": "stack_ollama_num_parallel",
-    "OLLAMA_MAX_LOADED_MODELS": "stack_ollama_max_loaded_models",
-    "JWT_AUDIENCE": "stack_jwt_audience",
-    "JWT_ISSUER": "stack_jwt_issuer",
-    "PROXY_IMAGE": "stack_proxy_image",
-    "PROXY_TRUSTED_PROXIES": "stack_proxy_trusted_proxies",
-    "PROXY_AUDIT_RETENTION_DAYS": "stack_proxy_audit_retention_days",
-}
-# Read by compose but left to `stack_env_extra`: optional, and only Grafana's per-user panels
-# need it (README, "Monitoring").
-NOT_WRITTEN = {"GRAFANA_AUDIT_DB_PASSWORD"}
 
 PLAYBOOK = """\
 - name: Write the stack role's .env as the role does
@@ -63,9 +52,12 @@ PLAYBOOK = """\
   gather_facts: false
   vars:
     ansible_python_interpreter: "{{{{ ansible_playbook_python }}}}"
-  vars_files:
-    - {defaults}
   tasks:
+    - name: Gather the values as the role does
+      ansible.builtin.include_role:
+        name: stack
+        tasks_from: env.yml
+        public: true
     - name: Render the role's template
       ansible.builtin.template:
         src: {template}
@@ -74,59 +66,77 @@ PLAYBOOK = """\
 """
 
 
-def role_env(tmp_path: Path, **variables: str) -> dict[str, str]:
-    """The `.env` the role writes with its defaults, the dummy secrets and `variables`."""
+def role_variable(name: str) -> str:
+    return f"stack_{name.lower()}"
+
+
+def role_env(tmp_path: Path, secrets: dict[str, str] | None = None,
+             **variables: Any) -> tuple[dict[str, str], PlaybookRun]:  # fmt: skip
+    """The `.env` the role writes with the dummy secrets (or `secrets`) and `variables`."""
     dest = tmp_path / "role.env"
     playbook = tmp_path / "render-env.yml"
-    playbook.write_text(
-        PLAYBOOK.format(
-            defaults=ROLE / "defaults" / "main.yml", template=ROLE / "templates" / "env.j2",
-            dest=dest,
-        )
-    )  # fmt: skip
-    secrets = {SECRET_VARIABLES[name]: value for name, value in COMPOSE_SECRETS.items()}
-    run = run_playbook("-i", "localhost,", playbook, "-e", json.dumps({**secrets, **variables}))
+    playbook.write_text(PLAYBOOK.format(template=ROLE / "templates" / "env.j2", dest=dest))
+    if secrets is None:
+        secrets = {role_variable(name): value for name, value in COMPOSE_SECRETS.items()}
+    given = {"stack_source_dir": str(REPO_ROOT), **secrets, **variables}
+    run = run_playbook("-i", "localhost,", playbook, "-e", json.dumps(given))
     assert run.returncode == 0, run.summary()
-    return dict(
+    env = dict(
         line.split("=", 1)
         for line in dest.read_text().splitlines()
         if line and not line.startswith("#")
     )
+    return env, run
 
 
-def rendered(tmp_path: Path, env: dict[str, str]) -> dict[str, object]:
-    return render(tmp_path, env=env).json()
+def test_the_role_finds_the_variables_compose_finds() -> None:
+    files = compose_files(REPO_ROOT, gpu=True)
+    by_compose = variables(REPO_ROOT, files)
+    by_role = compose_variables.stack_compose_variables([f.read_text() for f in files])
+
+    assert {
+        name: (found["required"], found["default"]) for name, found in by_role.items()
+    } == {name: (v.required, v.default) for name, v in by_compose.items()}
+    assert all(found["name"] == role_variable(name) for name, found in by_role.items())
 
 
-def test_every_variable_compose_reads_is_written_by_the_role(tmp_path: Path) -> None:
-    read = {
-        name
-        for path in (COMPOSE_FILE, GPU_COMPOSE_FILE)
-        for name in re.findall(r"\$\{(\w+)", path.read_text())
-    }
-    written = set(role_env(tmp_path))
+def test_every_variable_compose_reads_is_set_through_its_role_variable(tmp_path: Path) -> None:
+    read = set(variables(REPO_ROOT, compose_files(REPO_ROOT, gpu=False)))
+    assert set(SETTINGS) | set(COMPOSE_SECRETS) == read, "SETTINGS must cover every variable"
 
-    assert read - written == NOT_WRITTEN, "compose reads variables the stack role never sets"
-    assert written - read == set(), "the stack role writes variables compose never reads"
+    env, _ = role_env(tmp_path, **{role_variable(name): v for name, v in SETTINGS.items()})
+
+    assert env == {**COMPOSE_SECRETS, **SETTINGS}
+    assert rendered(env=env) == rendered(env={**COMPOSE_SECRETS, **SETTINGS})
 
 
-def test_the_roles_defaults_are_composes_defaults(tmp_path: Path) -> None:
-    assert rendered(tmp_path, role_env(tmp_path)) == rendered(tmp_path, COMPOSE_SECRETS)
+def test_what_the_inventory_leaves_unset_keeps_composes_default(tmp_path: Path) -> None:
+    env, _ = role_env(tmp_path)
+
+    assert env == COMPOSE_SECRETS
+    assert rendered(env=env) == rendered(env=COMPOSE_SECRETS)
 
 
-def test_operator_settings_reach_the_stack_as_compose_reads_them(tmp_path: Path) -> None:
-    settings = {variable: value for variable, _, value in SETTINGS}
-    assert set(SETTING_VARIABLES) == set(settings) - NOT_WRITTEN, "a setting has no role variable"
-
-    env = role_env(
-        tmp_path, **{SETTING_VARIABLES[name]: settings[name] for name in SETTING_VARIABLES}
+def test_stack_env_extra_adds_lines_and_wins_over_a_role_variable(tmp_path: Path) -> None:
+    env, _ = role_env(
+        tmp_path,
+        stack_ollama_keep_alive="30m",
+        stack_env_extra={"OLLAMA_KEEP_ALIVE": "1h", "AN_OVERRIDE_FILES_SETTING": "on"},
     )
 
-    assert {name: env.get(name) for name in SETTING_VARIABLES} == {
-        name: settings[name] for name in SETTING_VARIABLES
-    }
-    expected = {**COMPOSE_SECRETS, **{name: settings[name] for name in SETTING_VARIABLES}}
-    assert rendered(tmp_path, env) == rendered(tmp_path, expected)
+    assert env["OLLAMA_KEEP_ALIVE"] == "1h"
+    assert env["AN_OVERRIDE_FILES_SETTING"] == "on"
+
+
+def test_the_old_metrics_token_name_still_works_and_says_it_is_deprecated(tmp_path: Path) -> None:
+    secrets = {role_variable(name): value for name, value in COMPOSE_SECRETS.items()}
+    secrets["stack_metrics_token"] = secrets.pop("stack_proxy_metrics_token")
+
+    env, run = role_env(tmp_path, secrets)
+
+    assert env["PROXY_METRICS_TOKEN"] == COMPOSE_SECRETS["PROXY_METRICS_TOKEN"]
+    warning = run.task("Warn about renamed stack variables").result["results"][0]["msg"]
+    assert warning.startswith("DEPRECATED: stack_metrics_token is now stack_proxy_metrics_token")
 
 
 @pytest.mark.parametrize(

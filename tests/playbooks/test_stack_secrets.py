@@ -26,7 +26,7 @@ def strong_secrets() -> dict[str, str]:
     return {
         "stack_jwt_secret": secrets.token_hex(32),
         "stack_postgres_password": secrets.token_hex(24),
-        "stack_metrics_token": secrets.token_hex(32),
+        "stack_proxy_metrics_token": secrets.token_hex(32),
         "stack_grafana_admin_password": secrets.token_hex(16),
         "stack_proxy_db_password": secrets.token_hex(24),
         "stack_redis_password": secrets.token_hex(24),
@@ -52,14 +52,14 @@ def plan_stack(tmp_path: Path, variables: dict[str, str]) -> object:
 
 
 def test_a_missing_secret_stops_the_play_naming_the_variable(tmp_path: Path) -> None:
-    variables = {k: v for k, v in strong_secrets().items() if k != "stack_metrics_token"}
+    variables = {k: v for k, v in strong_secrets().items() if k != "stack_proxy_metrics_token"}
 
     run = plan_stack(tmp_path, variables)
 
     assert run.returncode != 0  # type: ignore[attr-defined]
     check = run.task("Fail when a required secret is missing")  # type: ignore[attr-defined]
     failed = [item for item in check.result["results"] if item.get("failed")]
-    assert [item["item"]["name"] for item in failed] == ["stack_metrics_token"]
+    assert [item["item"]["name"] for item in failed] == ["stack_proxy_metrics_token"]
     assert "Ansible Vault" in failed[0]["msg"] and "openssl rand -hex 32" in failed[0]["msg"]
     assert not (tmp_path / "stack").exists()
 
@@ -97,8 +97,8 @@ def test_secrets_made_as_documented_pass_every_check(tmp_path: Path) -> None:
         ("stack_jwt_secret", "JWT_SECRET", "a" * 64, "is too predictable for production"),
         ("stack_jwt_secret", "JWT_SECRET", "abcdefgh" * 6, "is too predictable for production"),
         ("stack_jwt_secret", "JWT_SECRET", "changeme", "is a placeholder value"),
-        ("stack_metrics_token", "PROXY_METRICS_TOKEN", "0123456789" * 4, "too predictable"),
-        ("stack_metrics_token", "PROXY_METRICS_TOKEN", "Secret", "is a placeholder value"),
+        ("stack_proxy_metrics_token", "PROXY_METRICS_TOKEN", "0123456789" * 4, "too predictable"),
+        ("stack_proxy_metrics_token", "PROXY_METRICS_TOKEN", "Secret", "is a placeholder value"),
         ("stack_redis_password", "REDIS_PASSWORD", "redis" * 8, "too predictable"),
         ("stack_proxy_db_password", "PROXY_DB_PASSWORD", "0a1b2c3d4e5f", "12 bytes, need at least"),
         ("stack_grafana_secret_key", "GRAFANA_SECRET_KEY", "0" * 64, "too predictable"),

@@ -167,14 +167,13 @@ def test_serve_refuses_with_a_configuration_error_not_a_traceback(tmp_path: Path
 
 
 def test_docker_compose_gives_the_proxy_a_valid_production_configuration(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from tests.infra.compose_render import render
-    from tests.infra.mocked_program import COMPOSE_SECRETS
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.infra.stack_files import COMPOSE_SECRETS, rendered
 
     # Every secret the stack requires, made as docker-compose.yml's own messages tell the
     # operator to make them (`openssl rand -hex N`).
     stack_secrets = {name: secrets.token_hex(32) for name in COMPOSE_SECRETS}
-    services = render(tmp_path, env=stack_secrets).json()["services"]
+    services = rendered(env=stack_secrets)["services"]
     environment = services["proxy"]["environment"]
     assert environment["PROXY_ENV"] == "production"
     for name, value in environment.items():

@@ -1,8 +1,9 @@
 """The Pulumi program (`infra/__main__.py`) run under Pulumi's mock runtime.
 
-`run_program(config)` sets fresh mocks and config, runs the real entry point, waits for every
-registration, and returns each declared resource with its inputs as the engine would have
-received them: camelCase keys, numbers as floats, secrets still wrapped (see `reveal`).
+`run_program(config, root)` sets fresh mocks and config, runs the entry point of the checkout at
+`root` (the repository, or a copy of it), waits for every registration, and returns each declared
+resource with its inputs as the engine would have received them: camelCase keys, numbers as
+floats, secrets still wrapped (see `reveal`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from unittest.mock import patch
 
 import pulumi
 from pulumi.runtime import settings
@@ -19,22 +21,7 @@ from pulumi.runtime.rpc import _special_secret_sig, _special_sig_key
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-PROJECT = "llm-stack"
-
-# The same dummy secret under its Compose variable and its Pulumi config key, so that both sides
-# render identical environments and the drift test can compare values, not only keys.
-SECRETS = {
-    ("JWT_SECRET", "jwtSecret"): "test-jwt-secret-0123456789abcdef0123456789abcdef",
-    ("POSTGRES_PASSWORD", "postgresPassword"): "test-postgres-password-0123456789",
-    ("GRAFANA_ADMIN_PASSWORD", "grafanaAdminPassword"): "test-grafana-password-0123456789",
-    ("PROXY_METRICS_TOKEN", "metricsToken"): "test-metrics-token-0123456789abcdef",
-    ("PROXY_DB_PASSWORD", "proxyDbPassword"): "test-proxy-db-password-0123456789",
-    ("REDIS_PASSWORD", "redisPassword"): "test-redis-password-0123456789",
-    ("GRAFANA_SECRET_KEY", "grafanaSecretKey"): "test-grafana-secret-key-0123456789abcdef",
-}
-COMPOSE_SECRETS = {env: value for (env, _), value in SECRETS.items()}
-PULUMI_SECRETS = {key: value for (_, key), value in SECRETS.items()}
+from tests.infra.stack_files import PROJECT, REPO_ROOT
 
 
 def reveal(value: Any) -> Any:
@@ -78,6 +65,7 @@ class Declared:
 @dataclass(frozen=True)
 class Deployment:
     resources: list[Declared]
+    outputs: dict[str, Any]
 
     def of_type(self, type_: str) -> dict[str, Declared]:
         return {r.name: r for r in self.resources if r.type == type_}
@@ -97,6 +85,10 @@ class Deployment:
     @property
     def images(self) -> dict[str, Declared]:
         return self.of_type("docker:index/image:Image")
+
+    @property
+    def remote_images(self) -> dict[str, Declared]:
+        return self.of_type("docker:index/remoteImage:RemoteImage")
 
     def container(self, name: str) -> Declared:
         declared = self.containers
@@ -123,15 +115,25 @@ class RecordingMocks(pulumi.runtime.Mocks):
         return {}, None
 
 
-def run_program(config: dict[str, str]) -> Deployment:
+def run_program(
+    config: dict[str, str], root: Path = REPO_ROOT, secret_keys: tuple[str, ...] = ()
+) -> Deployment:
+    """`pulumi up` of the checkout at `root` under mocks, with `config` as the stack config
+    (`secret_keys`: the keys set with `--secret`)."""
     mocks = RecordingMocks()
     pulumi.runtime.set_mocks(mocks, project=PROJECT, stack="test", preview=False)
-    pulumi.runtime.set_all_config({f"{PROJECT}:{key}": value for key, value in config.items()})
+    pulumi.runtime.set_all_config(
+        {f"{PROJECT}:{key}": value for key, value in config.items()},
+        [f"{PROJECT}:{key}" for key in secret_keys],
+    )
     settings.SETTINGS.rpc_manager.clear()
     settings.SETTINGS.outputs.clear()
+    outputs: dict[str, Any] = {}
 
     def program() -> None:
-        runpy.run_path(str(REPO_ROOT / "infra" / "__main__.py"), run_name="__main__")
+        runpy.run_path(str(root / "infra" / "__main__.py"), run_name="__main__")
 
-    _sync_await(run_pulumi_func(program))
-    return Deployment(mocks.resources)
+    # The mocks see resources only; the stack outputs are recorded as the program exports them.
+    with patch.object(pulumi, "export", outputs.__setitem__):
+        _sync_await(run_pulumi_func(program))
+    return Deployment(mocks.resources, outputs)
