@@ -5,6 +5,9 @@
 - `run_playbook(*args)`: `ansible-playbook` (or `scripts/ansible-run`, which CI and people use)
   with the JSON stdout callback, returning a `PlaybookRun` that knows each task's result, the
   recap, and which tasks changed.
+- `run_per_host(playbook, hosts, directory, *args)`: one `ansible-playbook` run for many cases,
+  each case a host of its own (local connection, its own variables); `run.on(host)` is what that
+  one host did. Ansible's start-up and the play's fixed costs are paid once, not once a case.
 - `load_plugin(path)`: a role's filter plugin module, imported by path as Ansible loads it.
 
 Both take `timeout` as the budget on an idle machine and stretch it by the scale factor
@@ -25,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+
+import yaml
 
 from tests.support.timing import scaled
 
@@ -109,6 +114,8 @@ class PlaybookRun:
     stderr: str
     wall_s: float
     report: dict[str, Any] = field(default_factory=dict)
+    # The variables each host was given, for a run_per_host run.
+    host_vars: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @classmethod
     def parse(cls, command: list[str], process: subprocess.CompletedProcess[str], wall_s: float):
@@ -136,11 +143,24 @@ class PlaybookRun:
                         _seconds(duration.get("start"), duration.get("end")),
                     )
 
-    def task(self, name: str) -> TaskResult:
+    def task(self, name: str, host: str | None = None) -> TaskResult:
+        """The last result of the task `name` (on `host`, when given)."""
         # Role tasks are reported as "<role> : <name>".
-        found = [t for t in self.tasks() if t.name == name or t.name.endswith(f" : {name}")]
-        assert found, f"no task named {name!r} ran; tasks were:\n{self.summary()}"
+        found = [
+            t
+            for t in self.tasks()
+            if (t.name == name or t.name.endswith(f" : {name}")) and host in (None, t.host)
+        ]
+        where = f" on {host}" if host else ""
+        assert found, f"no task named {name!r} ran{where}; tasks were:\n{self.summary(host)}"
         return found[-1]
+
+    def on(self, host: str) -> HostRun:
+        """What `host` did in this run; it must have been in the run (the recap names it)."""
+        assert host in self.stats, (
+            f"{host} was not in the run; the recap names {sorted(self.stats)}\n{self.summary()}"
+        )
+        return HostRun(self, host)
 
     def changed_tasks(self) -> list[str]:
         return [f"{t.name} [{t.host}]" for t in self.tasks() if t.status == "changed"]
@@ -152,24 +172,58 @@ class PlaybookRun:
     def stats(self) -> dict[str, dict[str, int]]:
         return dict(self.report.get("stats", {}))
 
-    def summary(self) -> str:
-        """One line a task: status, seconds, name; then failures in full, then stderr."""
-        lines = [f"{t.status:>9} {t.duration_s:6.1f}s  {t.name}" for t in self.tasks()]
-        for task in self.failed_tasks():
+    def summary(self, host: str | None = None) -> str:
+        """One line a task: status, seconds, name; then failures in full, then stderr.
+
+        With `host`, that host's tasks and failures only; with several hosts, each line names its
+        host."""
+        tasks = [t for t in self.tasks() if host in (None, t.host)]
+        several = host is None and len(self.stats) > 1
+        lines = [
+            f"{t.status:>9} {t.duration_s:6.1f}s  {t.name}" + (f" [{t.host}]" if several else "")
+            for t in tasks
+        ]
+        for task in (t for t in tasks if t.status in ("failed", "unreachable")):
             detail = {
                 key: task.result.get(key)
                 for key in ("msg", "stdout", "stderr", "results")
                 if task.result.get(key)
             }
-            lines.append(f"--- FAILED: {task.name}\n{json.dumps(detail, indent=2)[:6000]}")
+            lines.append(
+                f"--- FAILED: {task.name} [{task.host}]\n{json.dumps(detail, indent=2)[:6000]}"
+            )
         if not self.report:
             lines.append(f"--- stdout (not JSON):\n{self.stdout[-6000:]}")
         if self.stderr.strip():
             lines.append(f"--- stderr:\n{self.stderr[-4000:]}")
-        lines.append(
-            f"--- recap: {json.dumps(self.stats)}; rc {self.returncode}; {self.wall_s:.0f} s"
-        )
+        recap = self.stats if host is None else {host: self.stats.get(host)}
+        lines.append(f"--- recap: {json.dumps(recap)}; rc {self.returncode}; {self.wall_s:.0f} s")
         return "\n".join(lines)
+
+
+@dataclass
+class HostRun:
+    """One host's part of a PlaybookRun: its tasks, its recap."""
+
+    run: PlaybookRun
+    host: str
+
+    @property
+    def vars(self) -> dict[str, Any]:
+        """The variables this host was given (run_per_host)."""
+        return self.run.host_vars[self.host]
+
+    @property
+    def failed(self) -> bool:
+        """A task failed on this host (or it became unreachable): Ansible stopped it there."""
+        recap = self.run.stats[self.host]
+        return recap.get("failures", 0) > 0 or recap.get("unreachable", 0) > 0
+
+    def task(self, name: str) -> TaskResult:
+        return self.run.task(name, host=self.host)
+
+    def summary(self) -> str:
+        return self.run.summary(self.host)
 
 
 def _seconds(start: str | None, end: str | None) -> float:
@@ -210,3 +264,41 @@ def run_playbook(
         stdin=subprocess.DEVNULL,
     )
     return PlaybookRun.parse(command, process, time.monotonic() - started)
+
+
+def run_per_host(
+    playbook: Path, hosts: dict[str, dict[str, Any]], directory: Path, *args: str | Path
+) -> PlaybookRun:
+    """`ansible-playbook -i INVENTORY PLAYBOOK ARGS` once, for many independent cases.
+
+    `hosts` maps a host name to the variables of one case. Each becomes a host of the inventory
+    (directory/hosts.yml) in the group site.yml deploys to, `llm_hosts`, reached over the local
+    connection with its variables as host vars; forks cover every host, so Ansible plays the
+    cases side by side, each failing or passing on its own. Read a case with `run.on(host)`.
+    """
+    inventory = directory / "hosts.yml"
+    inventory.write_text(
+        yaml.safe_dump(
+            {
+                "llm_hosts": {
+                    "hosts": {
+                        host: {
+                            "ansible_connection": "local",
+                            "ansible_python_interpreter": "{{ ansible_playbook_python }}",
+                            **variables,
+                        }
+                        for host, variables in hosts.items()
+                    }
+                }
+            },
+            sort_keys=False,
+        )
+    )
+    run = run_playbook("-i", inventory, "--forks", str(len(hosts)), playbook, *args)
+    run.host_vars = hosts
+    return run
+
+
+def case_hosts(prefix: str, cases: list[Any]) -> dict[Any, str]:
+    """A host name for each case of a parametrised test: `prefix-0`, `prefix-1`, ..."""
+    return {case: f"{prefix}-{index}" for index, case in enumerate(cases)}

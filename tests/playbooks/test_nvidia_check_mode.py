@@ -6,17 +6,20 @@ variables; daemon.json is a copy in a temporary directory. Everything else is th
 on a GPU host: the same detection tasks, the same filter deciding, the same install and
 configure tasks, planned in check mode. NVIDIA's key URL points at a local file because CI cannot
 reach nvidia.github.io (get_url still makes its request in check mode).
+
+Each case is a host of its own in one inventory, with its own stubs and daemon.json, so a single
+check-mode run plans them all.
 """
 
 from __future__ import annotations
 
-import json
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.playbooks.ansible_cli import FIXTURES, PlaybookRun, run_playbook
+from tests.playbooks.ansible_cli import FIXTURES, HostRun, PlaybookRun, run_per_host
 
 PLAYBOOK = Path(__file__).resolve().parent / "nvidia-check.yml"
 GPU = FIXTURES / "gpu"
@@ -33,43 +36,74 @@ def stub(directory: Path, name: str, fixture: str | None, rc: int = 0) -> str:
     return str(path)
 
 
-def plan(
-    tmp_path: Path,
-    lspci: str,
-    smi: str | None,
-    smi_rc: int = 0,
-    daemon_json: str = "daemon-docker-role.json",
-    **extra: object,
-) -> PlaybookRun:
-    daemon = tmp_path / "daemon.json"
-    shutil.copy(GPU / daemon_json, daemon)
-    variables = {
-        "nvidia_lspci_command": stub(tmp_path, "lspci", lspci),
-        # A host without the driver has no nvidia-smi at all: point at a path that is not there.
-        "nvidia_smi_command": (
-            stub(tmp_path, "nvidia-smi", smi, smi_rc) if smi else str(tmp_path / "no-nvidia-smi")
-        ),
-        "nvidia_docker_daemon_json": str(daemon),
-        "nvidia_apt_gpg_key_url": (FIXTURES / "apt" / "test-signing-key.asc").as_uri(),
-        "docker_manage_service": False,
-        "docker_restart_command": "echo restart dockerd",
-        **extra,
-    }
-    run = run_playbook("--check", "-i", "localhost,", PLAYBOOK, "-e", json.dumps(variables))
+@dataclass(frozen=True)
+class Probed:
+    """A simulated host: the recorded lspci and nvidia-smi output (None: no nvidia-smi at all),
+    nvidia-smi's exit status, the daemon.json it starts with, and whether it requires a GPU."""
+
+    lspci: str
+    smi: str | None
+    smi_rc: int = 0
+    daemon_json: str = "daemon-docker-role.json"
+    require_gpu: bool = False
+
+    def host_vars(self, directory: Path) -> dict[str, object]:
+        directory.mkdir()
+        shutil.copy(GPU / self.daemon_json, directory / "daemon.json")
+        return {
+            "nvidia_lspci_command": stub(directory, "lspci", self.lspci),
+            # A host without the driver has no nvidia-smi at all: a path that is not there.
+            "nvidia_smi_command": (
+                stub(directory, "nvidia-smi", self.smi, self.smi_rc)
+                if self.smi
+                else str(directory / "no-nvidia-smi")
+            ),
+            "nvidia_docker_daemon_json": str(directory / "daemon.json"),
+            "nvidia_apt_gpg_key_url": (FIXTURES / "apt" / "test-signing-key.asc").as_uri(),
+            "docker_manage_service": False,
+            "docker_restart_command": "echo restart dockerd",
+            **({"nvidia_require_gpu": True} if self.require_gpu else {}),
+        }
+
+
+HOSTS = {
+    "rtx3060": Probed("lspci-rtx3060.txt", "nvidia-smi-rtx3060.csv"),
+    "h100x2-runtime-configured": Probed(
+        "lspci-h100x2.txt", "nvidia-smi-h100x2.csv", daemon_json="daemon-with-nvidia.json"
+    ),
+    "no-gpu": Probed("lspci-no-gpu.txt", None),
+    "no-gpu-required": Probed("lspci-no-gpu.txt", None, require_gpu=True),
+    "driver-not-loaded-required": Probed(
+        "lspci-rtx3060.txt", "nvidia-smi-driver-not-loaded.txt", smi_rc=9, require_gpu=True
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def plans(tmp_path_factory: pytest.TempPathFactory) -> PlaybookRun:
+    """Every simulated host of this module, planned in one check-mode run."""
+    directory = tmp_path_factory.mktemp("nvidia-check")
+    hosts = {host: probed.host_vars(directory / host) for host, probed in HOSTS.items()}
+    return run_per_host(PLAYBOOK, hosts, directory, "--check")
+
+
+def plan(plans: PlaybookRun, host: str) -> HostRun:
+    run = plans.on(host)
     # Check mode must leave the daemon.json it was given alone.
-    assert daemon.read_text() == (GPU / daemon_json).read_text()
+    daemon = Path(run.vars["nvidia_docker_daemon_json"])
+    assert daemon.read_text() == (GPU / HOSTS[host].daemon_json).read_text()
     return run
 
 
-def gpu_fact(run: PlaybookRun) -> dict[str, object]:
+def gpu_fact(run: HostRun) -> dict[str, object]:
     result = run.task("Decide whether this host runs the stack on a GPU").result
     return dict(result["ansible_facts"]["nvidia_gpu"])
 
 
-def test_a_gpu_host_plans_repository_toolkit_runtime_and_smoke_test(tmp_path: Path) -> None:
-    run = plan(tmp_path, "lspci-rtx3060.txt", "nvidia-smi-rtx3060.csv")
+def test_a_gpu_host_plans_repository_toolkit_runtime_and_smoke_test(plans: PlaybookRun) -> None:
+    run = plan(plans, "rtx3060")
 
-    assert run.returncode == 0, run.summary()
+    assert not run.failed, run.summary()
     fact = gpu_fact(run)
     assert fact["use_gpu"] and fact["count"] == 1 and fact["driver_version"] == "550.120"
     assert fact["runtime_configured"] is False
@@ -89,22 +123,20 @@ def test_a_gpu_host_plans_repository_toolkit_runtime_and_smoke_test(tmp_path: Pa
     assert smoke.status == "skipped" and smoke.result["msg"] == NOT_IN_CHECK_MODE
 
 
-def test_a_configured_runtime_is_not_configured_again(tmp_path: Path) -> None:
-    run = plan(
-        tmp_path, "lspci-h100x2.txt", "nvidia-smi-h100x2.csv", daemon_json="daemon-with-nvidia.json"
-    )
+def test_a_configured_runtime_is_not_configured_again(plans: PlaybookRun) -> None:
+    run = plan(plans, "h100x2-runtime-configured")
 
-    assert run.returncode == 0, run.summary()
+    assert not run.failed, run.summary()
     assert gpu_fact(run)["runtime_configured"] is True
     configure = run.task("Register the NVIDIA runtime in Docker's daemon.json")
     assert configure.status == "skipped"
     assert "runtime_configured" in configure.result["false_condition"]
 
 
-def test_no_gpu_takes_the_cpu_path_without_installing_anything(tmp_path: Path) -> None:
-    run = plan(tmp_path, "lspci-no-gpu.txt", None)
+def test_no_gpu_takes_the_cpu_path_without_installing_anything(plans: PlaybookRun) -> None:
+    run = plan(plans, "no-gpu")
 
-    assert run.returncode == 0, run.summary()
+    assert not run.failed, run.summary()
     assert gpu_fact(run)["present"] is False
     message = run.task("Report the GPU decision").result["msg"]
     assert message.startswith("CPU path: No NVIDIA GPU: lspci lists no NVIDIA")
@@ -112,10 +144,10 @@ def test_no_gpu_takes_the_cpu_path_without_installing_anything(tmp_path: Path) -
         assert run.task(name).status == "skipped"
 
 
-def test_a_required_gpu_that_is_missing_fails_the_play_with_the_reason(tmp_path: Path) -> None:
-    run = plan(tmp_path, "lspci-no-gpu.txt", None, nvidia_require_gpu=True)
+def test_a_required_gpu_that_is_missing_fails_the_play_with_the_reason(plans: PlaybookRun) -> None:
+    run = plan(plans, "no-gpu-required")
 
-    assert run.returncode != 0
+    assert run.failed
     failed = run.task("Fail when a usable GPU is required but missing")
     assert failed.status == "failed"
     assert failed.result["msg"].startswith(
@@ -124,16 +156,10 @@ def test_a_required_gpu_that_is_missing_fails_the_play_with_the_reason(tmp_path:
     )
 
 
-def test_a_required_gpu_whose_driver_is_broken_fails_naming_the_driver(tmp_path: Path) -> None:
-    run = plan(
-        tmp_path,
-        "lspci-rtx3060.txt",
-        "nvidia-smi-driver-not-loaded.txt",
-        smi_rc=9,
-        nvidia_require_gpu=True,
-    )
+def test_a_required_gpu_whose_driver_is_broken_fails_naming_the_driver(plans: PlaybookRun) -> None:
+    run = plan(plans, "driver-not-loaded-required")
 
-    assert run.returncode != 0
+    assert run.failed
     message = run.task("Fail when a usable GPU is required but missing").result["msg"]
     assert "nvidia-smi failed (exit 9)" in message
     assert "couldn't communicate with the NVIDIA driver" in message

@@ -9,7 +9,6 @@ describes with the same values.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ from pydantic import ValidationError
 from infra.compose import compose_files, variables
 from proxy.core.settings import Settings
 from tests.infra.stack_files import COMPOSE_SECRETS, REPO_ROOT, rendered
-from tests.playbooks.ansible_cli import ROLES, PlaybookRun, run_playbook
+from tests.playbooks.ansible_cli import ROLES, HostRun, PlaybookRun, case_hosts, run_per_host
 from tests.playbooks.test_gpu_facts import load_plugin
 from tests.playbooks.test_stack_secrets import plan_stack, refusals, strong_secrets
 
@@ -47,11 +46,9 @@ SETTINGS = {
 
 PLAYBOOK = """\
 - name: Write the stack role's .env as the role does
-  hosts: localhost
+  hosts: all
   connection: local
   gather_facts: false
-  vars:
-    ansible_python_interpreter: "{{{{ ansible_playbook_python }}}}"
   tasks:
     - name: Gather the values as the role does
       ansible.builtin.include_role:
@@ -61,7 +58,7 @@ PLAYBOOK = """\
     - name: Render the role's template
       ansible.builtin.template:
         src: {template}
-        dest: {dest}
+        dest: "{{{{ rendered_env_file }}}}"
         mode: "0600"
 """
 
@@ -70,20 +67,55 @@ def role_variable(name: str) -> str:
     return f"stack_{name.lower()}"
 
 
-def role_env(tmp_path: Path, secrets: dict[str, str] | None = None,
-             **variables: Any) -> tuple[dict[str, str], PlaybookRun]:  # fmt: skip
-    """The `.env` the role writes with the dummy secrets (or `secrets`) and `variables`."""
-    dest = tmp_path / "role.env"
-    playbook = tmp_path / "render-env.yml"
-    playbook.write_text(PLAYBOOK.format(template=ROLE / "templates" / "env.j2", dest=dest))
-    if secrets is None:
-        secrets = {role_variable(name): value for name, value in COMPOSE_SECRETS.items()}
-    given = {"stack_source_dir": str(REPO_ROOT), **secrets, **variables}
-    run = run_playbook("-i", "localhost,", playbook, "-e", json.dumps(given))
-    assert run.returncode == 0, run.summary()
+def dummy_secrets() -> dict[str, str]:
+    return {role_variable(name): value for name, value in COMPOSE_SECRETS.items()}
+
+
+def render_env(directory: Path, cases: dict[str, dict[str, Any]]) -> PlaybookRun:
+    """The role's `.env` for every case, in one run: a host each, given the case's variables,
+    writing directory/<host>.env."""
+    playbook = directory / "render-env.yml"
+    playbook.write_text(PLAYBOOK.format(template=ROLE / "templates" / "env.j2"))
+    hosts = {
+        host: {
+            "stack_source_dir": str(REPO_ROOT),
+            "rendered_env_file": str(directory / f"{host}.env"),
+            **variables,
+        }
+        for host, variables in cases.items()
+    }
+    return run_per_host(playbook, hosts, directory)
+
+
+@pytest.fixture(scope="module")
+def role_envs(tmp_path_factory: pytest.TempPathFactory) -> PlaybookRun:
+    renamed = dummy_secrets()
+    renamed["stack_metrics_token"] = renamed.pop("stack_proxy_metrics_token")
+    return render_env(
+        tmp_path_factory.mktemp("role-env"),
+        {
+            "every-setting": {
+                **dummy_secrets(),
+                **{role_variable(name): value for name, value in SETTINGS.items()},
+            },
+            "nothing-set": dummy_secrets(),
+            "env-extra": {
+                **dummy_secrets(),
+                "stack_ollama_keep_alive": "30m",
+                "stack_env_extra": {"OLLAMA_KEEP_ALIVE": "1h", "AN_OVERRIDE_FILES_SETTING": "on"},
+            },
+            "renamed-metrics-token": renamed,
+        },
+    )
+
+
+def role_env(runs: PlaybookRun, host: str) -> tuple[dict[str, str], HostRun]:
+    """The `.env` the role wrote for `host`, and what the host did."""
+    run = runs.on(host)
+    assert not run.failed, run.summary()
     env = dict(
         line.split("=", 1)
-        for line in dest.read_text().splitlines()
+        for line in Path(run.vars["rendered_env_file"]).read_text().splitlines()
         if line and not line.startswith("#")
     )
     return env, run
@@ -100,71 +132,89 @@ def test_the_role_finds_the_variables_compose_finds() -> None:
     assert all(found["name"] == role_variable(name) for name, found in by_role.items())
 
 
-def test_every_variable_compose_reads_is_set_through_its_role_variable(tmp_path: Path) -> None:
+def test_every_variable_compose_reads_is_set_through_its_role_variable(
+    role_envs: PlaybookRun,
+) -> None:
     read = set(variables(REPO_ROOT, compose_files(REPO_ROOT, gpu=False)))
     assert set(SETTINGS) | set(COMPOSE_SECRETS) == read, "SETTINGS must cover every variable"
 
-    env, _ = role_env(tmp_path, **{role_variable(name): v for name, v in SETTINGS.items()})
+    env, _ = role_env(role_envs, "every-setting")
 
     assert env == {**COMPOSE_SECRETS, **SETTINGS}
     assert rendered(env=env) == rendered(env={**COMPOSE_SECRETS, **SETTINGS})
 
 
-def test_what_the_inventory_leaves_unset_keeps_composes_default(tmp_path: Path) -> None:
-    env, _ = role_env(tmp_path)
+def test_what_the_inventory_leaves_unset_keeps_composes_default(role_envs: PlaybookRun) -> None:
+    env, _ = role_env(role_envs, "nothing-set")
 
     assert env == COMPOSE_SECRETS
     assert rendered(env=env) == rendered(env=COMPOSE_SECRETS)
 
 
-def test_stack_env_extra_adds_lines_and_wins_over_a_role_variable(tmp_path: Path) -> None:
-    env, _ = role_env(
-        tmp_path,
-        stack_ollama_keep_alive="30m",
-        stack_env_extra={"OLLAMA_KEEP_ALIVE": "1h", "AN_OVERRIDE_FILES_SETTING": "on"},
-    )
+def test_stack_env_extra_adds_lines_and_wins_over_a_role_variable(role_envs: PlaybookRun) -> None:
+    # stack_ollama_keep_alive is 30m, stack_env_extra's OLLAMA_KEEP_ALIVE 1h.
+    env, _ = role_env(role_envs, "env-extra")
 
     assert env["OLLAMA_KEEP_ALIVE"] == "1h"
     assert env["AN_OVERRIDE_FILES_SETTING"] == "on"
 
 
-def test_the_old_metrics_token_name_still_works_and_says_it_is_deprecated(tmp_path: Path) -> None:
-    secrets = {role_variable(name): value for name, value in COMPOSE_SECRETS.items()}
-    secrets["stack_metrics_token"] = secrets.pop("stack_proxy_metrics_token")
-
-    env, run = role_env(tmp_path, secrets)
+def test_the_old_metrics_token_name_still_works_and_says_it_is_deprecated(
+    role_envs: PlaybookRun,
+) -> None:
+    # Given the token as stack_metrics_token, not stack_proxy_metrics_token.
+    env, run = role_env(role_envs, "renamed-metrics-token")
 
     assert env["PROXY_METRICS_TOKEN"] == COMPOSE_SECRETS["PROXY_METRICS_TOKEN"]
     warning = run.task("Warn about renamed stack variables").result["results"][0]["msg"]
     assert warning.startswith("DEPRECATED: stack_metrics_token is now stack_proxy_metrics_token")
 
 
-@pytest.mark.parametrize(
-    ("value", "reason"),
-    [
-        ("*", "every client"),
-        ("nginx", "'nginx' is not an IP address or network"),
-        ("172.18.0.1/16", "did you mean 172.18.0.0/16"),
-    ],
-)
-def test_trusted_proxies_the_proxy_would_refuse_stop_the_play(
-    tmp_path: Path, value: str, reason: str
-) -> None:
-    run = plan_stack(tmp_path, {**strong_secrets(), "stack_proxy_trusted_proxies": value})
+REFUSED_TRUSTED_PROXIES = [
+    ("*", "every client"),
+    ("nginx", "'nginx' is not an IP address or network"),
+    ("172.18.0.1/16", "did you mean 172.18.0.0/16"),
+]
+TRUSTED_PROXIES_HOSTS = case_hosts("trusted-proxies", REFUSED_TRUSTED_PROXIES)
 
-    assert run.returncode != 0  # type: ignore[attr-defined]
-    check = run.task("Fail when a proxy setting would stop the proxy")  # type: ignore[attr-defined]
+
+@pytest.fixture(scope="module")
+def plans(tmp_path_factory: pytest.TempPathFactory) -> PlaybookRun:
+    """The stack play with each refused setting, in one run; each test reads its own host."""
+    return plan_stack(
+        tmp_path_factory.mktemp("stack-settings"),
+        {
+            **{
+                host: {**strong_secrets(), "stack_proxy_trusted_proxies": value}
+                for (value, _), host in TRUSTED_PROXIES_HOSTS.items()
+            },
+            "negative-audit-retention": {
+                **strong_secrets(),
+                "stack_proxy_audit_retention_days": "-1",
+            },
+        },
+    )
+
+
+@pytest.mark.parametrize(("value", "reason"), REFUSED_TRUSTED_PROXIES)
+def test_trusted_proxies_the_proxy_would_refuse_stop_the_play(
+    plans: PlaybookRun, value: str, reason: str
+) -> None:
+    run = plans.on(TRUSTED_PROXIES_HOSTS[value, reason])
+
+    assert run.failed
+    check = run.task("Fail when a proxy setting would stop the proxy")
     assert check.status == "failed"
     assert "stack_proxy_trusted_proxies (PROXY_TRUSTED_PROXIES)" in check.result["msg"]
     assert reason in check.result["msg"]
-    assert not (tmp_path / "stack").exists()
+    assert not Path(run.vars["stack_dir"]).exists()
 
 
-def test_a_negative_audit_retention_stops_the_play(tmp_path: Path) -> None:
-    run = plan_stack(tmp_path, {**strong_secrets(), "stack_proxy_audit_retention_days": "-1"})
+def test_a_negative_audit_retention_stops_the_play(plans: PlaybookRun) -> None:
+    run = plans.on("negative-audit-retention")
 
-    assert run.returncode != 0  # type: ignore[attr-defined]
-    check = run.task("Fail when a proxy setting would stop the proxy")  # type: ignore[attr-defined]
+    assert run.failed
+    check = run.task("Fail when a proxy setting would stop the proxy")
     assert check.status == "failed"
     assert "stack_proxy_audit_retention_days (PROXY_AUDIT_RETENTION_DAYS)" in check.result["msg"]
     assert "0 keeps every row" in check.result["msg"]

@@ -9,11 +9,12 @@ import secrets
 import string
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from proxy.core.settings import secret_weakness
-from tests.playbooks.ansible_cli import PLAYBOOKS, ROLES, run_playbook
+from tests.playbooks.ansible_cli import PLAYBOOKS, ROLES, PlaybookRun, case_hosts, run_per_host
 from tests.playbooks.test_gpu_facts import load_plugin
 
 pytestmark = pytest.mark.timeout(300)
@@ -34,44 +35,68 @@ def strong_secrets() -> dict[str, str]:
     }
 
 
-def inventory(tmp_path: Path) -> Path:
-    path = tmp_path / "hosts.yml"
-    path.write_text(
-        "llm_hosts:\n  hosts:\n    localhost:\n      ansible_connection: local\n"
-        "      ansible_python_interpreter: '{{ ansible_playbook_python }}'\n"
+def plan_stack(directory: Path, cases: dict[str, dict[str, Any]]) -> PlaybookRun:
+    """The stack play of site.yml in check mode, once for every case: a host each, with the
+    case's variables and its own stack_dir (directory/<host>/stack). The assertions come first,
+    so a refused case plans nothing either."""
+    hosts = {
+        host: {"stack_dir": str(directory / host / "stack"), **variables}
+        for host, variables in cases.items()
+    }
+    return run_per_host(PLAYBOOKS / "site.yml", hosts, directory, "--check", "--tags", "stack")
+
+
+URL_BREAKERS = ["stack_postgres_password", "stack_proxy_db_password", "stack_redis_password"]
+WEAK_SECRETS = [
+    ("stack_jwt_secret", "JWT_SECRET", "a" * 64, "is too predictable for production"),
+    ("stack_jwt_secret", "JWT_SECRET", "abcdefgh" * 6, "is too predictable for production"),
+    ("stack_jwt_secret", "JWT_SECRET", "changeme", "is a placeholder value"),
+    ("stack_proxy_metrics_token", "PROXY_METRICS_TOKEN", "0123456789" * 4, "too predictable"),
+    ("stack_proxy_metrics_token", "PROXY_METRICS_TOKEN", "Secret", "is a placeholder value"),
+    ("stack_redis_password", "REDIS_PASSWORD", "redis" * 8, "too predictable"),
+    ("stack_proxy_db_password", "PROXY_DB_PASSWORD", "0a1b2c3d4e5f", "12 bytes, need at least"),
+    ("stack_grafana_secret_key", "GRAFANA_SECRET_KEY", "0" * 64, "too predictable"),
+    ("stack_postgres_password", "POSTGRES_PASSWORD", "hunter2", "7 bytes, need at least 32"),
+]
+WEAK_HOSTS = case_hosts("weak", WEAK_SECRETS)
+
+
+@pytest.fixture(scope="module")
+def plans(tmp_path_factory: pytest.TempPathFactory) -> PlaybookRun:
+    """Every case of this module, planned in one run; each test reads its own host."""
+    missing = {k: v for k, v in strong_secrets().items() if k != "stack_proxy_metrics_token"}
+    return plan_stack(
+        tmp_path_factory.mktemp("stack-secrets"),
+        {
+            "missing-metrics-token": missing,
+            **{f"url-{name}": {**strong_secrets(), name: "p@ss/word"} for name in URL_BREAKERS},
+            "documented": strong_secrets(),
+            **{
+                host: {**strong_secrets(), variable: value}
+                for (variable, _, value, _), host in WEAK_HOSTS.items()
+            },
+            "grafana-admin-hex16": {**strong_secrets(), "stack_grafana_admin_password": "0" * 16},
+        },
     )
-    return path
 
 
-def plan_stack(tmp_path: Path, variables: dict[str, str]) -> object:
-    # Check mode, the stack play only: the assertions come first, so nothing is planned either.
-    return run_playbook(
-        "-i", inventory(tmp_path), PLAYBOOKS / "site.yml", "--check", "--tags", "stack",
-        "-e", json.dumps({"stack_dir": str(tmp_path / "stack"), **variables}),
-    )  # fmt: skip
+def test_a_missing_secret_stops_the_play_naming_the_variable(plans: PlaybookRun) -> None:
+    run = plans.on("missing-metrics-token")
 
-
-def test_a_missing_secret_stops_the_play_naming_the_variable(tmp_path: Path) -> None:
-    variables = {k: v for k, v in strong_secrets().items() if k != "stack_proxy_metrics_token"}
-
-    run = plan_stack(tmp_path, variables)
-
-    assert run.returncode != 0  # type: ignore[attr-defined]
-    check = run.task("Fail when a required secret is missing")  # type: ignore[attr-defined]
+    assert run.failed
+    check = run.task("Fail when a required secret is missing")
     failed = [item for item in check.result["results"] if item.get("failed")]
     assert [item["item"]["name"] for item in failed] == ["stack_proxy_metrics_token"]
     assert "Ansible Vault" in failed[0]["msg"] and "openssl rand -hex 32" in failed[0]["msg"]
-    assert not (tmp_path / "stack").exists()
+    assert not Path(run.vars["stack_dir"]).exists()
 
 
-@pytest.mark.parametrize(
-    "variable", ["stack_postgres_password", "stack_proxy_db_password", "stack_redis_password"]
-)
-def test_a_password_that_would_break_a_url_is_refused(tmp_path: Path, variable: str) -> None:
-    run = plan_stack(tmp_path, {**strong_secrets(), variable: "p@ss/word"})
+@pytest.mark.parametrize("variable", URL_BREAKERS)
+def test_a_password_that_would_break_a_url_is_refused(plans: PlaybookRun, variable: str) -> None:
+    run = plans.on(f"url-{variable}")
 
-    assert run.returncode != 0  # type: ignore[attr-defined]
-    check = run.task("Fail when a secret cannot be used as it is")  # type: ignore[attr-defined]
+    assert run.failed
+    check = run.task("Fail when a secret cannot be used as it is")
     assert check.status == "failed"
     assert variable in check.result["msg"]
     assert "only hold letters, digits and - . _ ~" in check.result["msg"]
@@ -79,8 +104,8 @@ def test_a_password_that_would_break_a_url_is_refused(tmp_path: Path, variable: 
     assert "p@ss/word" not in json.dumps(check.result)
 
 
-def test_secrets_made_as_documented_pass_every_check(tmp_path: Path) -> None:
-    run = plan_stack(tmp_path, strong_secrets())
+def test_secrets_made_as_documented_pass_every_check(plans: PlaybookRun) -> None:
+    run = plans.on("documented")
 
     for check in (
         "Fail when a required secret is missing",
@@ -88,30 +113,17 @@ def test_secrets_made_as_documented_pass_every_check(tmp_path: Path) -> None:
         "Fail when a secret is too weak for production",
         "Fail when a proxy setting would stop the proxy",
     ):
-        assert run.task(check).status == "ok", run.summary()  # type: ignore[attr-defined]
+        assert run.task(check).status == "ok", run.summary()
 
 
-@pytest.mark.parametrize(
-    ("variable", "environment", "value", "reason"),
-    [
-        ("stack_jwt_secret", "JWT_SECRET", "a" * 64, "is too predictable for production"),
-        ("stack_jwt_secret", "JWT_SECRET", "abcdefgh" * 6, "is too predictable for production"),
-        ("stack_jwt_secret", "JWT_SECRET", "changeme", "is a placeholder value"),
-        ("stack_proxy_metrics_token", "PROXY_METRICS_TOKEN", "0123456789" * 4, "too predictable"),
-        ("stack_proxy_metrics_token", "PROXY_METRICS_TOKEN", "Secret", "is a placeholder value"),
-        ("stack_redis_password", "REDIS_PASSWORD", "redis" * 8, "too predictable"),
-        ("stack_proxy_db_password", "PROXY_DB_PASSWORD", "0a1b2c3d4e5f", "12 bytes, need at least"),
-        ("stack_grafana_secret_key", "GRAFANA_SECRET_KEY", "0" * 64, "too predictable"),
-        ("stack_postgres_password", "POSTGRES_PASSWORD", "hunter2", "7 bytes, need at least 32"),
-    ],
-)
+@pytest.mark.parametrize(("variable", "environment", "value", "reason"), WEAK_SECRETS)
 def test_a_secret_the_proxy_would_refuse_stops_the_play(
-    tmp_path: Path, variable: str, environment: str, value: str, reason: str
+    plans: PlaybookRun, variable: str, environment: str, value: str, reason: str
 ) -> None:
-    run = plan_stack(tmp_path, {**strong_secrets(), variable: value})
+    run = plans.on(WEAK_HOSTS[variable, environment, value, reason])
 
-    assert run.returncode != 0  # type: ignore[attr-defined]
-    check = run.task("Fail when a secret is too weak for production")  # type: ignore[attr-defined]
+    assert run.failed
+    check = run.task("Fail when a secret is too weak for production")
     failed = [item for item in check.result["results"] if item.get("failed")]
     assert [item["item"]["name"] for item in failed] == [variable]
     message = failed[0]["msg"]
@@ -119,16 +131,16 @@ def test_a_secret_the_proxy_would_refuse_stops_the_play(
     assert "openssl rand -hex 32" in message and "Ansible Vault" in message
     # The message names the rule, never the value.
     assert value not in json.dumps(check.result)
-    assert not (tmp_path / "stack").exists()
+    assert not Path(run.vars["stack_dir"]).exists()
 
 
-def test_grafanas_admin_password_is_not_held_to_the_key_rule(tmp_path: Path) -> None:
+def test_grafanas_admin_password_is_not_held_to_the_key_rule(plans: PlaybookRun) -> None:
     # A login password documented as `openssl rand -hex 16`: 32 hex characters are estimated
     # below the 128 bits asked of keys, and Grafana, not the proxy, decides what it accepts.
-    run = plan_stack(tmp_path, {**strong_secrets(), "stack_grafana_admin_password": "0" * 16})
+    run = plans.on("grafana-admin-hex16")
 
-    check = run.task("Fail when a secret is too weak for production")  # type: ignore[attr-defined]
-    assert check.status == "ok", run.summary()  # type: ignore[attr-defined]
+    check = run.task("Fail when a secret is too weak for production")
+    assert check.status == "ok", run.summary()
 
 
 def _random(alphabet: str, length: int) -> Callable[[], str]:
