@@ -157,9 +157,9 @@ class PlaybookRun:
 
     def on(self, host: str) -> HostRun:
         """What `host` did in this run; it must have been in the run (the recap names it)."""
-        assert host in self.stats, (
-            f"{host} was not in the run; the recap names {sorted(self.stats)}\n{self.summary()}"
-        )
+        # An empty recap: the run itself broke (a syntax error, a bad inventory); say how.
+        detail = f"the recap names {sorted(self.stats)}" if self.stats else self.summary()
+        assert host in self.stats, f"{host} was not in the run; {detail}"
         return HostRun(self, host)
 
     def changed_tasks(self) -> list[str]:
@@ -205,7 +205,7 @@ class PlaybookRun:
 class HostRun:
     """One host's part of a PlaybookRun: its tasks, its recap."""
 
-    run: PlaybookRun
+    run: PlaybookRun = field(repr=False)
     host: str
 
     @property

@@ -89,6 +89,7 @@ def render_env(directory: Path, cases: dict[str, dict[str, Any]]) -> PlaybookRun
 
 @pytest.fixture(scope="module")
 def role_envs(tmp_path_factory: pytest.TempPathFactory) -> PlaybookRun:
+    """The `.env` of each case of this module (the dummy secrets, and what the case sets)."""
     renamed = dummy_secrets()
     renamed["stack_metrics_token"] = renamed.pop("stack_proxy_metrics_token")
     return render_env(
