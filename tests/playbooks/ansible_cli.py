@@ -165,9 +165,6 @@ class PlaybookRun:
     def changed_tasks(self) -> list[str]:
         return [f"{t.name} [{t.host}]" for t in self.tasks() if t.status == "changed"]
 
-    def failed_tasks(self) -> list[TaskResult]:
-        return [t for t in self.tasks() if t.status in ("failed", "unreachable")]
-
     @property
     def stats(self) -> dict[str, dict[str, int]]:
         return dict(self.report.get("stats", {}))
