@@ -14,17 +14,16 @@ from pathlib import Path
 import pytest
 
 from tests.support.database import postgres_database
+from tests.support.proxy_baseline import upstream_simulator
 from tests.support.proxy_process import ProxyProcess, start_proxy, stop_proxy
-from tests.support.simulator.process import SimulatorProcess, run_simulator
-from tests.support.timing import scaled
+from tests.support.simulator.process import SimulatorProcess
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def simulator() -> Iterator[SimulatorProcess]:
-    with run_simulator(first_token_delay=0.01, tokens_per_second=400,
-                       startup_timeout=scaled(15), control_timeout=scaled(5)) as sim:
+    with upstream_simulator() as sim:
         yield sim
 
 
