@@ -84,15 +84,11 @@ def stop_proxy(proxy: ProxyProcess) -> None:
 
 
 def sim_stats(sim: SimulatorProcess) -> dict[str, Any]:
-    response = httpx.get(f"{sim.url}/__sim__/stats", timeout=scaled(5))
-    response.raise_for_status()
-    data: dict[str, Any] = response.json()
-    return data
+    return sim.stats()
 
 
 def sim_fault(sim: SimulatorProcess, mode: str, count: int | None = None) -> None:
-    httpx.post(f"{sim.url}/__sim__/faults", json={"mode": mode, "count": count},
-               timeout=scaled(5)).raise_for_status()
+    sim.set_fault(mode, count)
 
 
 def metric_value(text: str, name: str, **labels: str) -> float:
