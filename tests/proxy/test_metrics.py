@@ -8,9 +8,9 @@ import uuid
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.proxy_process import ProxyProcess
+from tests.support.proxy_process import ProxyProcess, Samples, metric_samples
+from tests.support.proxy_process import samples_sum as value
 from tests.support.timing import scaled, wait_until
 from tests.support.tokens import auth
 
@@ -18,9 +18,6 @@ pytestmark = pytest.mark.usefixtures("sim")
 
 SCRAPE_TOKEN = "scrape-" + uuid.uuid4().hex
 GENERATE = "/api/llm/generate"
-
-Labels = dict[str, str]
-Samples = list[tuple[str, Labels, float]]
 
 
 @pytest.fixture(scope="module")
@@ -32,15 +29,7 @@ def scrape(proxy: ProxyProcess, token: str | None = SCRAPE_TOKEN) -> Samples:
     headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
     response = httpx.get(f"{proxy.url}/metrics", headers=headers, timeout=scaled(10))
     assert response.status_code == 200, response.text
-    return [(s.name, dict(s.labels), s.value)
-            for family in text_string_to_metric_families(response.text)
-            for s in family.samples]
-
-
-def value(samples: Samples, name: str, **labels: str) -> float:
-    """The sum of the samples called `name` whose labels include `labels` (0 if none)."""
-    return sum(v for n, lbls, v in samples
-               if n == name and all(lbls.get(k) == want for k, want in labels.items()))
+    return metric_samples(response.text)
 
 
 def test_in_flight_gauge_counts_a_running_stream(metrics_proxy: ProxyProcess, sim) -> None:

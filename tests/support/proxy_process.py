@@ -91,17 +91,30 @@ def sim_fault(sim: SimulatorProcess, mode: str, count: int | None = None) -> Non
     sim.set_fault(mode, count)
 
 
-def metric_value(text: str, name: str, **labels: str) -> float:
-    """The sum of the samples called `name` in a /metrics text whose labels include `labels`;
-    AssertionError if there is no sample of that name at all."""
+# (name, labels, value) of each sample in a /metrics text.
+Samples = list[tuple[str, dict[str, str], float]]
+
+
+def metric_samples(text: str) -> Samples:
     from prometheus_client.parser import text_string_to_metric_families
 
-    named = [sample for family in text_string_to_metric_families(text)
-             for sample in family.samples if sample.name == name]
-    if not named:
+    return [(sample.name, dict(sample.labels), sample.value)
+            for family in text_string_to_metric_families(text) for sample in family.samples]
+
+
+def samples_sum(samples: Samples, name: str, **labels: str) -> float:
+    """The sum of the samples called `name` whose labels include `labels` (0 if none)."""
+    return sum(value for sample_name, sample_labels, value in samples
+               if sample_name == name
+               and all(sample_labels.get(k) == v for k, v in labels.items()))
+
+
+def metric_value(text: str, name: str, **labels: str) -> float:
+    """`samples_sum` of a /metrics text; AssertionError if no sample is called `name`."""
+    samples = metric_samples(text)
+    if not any(sample_name == name for sample_name, _, _ in samples):
         raise AssertionError(f"{name} is not in /metrics")
-    return sum(sample.value for sample in named
-               if all(sample.labels.get(k) == v for k, v in labels.items()))
+    return samples_sum(samples, name, **labels)
 
 
 def metric(proxy: ProxyProcess, name: str, **labels: str) -> float:

@@ -17,7 +17,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.proxy_app import InProcessProxy, MakeProxy
-from tests.support.proxy_process import free_port
+from tests.support.proxy_process import Samples, free_port, metric_samples
+from tests.support.proxy_process import samples_sum as value
 from tests.support.timing import wait_until_async
 from tests.support.tokens import auth, make_token
 
@@ -27,9 +28,6 @@ SCRAPE_TOKEN = "scrape-" + uuid.uuid4().hex
 GENERATE = "/api/llm/generate"
 # The label a request for "llama3.2:latest" gets: the name upstream lists it under.
 LLAMA = "llama3.2:latest"
-
-Labels = dict[str, str]
-Samples = list[tuple[str, Labels, float]]
 
 
 @pytest.fixture(scope="module")
@@ -41,15 +39,7 @@ async def scrape(proxy: InProcessProxy, token: str | None = SCRAPE_TOKEN) -> Sam
     headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
     response = await proxy.client.get("/metrics", headers=headers)
     assert response.status_code == 200, response.text
-    return [(s.name, dict(s.labels), s.value)
-            for family in text_string_to_metric_families(response.text)
-            for s in family.samples]
-
-
-def value(samples: Samples, name: str, **labels: str) -> float:
-    """The sum of the samples called `name` whose labels include `labels` (0 if none)."""
-    return sum(v for n, lbls, v in samples
-               if n == name and all(lbls.get(k) == want for k, want in labels.items()))
+    return metric_samples(response.text)
 
 
 

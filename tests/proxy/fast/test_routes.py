@@ -111,39 +111,61 @@ def pattern(regex: str) -> str:
     return f"String should match pattern '{regex}'"
 
 
+def another_method(method: str) -> Case:
+    return Case("another method", 405, NOT_ALLOWED, method=method)
+
+
 def not_found(kind: str, name: str) -> dict[str, str]:
     return {"error": f"{kind} '{name}' not found"}
 
 
-BAD_JSON = b'{"model": '
-BAD_JSON_ERROR = "Expecting value"
+def limit_zero(path: str) -> Case:
+    return Case("limit 0", 422, invalid(("query", "limit"), "greater_than_equal",
+                                        "Input should be greater than or equal to 1"),
+                path=f"{path}?limit=0")
+
+
+def end_before_start(path: str) -> Case:
+    return Case("an end before the start", 422, {"error": "`end` must be after `start`"},
+                path=f"{path}?start=2020-01-02T00:00:00Z&end=2020-01-01T00:00:00Z")
+
+
+# Cases shared by the routes that read a JSON body, and by the methods of one path.
+UNREADABLE_BODIES = [
+    Case("malformed JSON", 400, malformed_json("Expecting value"), content=b'{"model": '),
+    Case("no body", 400, MISSING_BODY),
+]
+ONE_CONVERSATION = [
+    Case("an id that is not one", 422, invalid(
+        ("path", "conversation_id"), "string_pattern_mismatch", pattern(CONTEXT_ID_PATTERN)),
+        path="/api/llm/conversations/bad%20id"),
+    Case("a conversation the caller does not have", 404,
+         not_found("conversation", "nothing-here")),
+]
+ONE_MODEL = [
+    Case("a model upstream does not have", 404, not_found("model", "ghost")),
+    Case("a name that is not a model name", 422, invalid(
+        ("path", "model"), "string_pattern_mismatch", pattern(MODEL_NAME_PATTERN)),
+        path="/api/admin/models/a%20b"),
+]
+ONE_TEMPLATE = [
+    Case("a template that is not there", 404, not_found("template", "nope")),
+    Case("a name that is not a template name", 422, invalid(
+        ("path", "name"), "string_pattern_mismatch", pattern(TEMPLATE_NAME_PATTERN)),
+        path="/api/admin/templates/Bad_Name"),
+]
 GENERATE_BODY = {"model": "ghost", "prompt": "x", "stream": False}
 CHAT_MESSAGES = [{"role": "user", "content": "x"}]
 BIG_BODY = json.dumps({"model": "llama3.2", "prompt": "x" * 1_100_000}).encode()
 
 ROUTES: dict[tuple[str, str], Route] = {
-    # -- public ----------------------------------------------------------------------------------
-    ("GET", "/api/llm/status"): Route("public", "/api/llm/status", [
-        Case("another method", 405, NOT_ALLOWED, method="POST"),
-    ]),
-    ("GET", "/"): Route("public", "/", [
-        Case("another method", 405, NOT_ALLOWED, method="POST"),
-    ]),
-    ("GET", "/openapi.json"): Route("public", "/openapi.json", [
-        Case("another method", 405, NOT_ALLOWED, method="POST"),
-    ]),
-    ("GET", "/docs"): Route("public", "/docs", [
-        Case("another method", 405, NOT_ALLOWED, method="POST"),
-    ]),
-    ("GET", "/docs/oauth2-redirect"): Route("public", "/docs/oauth2-redirect", [
-        Case("another method", 405, NOT_ALLOWED, method="POST"),
-    ]),
-    ("GET", "/redoc"): Route("public", "/redoc", [
-        Case("another method", 405, NOT_ALLOWED, method="POST"),
-    ]),
+    # -- public: the status probe, the web page, the API's own documentation ------------------
+    **{("GET", path): Route("public", path, [another_method("POST")])
+       for path in ("/api/llm/status", "/", "/openapi.json", "/docs", "/docs/oauth2-redirect",
+                    "/redoc")},
     ("MOUNT", "/static"): Route("static", "/static/app.js", [
         Case("a file that is not there", 404, NOT_FOUND, path="/static/missing.js"),
-        Case("another method", 405, NOT_ALLOWED, method="POST"),
+        another_method("POST"),
     ]),
     # -- the scrape token (set on this module's app) ---------------------------------------------
     ("GET", "/metrics"): Route("scrape", "/metrics", [
@@ -153,106 +175,81 @@ ROUTES: dict[tuple[str, str], Route] = {
         Case("an admin's JWT instead of the scrape token", 401,
              "a valid scrape token is required", headers=bearer(lambda: make_token(
                  "root", "admin"))),
-        Case("another method", 405, NOT_ALLOWED, method="POST"),
+        another_method("POST"),
     ]),
     # -- users ----------------------------------------------------------------------------------
     ("POST", "/api/llm/generate"): Route("user", "/api/llm/generate", [
-        Case("malformed JSON", 400, malformed_json(BAD_JSON_ERROR), content=BAD_JSON),
-        Case("no body", 400, MISSING_BODY),
+        *UNREADABLE_BODIES,
         Case("no model", 422, invalid(("body", "model"), "missing", "Field required"),
              json={"prompt": "x"}),
         Case("a model upstream does not have", 404, not_found("model", "ghost"),
              json=GENERATE_BODY),
         Case("a body over the cap", 413, {"error": "request body larger than 1048576 bytes "
                                                    "(PROXY_MAX_BODY_BYTES)"}, content=BIG_BODY),
-        Case("another method", 405, NOT_ALLOWED, method="GET"),
+        another_method("GET"),
     ]),
     ("POST", "/api/llm/chat"): Route("user", "/api/llm/chat", [
-        Case("malformed JSON", 400, malformed_json(BAD_JSON_ERROR), content=BAD_JSON),
-        Case("no body", 400, MISSING_BODY),
+        *UNREADABLE_BODIES,
         Case("no messages", 422, invalid(
             ("body", "messages"), "too_short",
             "List should have at least 1 item after validation, not 0"),
             json={"model": "llama3.2", "messages": []}),
         Case("a model upstream does not have", 404, not_found("model", "ghost"),
              json={"model": "ghost", "messages": CHAT_MESSAGES, "stream": False}),
-        Case("another method", 405, NOT_ALLOWED, method="GET"),
+        another_method("GET"),
     ]),
     ("GET", "/api/llm/models"): Route("user", "/api/llm/models", [
-        Case("another method", 405, NOT_ALLOWED, method="POST"),
+        another_method("POST"),
     ]),
     ("GET", "/api/llm/conversations"): Route("user", "/api/llm/conversations", [
-        Case("limit 0", 422, invalid(("query", "limit"), "greater_than_equal",
-                                     "Input should be greater than or equal to 1"),
-             path="/api/llm/conversations?limit=0"),
-        Case("another method", 405, NOT_ALLOWED, method="POST"),
+        limit_zero("/api/llm/conversations"),
+        another_method("POST"),
     ]),
     ("GET", "/api/llm/conversations/{conversation_id}"): Route(
         "user", "/api/llm/conversations/nothing-here", [
-            Case("an id that is not one", 422, invalid(
-                ("path", "conversation_id"), "string_pattern_mismatch",
-                pattern(CONTEXT_ID_PATTERN)), path="/api/llm/conversations/bad%20id"),
-            Case("a conversation the caller does not have", 404,
-                 not_found("conversation", "nothing-here")),
-            Case("another method", 405, NOT_ALLOWED, method="PUT"),
+            *ONE_CONVERSATION,
+            another_method("PUT"),
         ]),
     ("DELETE", "/api/llm/conversations/{conversation_id}"): Route(
         "user", "/api/llm/conversations/nothing-here", [
-            Case("an id that is not one", 422, invalid(
-                ("path", "conversation_id"), "string_pattern_mismatch",
-                pattern(CONTEXT_ID_PATTERN)), path="/api/llm/conversations/bad%20id"),
-            Case("a conversation the caller does not have", 404,
-                 not_found("conversation", "nothing-here")),
+            *ONE_CONVERSATION,
         ]),
     # -- admins ----------------------------------------------------------------------------------
     ("POST", "/api/admin/models/pull"): Route("admin", "/api/admin/models/pull", [
-        Case("malformed JSON", 400, malformed_json(BAD_JSON_ERROR), content=BAD_JSON),
-        Case("no body", 400, MISSING_BODY),
+        *UNREADABLE_BODIES,
         Case("a name that is not a model name", 422, invalid(
             ("body", "model"), "string_pattern_mismatch", pattern(MODEL_NAME_PATTERN)),
             json={"model": "a b"}),
     ]),
     ("GET", "/api/admin/models/{model}"): Route("admin", "/api/admin/models/ghost", [
-        Case("a model upstream does not have", 404, not_found("model", "ghost")),
-        Case("a name that is not a model name", 422, invalid(
-            ("path", "model"), "string_pattern_mismatch", pattern(MODEL_NAME_PATTERN)),
-            path="/api/admin/models/a%20b"),
-        Case("another method", 405, NOT_ALLOWED, method="PUT"),
+        *ONE_MODEL,
+        another_method("PUT"),
     ]),
     ("DELETE", "/api/admin/models/{model}"): Route("admin", "/api/admin/models/ghost", [
-        Case("a model upstream does not have", 404, not_found("model", "ghost")),
-        Case("a name that is not a model name", 422, invalid(
-            ("path", "model"), "string_pattern_mismatch", pattern(MODEL_NAME_PATTERN)),
-            path="/api/admin/models/a%20b"),
+        *ONE_MODEL,
     ]),
     ("GET", "/api/admin/usage"): Route("admin", "/api/admin/usage", [
         Case("grouped by something else", 422, invalid(
             ("query", "group_by", 0), "literal_error",
             "Input should be 'user', 'model', 'day' or 'endpoint'"),
             path="/api/admin/usage?group_by=prompt"),
-        Case("an end before the start", 422, {"error": "`end` must be after `start`"},
-             path="/api/admin/usage?start=2020-01-02T00:00:00Z&end=2020-01-01T00:00:00Z"),
-        Case("another method", 405, NOT_ALLOWED, method="POST"),
+        end_before_start("/api/admin/usage"),
+        another_method("POST"),
     ]),
     ("GET", "/api/admin/costs"): Route("admin", "/api/admin/costs", [
-        Case("an end before the start", 422, {"error": "`end` must be after `start`"},
-             path="/api/admin/costs?start=2020-01-02T00:00:00Z&end=2020-01-01T00:00:00Z"),
-        Case("another method", 405, NOT_ALLOWED, method="POST"),
+        end_before_start("/api/admin/costs"),
+        another_method("POST"),
     ]),
     ("GET", "/api/admin/audit"): Route("admin", "/api/admin/audit", [
-        Case("limit 0", 422, invalid(("query", "limit"), "greater_than_equal",
-                                     "Input should be greater than or equal to 1"),
-             path="/api/admin/audit?limit=0"),
-        Case("an end before the start", 422, {"error": "`end` must be after `start`"},
-             path="/api/admin/audit?start=2020-01-02T00:00:00Z&end=2020-01-01T00:00:00Z"),
-        Case("another method", 405, NOT_ALLOWED, method="POST"),
+        limit_zero("/api/admin/audit"),
+        end_before_start("/api/admin/audit"),
+        another_method("POST"),
     ]),
     ("GET", "/api/admin/templates"): Route("admin", "/api/admin/templates", [
-        Case("another method", 405, NOT_ALLOWED, method="DELETE"),
+        another_method("DELETE"),
     ]),
     ("POST", "/api/admin/templates"): Route("admin", "/api/admin/templates", [
-        Case("malformed JSON", 400, malformed_json(BAD_JSON_ERROR), content=BAD_JSON),
-        Case("no body", 400, MISSING_BODY),
+        *UNREADABLE_BODIES,
         Case("a name that is not a template name", 422, invalid(
             ("body", "name"), "string_pattern_mismatch", pattern(TEMPLATE_NAME_PATTERN)),
             json={"name": "Bad Name", "template": "x"}),
@@ -264,15 +261,11 @@ ROUTES: dict[tuple[str, str], Route] = {
             json={"name": EXISTING_TEMPLATE, "template": "x"}),
     ]),
     ("GET", "/api/admin/templates/{name}"): Route("admin", "/api/admin/templates/nope", [
-        Case("a template that is not there", 404, not_found("template", "nope")),
-        Case("a name that is not a template name", 422, invalid(
-            ("path", "name"), "string_pattern_mismatch", pattern(TEMPLATE_NAME_PATTERN)),
-            path="/api/admin/templates/Bad_Name"),
-        Case("another method", 405, NOT_ALLOWED, method="POST"),
+        *ONE_TEMPLATE,
+        another_method("POST"),
     ]),
     ("PUT", "/api/admin/templates/{name}"): Route("admin", "/api/admin/templates/nope", [
-        Case("malformed JSON", 400, malformed_json(BAD_JSON_ERROR), content=BAD_JSON),
-        Case("no body", 400, MISSING_BODY),
+        *UNREADABLE_BODIES,
         Case("a template that is not there", 404, not_found("template", "nope"),
              json={"name": "nope", "template": "x"}),
         Case("a body naming another template", 422,
@@ -281,10 +274,7 @@ ROUTES: dict[tuple[str, str], Route] = {
              json={"name": "another", "template": "x"}),
     ]),
     ("DELETE", "/api/admin/templates/{name}"): Route("admin", "/api/admin/templates/nope", [
-        Case("a template that is not there", 404, not_found("template", "nope")),
-        Case("a name that is not a template name", 422, invalid(
-            ("path", "name"), "string_pattern_mismatch", pattern(TEMPLATE_NAME_PATTERN)),
-            path="/api/admin/templates/Bad_Name"),
+        *ONE_TEMPLATE,
     ]),
     # -- the WebSocket, at the HTTP level --------------------------------------------------------
     ("WEBSOCKET", "/api/llm/ws"): Route("user", "/api/llm/ws", [
