@@ -1,4 +1,6 @@
-"""Fixtures for the proxy's tests: real servers in separate processes, talking real HTTP.
+"""Fixtures for the proxy's tests: real servers in separate processes, talking real HTTP, for
+what needs a socket (streaming, disconnects, the HTTP server's limits, WebSockets, process kills,
+the server's log). Everything else runs in process, in the fast tier (fast/conftest.py).
 
 - `simulator`: the Ollama simulator (`python -m tests.support.simulator`), one per test module.
 - `proxy_server`: the proxy (`python -m proxy serve`) in front of it, on SQLite by default.
