@@ -112,7 +112,9 @@ class AuditWriter:
         return rows
 
     async def _run(self) -> None:
-        while True:
+        # Not `while True`: on Python 3.11 `asyncio.wait_for` swallows a cancellation that
+        # arrives as a row does, so `close()` must be able to end this loop without one.
+        while not self._closing:
             await self._fill_pending()
             try:
                 if self._spooled and time.monotonic() - self._last_replay >= self._retry_seconds:

@@ -1,4 +1,6 @@
-"""Fixtures for the proxy's tests: real servers in separate processes, talking real HTTP.
+"""Fixtures for the proxy's tests: real servers in separate processes, talking real HTTP, for
+what needs a socket (streaming, disconnects, the HTTP server's limits, WebSockets, process kills,
+the server's log). Everything else runs in process, in the fast tier (fast/conftest.py).
 
 - `simulator`: the Ollama simulator (`python -m tests.support.simulator`), one per test module.
 - `proxy_server`: the proxy (`python -m proxy serve`) in front of it, on SQLite by default.
@@ -14,17 +16,16 @@ from pathlib import Path
 import pytest
 
 from tests.support.database import postgres_database
+from tests.support.proxy_baseline import upstream_simulator
 from tests.support.proxy_process import ProxyProcess, start_proxy, stop_proxy
-from tests.support.simulator.process import SimulatorProcess, run_simulator
-from tests.support.timing import scaled
+from tests.support.simulator.process import SimulatorProcess
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def simulator() -> Iterator[SimulatorProcess]:
-    with run_simulator(first_token_delay=0.01, tokens_per_second=400,
-                       startup_timeout=scaled(15), control_timeout=scaled(5)) as sim:
+    with upstream_simulator() as sim:
         yield sim
 
 

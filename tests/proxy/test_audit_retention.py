@@ -1,6 +1,6 @@
 """Audit retention, on SQLite and the real Postgres: rows older than
-`PROXY_AUDIT_RETENTION_DAYS` are deleted by the running proxy, every
-`PROXY_AUDIT_PRUNE_INTERVAL_SECONDS`, and once by `python -m proxy prune-audit`; 0 keeps every row.
+`PROXY_AUDIT_RETENTION_DAYS` are deleted once by `python -m proxy prune-audit`; 0 keeps every row.
+(The running proxy's periodic prune is tested in process, in fast/test_audit_retention.py.)
 """
 
 from __future__ import annotations
@@ -20,8 +20,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from proxy.core.models import AuditEntry
 from proxy.core.settings import async_database_url
 from tests.support.database import count_rows
-from tests.support.proxy_process import start_proxy, stop_proxy
-from tests.support.timing import scaled, wait_until
+from tests.support.timing import scaled
 
 ROWS_FOR = 'SELECT count(*) FROM audit_log WHERE "user" = $1'
 
@@ -67,27 +66,6 @@ def cli(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[s
 
 def fresh(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-def test_the_running_proxy_prunes_old_rows_periodically(simulator, database_url: str,
-                                                        tmp_path: Path) -> None:
-    proxy = start_proxy(tmp_path, {"OLLAMA_URL": simulator.url, "DATABASE_URL": database_url,
-                                   "PROXY_AUDIT_RETENTION_DAYS": "30",
-                                   "PROXY_AUDIT_PRUNE_INTERVAL_SECONDS": "0.5"})
-    try:
-        old, kept = fresh("old"), fresh("kept")
-        add_rows(database_url, old, timedelta(days=31), 3)
-        add_rows(database_url, kept, timedelta(days=29), 2)
-        wait_until(lambda: count_rows(database_url, ROWS_FOR, old) == 0, timeout=15)
-        assert count_rows(database_url, ROWS_FOR, kept) == 2
-        # Not only at startup: rows that age past the limit later go too.
-        later = fresh("later")
-        add_rows(database_url, later, timedelta(days=45), 4)
-        wait_until(lambda: count_rows(database_url, ROWS_FOR, later) == 0, timeout=15)
-        assert count_rows(database_url, ROWS_FOR, kept) == 2
-        assert proxy.process.poll() is None
-    finally:
-        stop_proxy(proxy)
 
 
 def test_prune_audit_once_from_the_command_line(database_url: str, tmp_path: Path) -> None:

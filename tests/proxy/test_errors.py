@@ -1,5 +1,6 @@
-"""Every upstream failure maps to its documented answer: over real HTTP where the simulator can
-produce it, and through httpx's MockTransport for each branch of the one mapping function."""
+"""Every upstream failure maps to its documented answer: through httpx's MockTransport for each
+branch of the one mapping function (the failures the simulator can produce are sent through the
+whole app in fast/test_errors.py)."""
 
 from __future__ import annotations
 
@@ -21,81 +22,6 @@ from proxy.core.errors import (
 )
 from proxy.core.settings import Settings
 from proxy.upstream.ollama import OllamaClient
-from tests.support.proxy_process import ProxyProcess, free_port, sim_fault, sim_stats
-from tests.support.tokens import auth
-
-GENERATE = {"model": "llama3.2", "prompt": "hello", "stream": False}
-
-
-def post(proxy: ProxyProcess, body: dict[str, object] = GENERATE) -> httpx.Response:
-    with proxy.client() as client:
-        return client.post("/api/llm/generate", headers=auth(), json=body)
-
-
-def test_connect_error_is_503(proxy_factory) -> None:
-    proxy = proxy_factory(OLLAMA_URL=f"http://127.0.0.1:{free_port()}")
-    response = post(proxy)
-    assert response.status_code == 503
-    assert "cannot connect" in response.json()["error"]
-    assert response.headers["retry-after"]
-
-
-def test_timeout_is_504(proxy_factory, sim) -> None:
-    proxy = proxy_factory(OLLAMA_URL=sim.url, OLLAMA_READ_TIMEOUT="0.5")
-    sim_fault(sim, "hang", 1)
-    response = post(proxy)
-    assert response.status_code == 504
-    assert "timed out" in response.json()["error"]
-
-
-def test_unknown_model_is_404(proxy_server: ProxyProcess, sim) -> None:
-    response = post(proxy_server, {**GENERATE, "model": "ghost"})
-    assert response.status_code == 404
-    assert response.json()["error"] == "model 'ghost' not found"
-
-
-def test_upstream_500_is_502(proxy_server: ProxyProcess, sim) -> None:
-    sim_fault(sim, "error500", 1)
-    response = post(proxy_server)
-    assert response.status_code == 502
-    assert response.json()["error"].startswith("upstream error (500)")
-
-
-def test_upstream_queue_full_is_503(proxy_server: ProxyProcess, sim) -> None:
-    sim_fault(sim, "busy503", 1)
-    response = post(proxy_server)
-    assert response.status_code == 503
-    assert "server busy" in response.json()["error"]
-
-
-def test_upstream_dropping_the_connection_is_502(proxy_server: ProxyProcess, sim) -> None:
-    sim_fault(sim, "disconnect", 1)
-    response = post(proxy_server)
-    assert response.status_code == 502
-    assert "closed the connection" in response.json()["error"]
-
-
-def test_midstream_failure_ends_the_stream_with_an_error_line(
-    proxy_server: ProxyProcess, sim
-) -> None:
-    sim_fault(sim, "midstream_error", 1)
-    with proxy_server.client() as client:
-        response = client.post("/api/llm/generate", headers=auth(),
-                               json={**GENERATE, "stream": True})
-    assert response.status_code == 200
-    lines = [json.loads(line) for line in response.text.splitlines()]
-    assert any(line.get("response") for line in lines[:-1])
-    assert lines[-1]["done"] is True
-    assert lines[-1]["status"] == 502
-    assert "mid-stream" in lines[-1]["error"]
-
-
-def test_midstream_failure_without_streaming_is_502(proxy_server: ProxyProcess, sim) -> None:
-    sim_fault(sim, "midstream_error", 1)
-    response = post(proxy_server)
-    assert response.status_code == 502
-    assert sim_stats(sim)["requests"]["/api/generate"] >= 1
-
 
 # --- the mapping function, branch by branch ---------------------------------------------------
 

@@ -14,7 +14,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.frames import Close
 from websockets.sync.client import ClientConnection, connect
 
-from tests.proxy.test_auth import MALFORMED_TOKENS, auth_failures
+from tests.proxy.forged_tokens import MALFORMED_TOKENS
 from tests.support.database import count_rows
 from tests.support.proxy_process import ProxyProcess, metric, sim_stats
 from tests.support.timing import scaled, wait_until
@@ -97,6 +97,13 @@ def closed_by_server(ws: ClientConnection, frames: list[dict[str, Any]] | None =
                 frames.append(frame)
     assert closed.value.rcvd is not None, f"no close frame from the server: {closed.value}"
     return closed.value.rcvd
+
+
+def auth_failures(proxy: ProxyProcess, reason: str) -> float:
+    try:
+        return metric(proxy, "llm_proxy_auth_failures_total", reason=reason)
+    except AssertionError:  # no authentication has failed yet on this proxy
+        return 0.0
 
 
 def ws_auth_rows(proxy: ProxyProcess, reason: str) -> int:

@@ -35,9 +35,9 @@ def postgres_database() -> Iterator[str]:
         asyncio.run(run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
-def count_rows(database_url: str, sql: str, *args: object) -> int:
-    """Run a COUNT query directly against the database (not through the proxy)."""
-    import asyncio
+async def count_rows_async(database_url: str, sql: str, *args: object) -> int:
+    """Run a COUNT query directly against the database (not through the proxy); `$1`, `$2`
+    are the arguments on either database."""
     import sqlite3
 
     if database_url.startswith("sqlite"):
@@ -46,11 +46,15 @@ def count_rows(database_url: str, sql: str, *args: object) -> int:
             return int(conn.execute(sql.replace("$1", "?").replace("$2", "?"), args)
                        .fetchone()[0])
 
-    async def run() -> int:
-        conn = await asyncpg.connect(database_url.replace("+asyncpg", ""))
-        try:
-            return int(await conn.fetchval(sql, *args))
-        finally:
-            await conn.close()
+    conn = await asyncpg.connect(database_url.replace("+asyncpg", ""))
+    try:
+        return int(await conn.fetchval(sql, *args))
+    finally:
+        await conn.close()
 
-    return asyncio.run(run())
+
+def count_rows(database_url: str, sql: str, *args: object) -> int:
+    """`count_rows_async` for tests that have no event loop of their own running."""
+    import asyncio
+
+    return asyncio.run(count_rows_async(database_url, sql, *args))

@@ -1,5 +1,6 @@
 """The proxy as a real server in its own process (`python -m proxy serve`), and what tests read
-from it and from the simulator's control API: the one place a test starts a proxy."""
+from it and from the simulator's control API: the one place a test starts a proxy process (the
+fast tier runs the app in the test's own process: tests/support/proxy_app.py)."""
 
 from __future__ import annotations
 
@@ -14,9 +15,9 @@ from typing import Any
 
 import httpx
 
+from tests.support.proxy_baseline import PROXY_ENV_PREFIXES, baseline_settings
 from tests.support.simulator.process import SimulatorProcess
 from tests.support.timing import scaled
-from tests.support.tokens import SECRET
 
 
 def free_port() -> int:
@@ -43,17 +44,9 @@ class ProxyProcess:
 def start_proxy(tmp_path: Path, env: dict[str, str], wait: bool = True) -> ProxyProcess:
     port = free_port()
     full_env = {
-        **{k: v for k, v in os.environ.items()
-           if not k.startswith(("JWT_", "PROXY_", "OLLAMA_", "DATABASE_", "REDIS_"))},
-        "PROXY_ENV": "dev",
-        "JWT_SECRET": SECRET,
-        "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / f'proxy-{port}.db'}",
-        "PROXY_LOG_LEVEL": "warning",
-        # Functional tests send far more than 10 requests a minute as one user; the limits
-        # themselves are tested with their defaults in test_limits.py.
-        "PROXY_RATE_LIMIT": "100000/minute",
-        "PROXY_CONCURRENCY_LIMIT": "50",
-        "PROXY_AUDIT_SPOOL_PATH": str(tmp_path / "audit-spool.jsonl"),
+        **{k: v for k, v in os.environ.items() if not k.startswith(PROXY_ENV_PREFIXES)},
+        **{name.upper(): value
+           for name, value in baseline_settings(tmp_path, f"proxy-{port}.db").items()},
         **env,
     }
     log_path = tmp_path / f"proxy-{port}.log"
@@ -91,26 +84,41 @@ def stop_proxy(proxy: ProxyProcess) -> None:
 
 
 def sim_stats(sim: SimulatorProcess) -> dict[str, Any]:
-    response = httpx.get(f"{sim.url}/__sim__/stats", timeout=scaled(5))
-    response.raise_for_status()
-    data: dict[str, Any] = response.json()
-    return data
+    return sim.stats()
 
 
 def sim_fault(sim: SimulatorProcess, mode: str, count: int | None = None) -> None:
-    httpx.post(f"{sim.url}/__sim__/faults", json={"mode": mode, "count": count},
-               timeout=scaled(5)).raise_for_status()
+    sim.set_fault(mode, count)
+
+
+# (name, labels, value) of each sample in a /metrics text.
+Samples = list[tuple[str, dict[str, str], float]]
+
+
+def metric_samples(text: str) -> Samples:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return [(sample.name, dict(sample.labels), sample.value)
+            for family in text_string_to_metric_families(text) for sample in family.samples]
+
+
+def samples_sum(samples: Samples, name: str, **labels: str) -> float:
+    """The sum of the samples called `name` whose labels include `labels` (0 if none)."""
+    return sum(value for sample_name, sample_labels, value in samples
+               if sample_name == name
+               and all(sample_labels.get(k) == v for k, v in labels.items()))
+
+
+def metric_value(text: str, name: str, **labels: str) -> float:
+    """`samples_sum` of a /metrics text; AssertionError if no sample is called `name`."""
+    samples = metric_samples(text)
+    if not any(sample_name == name for sample_name, _, _ in samples):
+        raise AssertionError(f"{name} is not in /metrics")
+    return samples_sum(samples, name, **labels)
 
 
 def metric(proxy: ProxyProcess, name: str, **labels: str) -> float:
-    """The sum of the samples called `name` on the proxy's /metrics whose labels include
-    `labels` (the test proxies serve /metrics without a token in dev mode)."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    text = httpx.get(f"{proxy.url}/metrics", timeout=scaled(10)).text
-    named = [sample for family in text_string_to_metric_families(text)
-             for sample in family.samples if sample.name == name]
-    if not named:
-        raise AssertionError(f"{name} is not in /metrics")
-    return sum(sample.value for sample in named
-               if all(sample.labels.get(k) == v for k, v in labels.items()))
+    """`metric_value` of the proxy's /metrics (the test proxies serve /metrics without a token
+    in dev mode)."""
+    return metric_value(httpx.get(f"{proxy.url}/metrics", timeout=scaled(10)).text, name,
+                        **labels)

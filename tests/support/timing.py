@@ -12,6 +12,8 @@ token rate, a client timeout that must fire, a TTL the test waits out) and lower
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import os
 import time
 from collections.abc import Callable
@@ -58,3 +60,21 @@ def wait_until(check: Callable[[], Any], timeout: float = 10.0, interval: float 
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {budget:g} s (last: {result!r})")
         time.sleep(interval)
+
+
+async def wait_until_async(check: Callable[[], Any], timeout: float = 10.0,
+                           interval: float = 0.05) -> Any:
+    """`wait_until` for tests that share their event loop with the app under test (the fast
+    tier): the loop runs between polls, so the app's background work (the audit writer, the
+    prune task) can make the condition true. `check` may return an awaitable."""
+    budget = scaled(timeout)
+    deadline = time.monotonic() + budget
+    while True:
+        result = check()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {budget:g} s (last: {result!r})")
+        await asyncio.sleep(interval)

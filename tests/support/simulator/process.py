@@ -40,6 +40,9 @@ class SimulatorProcess:
     process: subprocess.Popen[bytes]
     log_path: Path
     control_timeout: float = 5.0  # seconds each control call may take
+    # One client for every control call: making one costs tens of milliseconds (its TLS
+    # context), which a suite that resets the simulator before each test would pay each time.
+    _http: httpx.Client | None = dataclasses.field(default=None, repr=False)
 
     @property
     def url(self) -> str:
@@ -51,10 +54,17 @@ class SimulatorProcess:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def _control(self, method: str, path: str, payload: Any = None) -> Any:
-        response = httpx.request(method, f"{self.url}/__sim__/{path}", json=payload,
-                                  timeout=self.control_timeout)
+        if self._http is None:
+            self._http = httpx.Client(timeout=self.control_timeout)
+        response = self._http.request(method, f"{self.url}/__sim__/{path}", json=payload)
         response.raise_for_status()
         return response.json()
+
+    def close(self) -> None:
+        """Close the control API's client (the process is `run_simulator`'s to stop)."""
+        if self._http is not None:
+            self._http.close()
+            self._http = None
 
     def stats(self) -> dict[str, Any]:
         result: dict[str, Any] = self._control("GET", "stats")
@@ -197,6 +207,7 @@ def run_simulator(
             _wait_until_ready(sim, startup_timeout)
             yield sim
         finally:
+            sim.close()
             _stop(process)
     finally:
         log_path.unlink(missing_ok=True)

@@ -1,9 +1,9 @@
-"""Admin analytics over real HTTP, on SQLite and on the real Postgres: usage, costs, the audit log.
+"""Admin analytics, in process, on SQLite and on the real Postgres: usage, costs, the audit log.
 
 One module-scoped batch of traffic (alice and bob on two models, an unknown model, a rate-limited
 user) is sent first; every number the admin API reports is then checked against the `usage` the
 proxy itself returned to those callers. Tests that need other settings (cost models, stored
-prompts) start their own proxy on the same database and use users of their own.
+prompts) run their own app on the same database and use users of their own.
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.proxy_process import ProxyProcess, sim_stats
-from tests.support.timing import scaled, wait_until
+from tests.support.proxy_app import InProcessProxy, MakeProxy
+from tests.support.proxy_process import sim_stats
+from tests.support.timing import wait_until_async
 from tests.support.tokens import admin_auth, auth, make_token
 
 
@@ -34,35 +35,34 @@ TOKEN_PRICES = {"llama3.2": {"prompt": 1.0, "completion": 2.0},
 
 
 
-def admin_get(proxy: ProxyProcess, path: str, **params: Any) -> httpx.Response:
-    return httpx.get(f"{proxy.url}{path}", headers=admin_auth(), params=params,
-                     timeout=scaled(30))
+async def admin_get(proxy: InProcessProxy, path: str, **params: Any) -> httpx.Response:
+    return await proxy.client.get(path, headers=admin_auth(), params=params)
 
 
-def audit(proxy: ProxyProcess, **params: Any) -> list[dict[str, Any]]:
-    response = admin_get(proxy, "/api/admin/audit", limit=500, **params)
+async def audit(proxy: InProcessProxy, **params: Any) -> list[dict[str, Any]]:
+    response = await admin_get(proxy, "/api/admin/audit", limit=500, **params)
     assert response.status_code == 200, response.text
     entries: list[dict[str, Any]] = response.json()["entries"]
     return entries
 
 
-def wait_for_rows(proxy: ProxyProcess, user: str, count: int, timeout: float = 10.0
-                  ) -> list[dict[str, Any]]:
+async def wait_for_rows(proxy: InProcessProxy, user: str, count: int, timeout: float = 10.0
+                        ) -> list[dict[str, Any]]:
     """Poll the audit API until `user` has exactly `count` rows (the writer flushes in batches)."""
     found: list[list[dict[str, Any]]] = [[]]
 
-    def check() -> bool:
-        found[0] = audit(proxy, user=user)
+    async def check() -> bool:
+        found[0] = await audit(proxy, user=user)
         assert len(found[0]) <= count, f"{user} has more rows than requests: {found[0]}"
         return len(found[0]) == count
 
-    wait_until(check, timeout)
+    await wait_until_async(check, timeout)
     return found[0]
 
 
-def report(proxy: ProxyProcess, path: str = "/api/admin/usage", **params: Any
-           ) -> dict[str, Any]:
-    response = admin_get(proxy, path, **params)
+async def report(proxy: InProcessProxy, path: str = "/api/admin/usage", **params: Any
+                 ) -> dict[str, Any]:
+    response = await admin_get(proxy, path, **params)
     assert response.status_code == 200, response.text
     body: dict[str, Any] = response.json()
     return body
@@ -91,9 +91,10 @@ class Traffic:
         return [s for s in self.sent if s.user == user and (model is None or s.model == model)]
 
 
-def send(proxy: ProxyProcess, user: str | None, model: str, prompt: str, *, stream: bool = False,
-         chat: bool = False, options: dict[str, Any] | None = None,
-         headers: dict[str, str] | None = None) -> tuple[httpx.Response, dict[str, int] | None]:
+async def send(proxy: InProcessProxy, user: str | None, model: str, prompt: str, *,
+               stream: bool = False, chat: bool = False, options: dict[str, Any] | None = None,
+               headers: dict[str, str] | None = None
+               ) -> tuple[httpx.Response, dict[str, int] | None]:
     body: dict[str, Any] = {"model": model, "stream": stream,
                             "options": options or {"num_predict": 4}}
     if chat:
@@ -101,9 +102,8 @@ def send(proxy: ProxyProcess, user: str | None, model: str, prompt: str, *, stre
     else:
         body["prompt"] = prompt
     path = "/api/llm/chat" if chat else "/api/llm/generate"
-    with proxy.client() as client:
-        response = client.post(path, json=body,
-                               headers=headers if headers is not None else auth(user or "x"))
+    response = await proxy.client.post(
+        path, json=body, headers=headers if headers is not None else auth(user or "x"))
     usage = None
     if response.status_code == 200:
         final = (json.loads(response.text.splitlines()[-1]) if stream else response.json())
@@ -111,9 +111,9 @@ def send(proxy: ProxyProcess, user: str | None, model: str, prompt: str, *, stre
     return response, usage
 
 
-def record(traffic: Traffic, proxy: ProxyProcess, user: str, model: str, prompt: str,
-           expect: int, **kwargs: Any) -> Sent:
-    response, usage = send(proxy, user, model, prompt, **kwargs)
+async def record(traffic: Traffic, proxy: InProcessProxy, user: str, model: str, prompt: str,
+                 expect: int, **kwargs: Any) -> Sent:
+    response, usage = await send(proxy, user, model, prompt, **kwargs)
     assert response.status_code == expect, response.text
     sent = Sent(user, model, "/api/llm/chat" if kwargs.get("chat") else "/api/llm/generate",
                 response.status_code, prompt, usage, response.headers["x-request-id"])
@@ -121,8 +121,9 @@ def record(traffic: Traffic, proxy: ProxyProcess, user: str, model: str, prompt:
     return sent
 
 
-def audit_by_id(proxy: ProxyProcess, traffic: Traffic) -> dict[str, dict[str, Any]]:
-    return {e["id"]: e for user in {s.user for s in traffic.sent} for e in audit(proxy, user=user)}
+async def audit_by_id(proxy: InProcessProxy, traffic: Traffic) -> dict[str, dict[str, Any]]:
+    return {e["id"]: e for user in {s.user for s in traffic.sent}
+            for e in await audit(proxy, user=user)}
 
 
 def tokens(sent: list[Sent], kind: str) -> int:
@@ -130,40 +131,40 @@ def tokens(sent: list[Sent], kind: str) -> int:
 
 
 @pytest.fixture(scope="module")
-def usage_proxy(proxy_factory, simulator, database_url: str) -> ProxyProcess:
-    return proxy_factory(OLLAMA_URL=simulator.url, DATABASE_URL=database_url)
+async def usage_proxy(make_proxy: MakeProxy, database_url: str) -> InProcessProxy:
+    return await make_proxy(database_url=database_url)
 
 
 @pytest.fixture(scope="module")
-def traffic(usage_proxy: ProxyProcess, proxy_factory, simulator, database_url: str) -> Traffic:
-    limited = proxy_factory(OLLAMA_URL=simulator.url, DATABASE_URL=database_url,
-                            PROXY_RATE_LIMIT="2/minute")
+async def traffic(usage_proxy: InProcessProxy, make_proxy: MakeProxy, database_url: str
+                  ) -> Traffic:
+    limited = await make_proxy(database_url=database_url, proxy_rate_limit="2/minute")
     t = Traffic()
     p = usage_proxy
-    record(t, p, "alice", "llama3.2", "alice asks llama", 200, options={"num_predict": 5})
-    record(t, p, "alice", "llama3.2", "alice streams llama", 200, stream=True,
+    await record(t, p, "alice", "llama3.2", "alice asks llama", 200, options={"num_predict": 5})
+    await record(t, p, "alice", "llama3.2", "alice streams llama", 200, stream=True,
            options={"num_predict": 7})
-    record(t, p, "alice", "mistral", "alice asks mistral", 200)
-    record(t, p, "alice", "ghost-model", "alice asks a ghost", 404)
-    record(t, p, "bob", "mistral", "bob streams mistral", 200, stream=True,
+    await record(t, p, "alice", "mistral", "alice asks mistral", 200)
+    await record(t, p, "alice", "ghost-model", "alice asks a ghost", 404)
+    await record(t, p, "bob", "mistral", "bob streams mistral", 200, stream=True,
            options={"num_predict": 6})
-    record(t, p, "bob", "llama3.2", "bob asks llama", 200, options={"num_predict": 3})
-    record(t, p, "bob", "llama3.2", "bob chats with llama", 200, chat=True)
+    await record(t, p, "bob", "llama3.2", "bob asks llama", 200, options={"num_predict": 3})
+    await record(t, p, "bob", "llama3.2", "bob chats with llama", 200, chat=True)
     for expect in (200, 200, 429):
-        record(t, limited, "carol", "llama3.2", "carol hurries", expect,
+        await record(t, limited, "carol", "llama3.2", "carol hurries", expect,
                options={"num_predict": 2})
     t.end = datetime.now(UTC)
     for user in ("alice", "bob", "carol"):
-        wait_for_rows(p, user, len(t.of(user)))
+        await wait_for_rows(p, user, len(t.of(user)))
     return t
 
 
 # -- usage --------------------------------------------------------------------------------------
 
 
-def test_usage_by_user_matches_what_the_callers_got(usage_proxy: ProxyProcess,
-                                                    traffic: Traffic) -> None:
-    body = report(usage_proxy, group_by="user")
+async def test_usage_by_user_matches_what_the_callers_got(usage_proxy: InProcessProxy,
+                                                          traffic: Traffic) -> None:
+    body = await report(usage_proxy, group_by="user")
     assert body["group_by"] == ["user"]
     rows = {r["user"]: r for r in body["rows"]}
     expected = {"alice": (4, 1, 0), "bob": (3, 0, 0), "carol": (3, 0, 1)}
@@ -183,20 +184,20 @@ def test_usage_by_user_matches_what_the_callers_got(usage_proxy: ProxyProcess,
         assert body["totals"][key] == sum(r[key] for r in body["rows"]), key
 
 
-def test_latency_statistics_come_from_the_successful_rows(usage_proxy: ProxyProcess,
-                                                          traffic: Traffic) -> None:
-    entries = audit(usage_proxy, user="alice")
+async def test_latency_statistics_come_from_the_successful_rows(usage_proxy: InProcessProxy,
+                                                                traffic: Traffic) -> None:
+    entries = await audit(usage_proxy, user="alice")
     ok = sorted(e["duration_ms"] for e in entries if e["status"] < 400)
     assert len(ok) == 3
-    row = report(usage_proxy, group_by="user", user="alice")["rows"]
+    row = (await report(usage_proxy, group_by="user", user="alice"))["rows"]
     assert len(row) == 1
     assert row[0]["mean_latency_ms"] == pytest.approx(sum(ok) / 3, abs=1e-3)
     assert row[0]["p95_latency_ms"] == pytest.approx(ok[-1])  # nearest rank of 3 values
 
 
-def test_usage_by_model(usage_proxy: ProxyProcess, traffic: Traffic) -> None:
+async def test_usage_by_model(usage_proxy: InProcessProxy, traffic: Traffic) -> None:
     rows = {short(r["model"]): r for r in
-            report(usage_proxy, group_by="model", user="alice")["rows"]}
+            (await report(usage_proxy, group_by="model", user="alice"))["rows"]}
     assert set(rows) == {"llama3.2", "mistral", "ghost-model"}
     llama = traffic.of("alice", "llama3.2")
     assert rows["llama3.2"]["requests"] == 2
@@ -208,22 +209,23 @@ def test_usage_by_model(usage_proxy: ProxyProcess, traffic: Traffic) -> None:
     assert (ghost["requests"], ghost["errors"], ghost["prompt_tokens"]) == (1, 1, 0)
     assert ghost["mean_latency_ms"] is None and ghost["p95_latency_ms"] is None
 
-    everyone = {short(r["model"]): r for r in report(usage_proxy, group_by="model")["rows"]}
+    everyone = {short(r["model"]): r
+                for r in (await report(usage_proxy, group_by="model"))["rows"]}
     all_llama = [s for s in traffic.sent if s.model == "llama3.2"]
     assert everyone["llama3.2"]["requests"] >= len(all_llama)
 
 
-def test_usage_by_day(usage_proxy: ProxyProcess, traffic: Traffic) -> None:
+async def test_usage_by_day(usage_proxy: InProcessProxy, traffic: Traffic) -> None:
     assert traffic.end is not None
-    rows = report(usage_proxy, group_by="day", user="bob")["rows"]
+    rows = (await report(usage_proxy, group_by="day", user="bob"))["rows"]
     days = {traffic.start.date().isoformat(), traffic.end.date().isoformat()}
     assert {r["day"] for r in rows} <= days
     assert sum(r["requests"] for r in rows) == 3
     assert sum(r["completion_tokens"] for r in rows) == 6 + 3 + 4
 
 
-def test_usage_by_user_and_model(usage_proxy: ProxyProcess, traffic: Traffic) -> None:
-    body = report(usage_proxy, group_by=["user", "model"])
+async def test_usage_by_user_and_model(usage_proxy: InProcessProxy, traffic: Traffic) -> None:
+    body = await report(usage_proxy, group_by=["user", "model"])
     assert body["group_by"] == ["user", "model"]
     rows = {(r["user"], short(r["model"])): r for r in body["rows"]}
     for user in ("alice", "bob", "carol"):
@@ -237,58 +239,58 @@ def test_usage_by_user_and_model(usage_proxy: ProxyProcess, traffic: Traffic) ->
     assert rows[("alice", "ghost-model")]["errors"] == 1
 
 
-def test_usage_by_endpoint(usage_proxy: ProxyProcess, traffic: Traffic) -> None:
+async def test_usage_by_endpoint(usage_proxy: InProcessProxy, traffic: Traffic) -> None:
     rows = {r["endpoint"]: r for r in
-            report(usage_proxy, group_by="endpoint", user="bob")["rows"]}
+            (await report(usage_proxy, group_by="endpoint", user="bob"))["rows"]}
     assert rows["/api/llm/generate"]["requests"] == 2
     assert rows["/api/llm/chat"]["requests"] == 1
     assert rows["/api/llm/chat"]["completion_tokens"] == 4
 
 
-def test_user_filter(usage_proxy: ProxyProcess, traffic: Traffic) -> None:
-    body = report(usage_proxy, group_by="user", user="carol")
+async def test_user_filter(usage_proxy: InProcessProxy, traffic: Traffic) -> None:
+    body = await report(usage_proxy, group_by="user", user="carol")
     assert [r["user"] for r in body["rows"]] == ["carol"]
     assert body["totals"]["requests"] == 3
-    assert report(usage_proxy, user="nobody-at-all")["rows"] == []
+    assert (await report(usage_proxy, user="nobody-at-all"))["rows"] == []
 
 
-def test_time_range(usage_proxy: ProxyProcess, traffic: Traffic) -> None:
+async def test_time_range(usage_proxy: InProcessProxy, traffic: Traffic) -> None:
     assert traffic.end is not None
     start = (traffic.start - timedelta(seconds=1)).isoformat()
     end = (traffic.end + timedelta(seconds=1)).isoformat()
-    inside = report(usage_proxy, user="alice", start=start, end=end)
+    inside = await report(usage_proxy, user="alice", start=start, end=end)
     assert inside["rows"][0]["requests"] == 4
     assert inside["start"] is not None and inside["end"] is not None
     after = (traffic.end + timedelta(seconds=1)).isoformat()
-    assert report(usage_proxy, user="alice", start=after)["rows"] == []
+    assert (await report(usage_proxy, user="alice", start=after))["rows"] == []
     before = (traffic.start - timedelta(seconds=1)).isoformat()
-    assert report(usage_proxy, user="alice", end=before)["rows"] == []
-    past = report(usage_proxy, start="2001-01-01T00:00:00Z", end="2001-02-01T00:00:00Z")
+    assert (await report(usage_proxy, user="alice", end=before))["rows"] == []
+    past = await report(usage_proxy, start="2001-01-01T00:00:00Z", end="2001-02-01T00:00:00Z")
     assert past["rows"] == []
     assert past["totals"]["requests"] == 0
     for path in ("/api/admin/usage", "/api/admin/costs", "/api/admin/audit"):
         for bad_end in (start, (traffic.start - timedelta(days=1)).isoformat()):
-            response = admin_get(usage_proxy, path, start=start, end=bad_end)
+            response = await admin_get(usage_proxy, path, start=start, end=bad_end)
             assert response.status_code == 422, (path, response.text)
             assert "end" in response.json()["error"]
 
 
-def test_time_range_with_a_utc_offset_is_the_same_instant(usage_proxy: ProxyProcess,
-                                                          traffic: Traffic) -> None:
+async def test_time_range_with_a_utc_offset_is_the_same_instant(usage_proxy: InProcessProxy,
+                                                                traffic: Traffic) -> None:
     """`start=…+05:00` names an instant; the database must not compare wall-clock strings."""
     assert traffic.end is not None
     plus_five = timezone(timedelta(hours=5))
     minus_seven = timezone(timedelta(hours=-7))
     start = (traffic.start - timedelta(minutes=30)).astimezone(plus_five).isoformat()
     end = (traffic.end + timedelta(minutes=30)).astimezone(minus_seven).isoformat()
-    rows = report(usage_proxy, user="alice", start=start, end=end)["rows"]
+    rows = (await report(usage_proxy, user="alice", start=start, end=end))["rows"]
     assert [r["requests"] for r in rows] == [4], (start, end, rows)
-    entries = audit(usage_proxy, user="alice", start=start, end=end)
+    entries = await audit(usage_proxy, user="alice", start=start, end=end)
     assert len(entries) == 4
 
 
-def test_bad_group_by_is_refused(usage_proxy: ProxyProcess) -> None:
-    response = admin_get(usage_proxy, "/api/admin/usage", group_by="prompt")
+async def test_bad_group_by_is_refused(usage_proxy: InProcessProxy) -> None:
+    response = await admin_get(usage_proxy, "/api/admin/usage", group_by="prompt")
     assert response.status_code == 422
     assert "group_by" in response.json()["error"]
 
@@ -296,8 +298,8 @@ def test_bad_group_by_is_refused(usage_proxy: ProxyProcess) -> None:
 # -- costs --------------------------------------------------------------------------------------
 
 
-def cost_rows(proxy: ProxyProcess, user: str) -> dict[str, dict[str, Any]]:
-    body = report(proxy, "/api/admin/costs", user=user)
+async def cost_rows(proxy: InProcessProxy, user: str) -> dict[str, dict[str, Any]]:
+    body = await report(proxy, "/api/admin/costs", user=user)
     assert body["group_by"] == ["user", "model"]
     return {short(r["model"]): r for r in body["rows"]}
 
@@ -309,86 +311,86 @@ def token_cost(usage: dict[str, int], model: str) -> float:
 
 
 @pytest.fixture(scope="module")
-def token_cost_proxy(proxy_factory, simulator, database_url: str) -> ProxyProcess:
+async def token_cost_proxy(make_proxy: MakeProxy, database_url: str) -> InProcessProxy:
     # Shared cache: one user's request must be answered from another's entry (the cached row).
-    return proxy_factory(OLLAMA_URL=simulator.url, DATABASE_URL=database_url,
-                         PROXY_COST_MODE="tokens", PROXY_COST_CURRENCY="EUR",
-                         PROXY_COST_PER_1K_TOKENS=json.dumps(TOKEN_PRICES),
-                         PROXY_CACHE_SHARED="true")
+    return await make_proxy(database_url=database_url, proxy_cost_mode="tokens",
+                            proxy_cost_currency="EUR", proxy_cost_per_1k_tokens=TOKEN_PRICES,
+                            proxy_cache_shared=True)
 
 
-def test_token_costs_per_user_and_model(token_cost_proxy: ProxyProcess) -> None:
+async def test_token_costs_per_user_and_model(token_cost_proxy: InProcessProxy) -> None:
     p = token_cost_proxy
     prompt = f"what does it cost {uuid.uuid4().hex[:8]}"
     fixed = {"seed": 11, "num_predict": 6}
-    plain, plain_usage = send(p, "tok-plain", "llama3.2", prompt, options=fixed)
+    plain, plain_usage = await send(p, "tok-plain", "llama3.2", prompt, options=fixed)
     assert plain.headers["x-cache"] == "MISS"
-    streamed, stream_usage = send(p, "tok-stream", "llama3.2", prompt, stream=True,
+    streamed, stream_usage = await send(p, "tok-stream", "llama3.2", prompt, stream=True,
                                   options=fixed)
     assert streamed.status_code == 200
-    cached, cached_usage = send(p, "tok-cached", "llama3.2", prompt, options=fixed)
+    cached, cached_usage = await send(p, "tok-cached", "llama3.2", prompt, options=fixed)
     assert cached.headers["x-cache"] == "HIT"
-    other, other_usage = send(p, "tok-other", "mistral", prompt,
+    other, other_usage = await send(p, "tok-other", "mistral", prompt,
                               options={"num_predict": 9})
     assert other.status_code == 200
     # Identical requests: the token counts match, so the costs must too.
     assert plain_usage == stream_usage == cached_usage
     assert plain_usage is not None and other_usage is not None
     for user in ("tok-plain", "tok-stream", "tok-cached", "tok-other"):
-        wait_for_rows(p, user, 1)
+        await wait_for_rows(p, user, 1)
 
     expected = token_cost(plain_usage, "llama3.2")
     assert expected > 0
-    plain_row = cost_rows(p, "tok-plain")["llama3.2"]
-    stream_row = cost_rows(p, "tok-stream")["llama3.2"]
+    plain_row = (await cost_rows(p, "tok-plain"))["llama3.2"]
+    stream_row = (await cost_rows(p, "tok-stream"))["llama3.2"]
     assert plain_row["cost"] == pytest.approx(expected, abs=1e-6)
     assert stream_row["cost"] == plain_row["cost"]
-    cached_row = cost_rows(p, "tok-cached")["llama3.2"]
+    cached_row = (await cost_rows(p, "tok-cached"))["llama3.2"]
     assert (cached_row["cost"], cached_row["cached"]) == (0, 1)
     assert cached_row["completion_tokens"] == plain_usage["completion_tokens"]
-    other_row = cost_rows(p, "tok-other")["mistral"]
+    other_row = (await cost_rows(p, "tok-other"))["mistral"]
     assert other_row["cost"] == pytest.approx(token_cost(other_usage, "mistral"), abs=1e-6)
 
-    body = report(p, "/api/admin/costs", user="tok-plain")
+    body = await report(p, "/api/admin/costs", user="tok-plain")
     assert (body["cost_mode"], body["currency"]) == ("tokens", "EUR")
     assert body["totals"]["cost"] == pytest.approx(expected, abs=1e-6)
     # /usage prices with the same model.
-    usage_row = report(p, group_by="user", user="tok-stream")["rows"][0]
+    usage_row = (await report(p, group_by="user", user="tok-stream"))["rows"][0]
     assert usage_row["cost"] == stream_row["cost"]
 
 
-def test_a_model_costs_the_same_whatever_its_spelling(token_cost_proxy: ProxyProcess) -> None:
+async def test_a_model_costs_the_same_whatever_its_spelling(
+        token_cost_proxy: InProcessProxy) -> None:
     """"llama3.2:latest" is the model priced as "llama3.2", not one priced by the "*" rule."""
     p = token_cost_proxy
-    _, usage = send(p, "tok-alias", "llama3.2:latest", "which price applies?",
+    _, usage = await send(p, "tok-alias", "llama3.2:latest", "which price applies?",
                     options={"num_predict": 5})
     assert usage is not None
-    wait_for_rows(p, "tok-alias", 1)
-    body = report(p, "/api/admin/costs", user="tok-alias")
+    await wait_for_rows(p, "tok-alias", 1)
+    body = await report(p, "/api/admin/costs", user="tok-alias")
     assert body["totals"]["cost"] == pytest.approx(token_cost(usage, "llama3.2"), abs=1e-6)
 
 
 @pytest.fixture(scope="module")
-def gpu_cost_proxy(proxy_factory, simulator, database_url: str) -> ProxyProcess:
-    return proxy_factory(OLLAMA_URL=simulator.url, DATABASE_URL=database_url,
-                         PROXY_COST_MODE="gpu_time", PROXY_COST_GPU_HOUR="3.6",
-                         PROXY_COST_HARDWARE_MONTH="0", PROXY_AUDIT_STORE_PROMPTS="true")
+async def gpu_cost_proxy(make_proxy: MakeProxy, database_url: str) -> InProcessProxy:
+    return await make_proxy(database_url=database_url, proxy_cost_mode="gpu_time",
+                            proxy_cost_gpu_hour=3.6, proxy_cost_hardware_month=0,
+                            proxy_audit_store_prompts=True)
 
 
-def test_gpu_time_costs_follow_upstream_time(gpu_cost_proxy: ProxyProcess) -> None:
+async def test_gpu_time_costs_follow_upstream_time(gpu_cost_proxy: InProcessProxy) -> None:
     p = gpu_cost_proxy
     for user, stream in (("gpu-plain", False), ("gpu-stream", True)):
-        response, usage = send(p, user, "llama3.2", f"gpu time {uuid.uuid4().hex[:6]}",
+        response, usage = await send(p, user, "llama3.2", f"gpu time {uuid.uuid4().hex[:6]}",
                                stream=stream, options={"num_predict": 20})
         assert response.status_code == 200 and usage is not None
     for user in ("gpu-plain", "gpu-stream"):
-        [entry] = wait_for_rows(p, user, 1)
+        [entry] = await wait_for_rows(p, user, 1)
         assert entry["upstream_ms"] > 0
         # Ollama's total_duration of 20 tokens at 400/s is at least 50 ms of GPU time.
         assert entry["upstream_ms"] >= 45
         assert entry["upstream_ms"] <= entry["duration_ms"] + 1
         expected = entry["upstream_ms"] / 1000 * 0.001  # 3.6 per hour = 0.001 per second
-        body = report(p, "/api/admin/costs", user=user)
+        body = await report(p, "/api/admin/costs", user=user)
         assert body["cost_mode"] == "gpu_time"
         [row] = body["rows"]
         assert row["cost"] == pytest.approx(expected, abs=1e-6)
@@ -398,25 +400,25 @@ def test_gpu_time_costs_follow_upstream_time(gpu_cost_proxy: ProxyProcess) -> No
 # -- the audit log ------------------------------------------------------------------------------
 
 
-def test_audit_filters(usage_proxy: ProxyProcess, traffic: Traffic) -> None:
-    alice = audit(usage_proxy, user="alice")
+async def test_audit_filters(usage_proxy: InProcessProxy, traffic: Traffic) -> None:
+    alice = await audit(usage_proxy, user="alice")
     assert {e["id"] for e in alice} == {s.request_id for s in traffic.of("alice")}
     assert all(e["user"] == "alice" and e["role"] == "user" for e in alice)
 
-    chats = audit(usage_proxy, user="bob", endpoint="/api/llm/chat")
+    chats = await audit(usage_proxy, user="bob", endpoint="/api/llm/chat")
     assert [e["id"] for e in chats] == [s.request_id for s in traffic.of("bob")
                                         if s.endpoint == "/api/llm/chat"]
-    missing = audit(usage_proxy, user="alice", status=404)
+    missing = await audit(usage_proxy, user="alice", status=404)
     assert [(short(e["model"]), e["error"]) for e in missing] == [
         ("ghost-model", "model 'ghost-model' not found")]
-    limited = audit(usage_proxy, status=429)
+    limited = await audit(usage_proxy, status=429)
     assert [e["user"] for e in limited] == ["carol"]
     assert "rate limit" in limited[0]["error"]
-    mistral = audit(usage_proxy, model="mistral")
+    mistral = await audit(usage_proxy, model="mistral")
     assert all(e["model"] == "mistral:latest" for e in mistral)
     assert sorted(e["user"] for e in mistral if e["user"] in ("alice", "bob", "carol")) == [
         "alice", "bob"]
-    by_id = audit_by_id(usage_proxy, traffic)
+    by_id = await audit_by_id(usage_proxy, traffic)
     for sent in traffic.sent:
         entry = by_id[sent.request_id]
         assert (entry["user"], short(entry["model"]), entry["endpoint"], entry["status"]) == (
@@ -425,11 +427,11 @@ def test_audit_filters(usage_proxy: ProxyProcess, traffic: Traffic) -> None:
             assert entry["prompt_tokens"] == sent.usage["prompt_tokens"]
             assert entry["completion_tokens"] == sent.usage["completion_tokens"]
             assert entry["ttft_ms"] > 0 and entry["duration_ms"] >= entry["ttft_ms"]
-    assert audit(usage_proxy, user="alice", model="mistral", status=500) == []
+    assert await audit(usage_proxy, user="alice", model="mistral", status=500) == []
 
 
-def test_audit_pages_newest_first(usage_proxy: ProxyProcess, traffic: Traffic) -> None:
-    whole = audit(usage_proxy, user="alice")
+async def test_audit_pages_newest_first(usage_proxy: InProcessProxy, traffic: Traffic) -> None:
+    whole = await audit(usage_proxy, user="alice")
     ats = [datetime.fromisoformat(e["at"]) for e in whole]
     assert ats == sorted(ats, reverse=True)
     # The newest row is alice's last request, the oldest her first.
@@ -440,7 +442,7 @@ def test_audit_pages_newest_first(usage_proxy: ProxyProcess, traffic: Traffic) -
     offset: int | None = 0
     pages = 0
     while offset is not None:
-        response = admin_get(usage_proxy, "/api/admin/audit", user="alice", limit=3,
+        response = await admin_get(usage_proxy, "/api/admin/audit", user="alice", limit=3,
                              offset=offset)
         assert response.status_code == 200
         page = response.json()
@@ -452,33 +454,35 @@ def test_audit_pages_newest_first(usage_proxy: ProxyProcess, traffic: Traffic) -
     assert paged == [e["id"] for e in whole]
     assert pages == 2
     for bad in ({"limit": 0}, {"limit": 501}, {"offset": -1}, {"status": 99}):
-        assert admin_get(usage_proxy, "/api/admin/audit", **bad).status_code == 422, bad
+        assert (await admin_get(usage_proxy, "/api/admin/audit", **bad)).status_code == 422, bad
 
 
-def test_audit_row_for_a_bad_token_names_the_reason(usage_proxy: ProxyProcess) -> None:
+async def test_audit_row_for_a_bad_token_names_the_reason(usage_proxy: InProcessProxy) -> None:
     correlation_id = f"bad-token-{uuid.uuid4().hex[:12]}"
-    response, _ = send(usage_proxy, None, "llama3.2", "who am I",
+    response, _ = await send(usage_proxy, None, "llama3.2", "who am I",
                        headers={"Authorization": f"Bearer {make_token('mallory', ttl=-300)}",
                                 "X-Request-ID": correlation_id})
     assert response.status_code == 401
     request_id = response.headers["x-request-id"]
     assert request_id != correlation_id
 
-    def row() -> dict[str, Any] | None:
-        return next((e for e in audit(usage_proxy, status=401) if e["id"] == request_id), None)
+    async def row() -> dict[str, Any] | None:
+        return next((e for e in await audit(usage_proxy, status=401) if e["id"] == request_id),
+                    None)
 
-    entry = wait_until(row)
+    entry = await wait_until_async(row)
     assert entry["correlation_id"] == correlation_id
-    assert [e["id"] for e in audit(usage_proxy, correlation_id=correlation_id)] == [request_id]
+    assert [e["id"] for e in await audit(usage_proxy, correlation_id=correlation_id)] == [
+        request_id]
     assert entry["user"] is None
     assert entry["endpoint"] == "/api/llm/generate"
     assert "expired" in entry["error"]
     assert entry["prompt_sha256"] is None and entry["prompt_text"] is None
 
 
-def test_audit_keeps_a_prompt_hash_not_the_prompt(usage_proxy: ProxyProcess,
-                                                  traffic: Traffic) -> None:
-    by_id = audit_by_id(usage_proxy, traffic)
+async def test_audit_keeps_a_prompt_hash_not_the_prompt(usage_proxy: InProcessProxy,
+                                                        traffic: Traffic) -> None:
+    by_id = await audit_by_id(usage_proxy, traffic)
     for sent in traffic.sent:
         entry = by_id[sent.request_id]
         assert entry["prompt_sha256"] == hashlib.sha256(sent.prompt.encode()).hexdigest()
@@ -486,12 +490,12 @@ def test_audit_keeps_a_prompt_hash_not_the_prompt(usage_proxy: ProxyProcess,
         assert entry["prompt_text"] is None
 
 
-def test_audit_stores_prompts_when_configured(gpu_cost_proxy: ProxyProcess) -> None:
+async def test_audit_stores_prompts_when_configured(gpu_cost_proxy: InProcessProxy) -> None:
     prompt = "keep this prompt, ünïcode included"
-    send(gpu_cost_proxy, "storer", "llama3.2", prompt, options={"num_predict": 2})
-    send(gpu_cost_proxy, "storer", "llama3.2", "first line\nsecond line", chat=True,
+    await send(gpu_cost_proxy, "storer", "llama3.2", prompt, options={"num_predict": 2})
+    await send(gpu_cost_proxy, "storer", "llama3.2", "first line\nsecond line", chat=True,
          options={"num_predict": 2})
-    entries = wait_for_rows(gpu_cost_proxy, "storer", 2)
+    entries = await wait_for_rows(gpu_cost_proxy, "storer", 2)
     by_endpoint = {e["endpoint"]: e for e in entries}
     generated = by_endpoint["/api/llm/generate"]
     assert generated["prompt_text"] == prompt
@@ -515,15 +519,16 @@ ADMIN_ROUTES = [
 ]
 
 
-def test_users_get_403_from_every_admin_route(usage_proxy: ProxyProcess, sim) -> None:
-    with usage_proxy.client() as client:
-        for method, path, body in ADMIN_ROUTES:
-            response = client.request(method, path, headers=auth("alice"), json=body)
-            assert response.status_code == 403, (method, path, response.text)
-            assert response.json() == {"error": "this route requires the admin role"}
-        # Nothing reached Ollama, and nothing was created.
-        assert not {"/api/pull", "/api/delete", "/api/show"} & set(sim_stats(sim)["requests"])
-        assert client.get("/api/admin/templates/sneaky", headers=admin_auth()).status_code == 404
+async def test_users_get_403_from_every_admin_route(usage_proxy: InProcessProxy, sim) -> None:
+    client = usage_proxy.client
+    for method, path, body in ADMIN_ROUTES:
+        response = await client.request(method, path, headers=auth("alice"), json=body)
+        assert response.status_code == 403, (method, path, response.text)
+        assert response.json() == {"error": "this route requires the admin role"}
+    # Nothing reached Ollama, and nothing was created.
+    assert not {"/api/pull", "/api/delete", "/api/show"} & set(sim_stats(sim)["requests"])
+    assert (await client.get("/api/admin/templates/sneaky", headers=admin_auth())
+            ).status_code == 404
 
 
 # -- rows the database refuses must not stop the audit log ---------------------------------------
@@ -538,22 +543,19 @@ POISON = [
 
 
 @pytest.mark.parametrize("poison", POISON)
-def test_one_unstorable_row_does_not_stop_the_audit_log(proxy_factory, simulator,
-                                                        database_url: str,
-                                                        poison: dict[str, Any]) -> None:
-    proxy = proxy_factory(OLLAMA_URL=simulator.url, DATABASE_URL=database_url)
+async def test_one_unstorable_row_does_not_stop_the_audit_log(make_proxy: MakeProxy,
+                                                              database_url: str,
+                                                              poison: dict[str, Any]) -> None:
+    proxy = await make_proxy(database_url=database_url)
     sub = poison.get("sub", "poisoner")
-    response, _ = send(proxy, sub, poison.get("model", "llama3.2"), "first",
+    response, _ = await send(proxy, sub, poison.get("model", "llama3.2"), "first",
                        headers=auth(sub))
     assert response.status_code == poison["status"]
     user = f"after-{uuid.uuid4().hex[:8]}"
     for _ in range(2):
-        assert send(proxy, user, "llama3.2", "after the poison")[0].status_code == 200
+        assert (await send(proxy, user, "llama3.2", "after the poison"))[0].status_code == 200
     # Every later request is still audited: rows are written every 0.25 s, so 5 s is plenty...
-    try:
-        wait_for_rows(proxy, user, 2, timeout=5)
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}; proxy log:\n{proxy.log()[-1500:]}") from None
+    await wait_for_rows(proxy, user, 2, timeout=5)
     # ...and nothing is left behind in the spool.
-    metrics = httpx.get(f"{proxy.url}/metrics").text
+    metrics = (await proxy.client.get("/metrics")).text
     assert "llm_proxy_audit_spooled_rows 0.0" in metrics
