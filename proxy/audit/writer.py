@@ -68,6 +68,7 @@ class AuditWriter:
         self._retention: asyncio.Task[None] | None = None
         self._spooled = self._count_spooled()
         self._last_replay = 0.0
+        self._closing = False
         metrics.audit_spooled_rows.set(self._spooled)
 
     def submit(self, record: AuditRecord) -> None:
@@ -89,6 +90,7 @@ class AuditWriter:
                 prune_periodically(self._engine, self._settings), name="audit-retention")
 
     async def close(self) -> None:
+        self._closing = True
         if self._retention is not None:
             self._retention.cancel()
             with contextlib.suppress(asyncio.CancelledError):
