@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import subprocess
 import uuid
@@ -27,11 +26,11 @@ from proxy.core.models import AuditEntry, Base, Conversation, Message
 from proxy.core.settings import Settings
 from proxy.services.usage import usage
 from tests.dashboards.paths import DASHBOARD_FILES, GRAFANA
+from tests.support.database import admin_execute, postgres_database
 from tests.support.timing import scaled
 
 pytestmark = pytest.mark.postgres
 
-ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 START = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 END = START + timedelta(hours=6)
 PRICES = {"cost_gpu_hour": "1.8", "cost_hardware_month": "500", "top_n": "10"}
@@ -87,14 +86,6 @@ def _psql(url: str, reader: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-async def _admin(sql: str) -> None:
-    conn = await asyncpg.connect(ADMIN_URL)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
 async def _seed(url: str) -> None:
     engine = create_async_engine(url.replace("postgresql://", "postgresql+asyncpg://", 1))
     try:
@@ -111,19 +102,16 @@ async def _seed(url: str) -> None:
 
 @pytest.fixture(scope="module")
 def audit_db() -> Iterator[AuditDatabase]:
-    suffix = uuid.uuid4().hex[:10]
-    name, reader = f"dashboards_test_{suffix}", f"grafana_reader_{suffix}"
-    run(_admin(f'CREATE DATABASE "{name}"'))
-    url = f"{ADMIN_URL.rsplit('/', 1)[0]}/{name}"
+    reader = f"grafana_reader_{uuid.uuid4().hex[:10]}"
     try:
-        run(_seed(url))
-        for attempt in ("create", "again: idempotent"):
-            done = _psql(url, reader)
-            assert done.returncode == 0, f"audit-reader.sql ({attempt}): {done.stderr}"
-        yield AuditDatabase(url, reader)
+        for url in postgres_database("dashboards_test"):
+            run(_seed(url))
+            for attempt in ("create", "again: idempotent"):
+                done = _psql(url, reader)
+                assert done.returncode == 0, f"audit-reader.sql ({attempt}): {done.stderr}"
+            yield AuditDatabase(url, reader)
     finally:
-        run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        run(_admin(f'DROP ROLE IF EXISTS "{reader}"'))
+        admin_execute(f'DROP ROLE IF EXISTS "{reader}"')
 
 
 def grafana_expand(sql: str, variables: dict[str, str] = PRICES) -> str:

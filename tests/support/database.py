@@ -13,26 +13,35 @@ POSTGRES_ADMIN_URL = os.environ.get(
 )
 
 
-def postgres_database() -> Iterator[str]:
-    """A fresh database on the test server, dropped afterwards (a generator: `yield from` it)."""
+def admin_execute(sql: str) -> None:
+    """Run one statement on the test server as its administrator, on an event loop of its own.
+
+    Not `asyncio.run`, which leaves the thread without a current loop: Pulumi's mocks
+    (tests/infra) read it later in the same session."""
     import asyncio
 
-    name = f"proxy_test_{uuid.uuid4().hex[:10]}"
-    admin_url = POSTGRES_ADMIN_URL
-
-    async def run(sql: str) -> None:
-        conn = await asyncpg.connect(admin_url)
+    async def run() -> None:
+        conn = await asyncpg.connect(POSTGRES_ADMIN_URL)
         try:
             await conn.execute(sql)
         finally:
             await conn.close()
 
-    asyncio.run(run(f'CREATE DATABASE "{name}"'))
-    base = admin_url.rsplit("/", 1)[0]
+    loop = asyncio.new_event_loop()
     try:
-        yield f"{base}/{name}"
+        loop.run_until_complete(run())
     finally:
-        asyncio.run(run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        loop.close()
+
+
+def postgres_database(prefix: str = "proxy_test") -> Iterator[str]:
+    """A fresh database on the test server, dropped afterwards (a generator: `yield from` it)."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    admin_execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{POSTGRES_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
+    finally:
+        admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 async def count_rows_async(database_url: str, sql: str, *args: object) -> int:
