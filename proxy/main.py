@@ -32,6 +32,7 @@ from proxy.api.middleware import (
     RequestIdMiddleware,
     SecurityHeadersMiddleware,
 )
+from proxy.api.refusals import refusal
 from proxy.api.router import ROUTERS, api_router
 from proxy.core.db import migrate
 from proxy.core.errors import ProxyError
@@ -54,49 +55,47 @@ conversation), 408 (body too slow to arrive), 413 (body too large), 400/422 (bad
 """
 
 
-def _validation_response(exc: RequestValidationError) -> JSONResponse:
+def _validation_refusal(request: Request, exc: RequestValidationError) -> tuple[str, JSONResponse]:
     errors = exc.errors()
     if any(e.get("type") == "json_invalid" for e in errors):
         ctx = errors[0].get("ctx", {}) if errors else {}
-        return JSONResponse(
-            {"error": f"malformed JSON: {ctx.get('error', 'cannot parse body')}"}, status_code=400
-        )
+        message = f"malformed JSON: {ctx.get('error', 'cannot parse body')}"
+        return message, refusal(request, 400, message)
     if any(e.get("type") == "missing" and tuple(e.get("loc", ())) == ("body",) for e in errors):
-        return JSONResponse({"error": "missing request body"}, status_code=400)
+        return "missing request body", refusal(request, 400, "missing request body")
     first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
     where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
     message = f"{where}: {first.get('msg')}" if where else str(first.get("msg"))
     detail = [{"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")}
               for e in errors]
-    return JSONResponse({"error": f"invalid request: {message}", "detail": detail},
-                        status_code=422)
+    message = f"invalid request: {message}"
+    return message, refusal(request, 422, message, extra={"detail": detail})
 
 
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ProxyError)
     async def proxy_error(request: Request, exc: ProxyError) -> JSONResponse:
         audit_record(request.scope).error = exc.message[:500]
-        return JSONResponse({"error": exc.message}, status_code=exc.status_code,
-                            headers=exc.headers())
+        return refusal(request, exc.status_code, exc.message, exc.code, headers=exc.headers())
 
     @app.exception_handler(AuthError)
     async def auth_error(request: Request, exc: AuthError) -> JSONResponse:
         note_auth_failure(request.app.state.proxy, audit_record(request.scope), exc)
-        return JSONResponse(
-            {"error": exc.message, "reason": exc.reason}, status_code=401,
+        return refusal(
+            request, 401, exc.message, exc.reason,
             headers={"WWW-Authenticate": f'Bearer error="invalid_token", reason="{exc.reason}"'},
         )
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        response = _validation_response(exc)
-        audit_record(request.scope).error = bytes(response.body).decode()[:500]
+        message, response = _validation_refusal(request, exc)
+        audit_record(request.scope).error = message[:500]
         return response
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code,
-                            headers=getattr(exc, "headers", None))
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return refusal(request, exc.status_code, str(exc.detail),
+                       headers=getattr(exc, "headers", None))
 
 
 UPSTREAM_PROBE_SECONDS = 15.0

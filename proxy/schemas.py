@@ -23,9 +23,17 @@ ModelName = Annotated[
 ]
 
 
+# Options that decide how the engine uses the machine (GPU layers, threads, memory mapping):
+# the operator's, never a caller's.
+RESERVED_OPTIONS = frozenset({
+    "numa", "num_batch", "num_gpu", "main_gpu", "low_vram", "f16_kv", "logits_all", "vocab_only",
+    "use_mmap", "use_mlock", "embedding_only", "num_thread",
+})
+
+
 class GenerationOptions(BaseModel):
-    """The sampling options a user may set. Anything else (e.g. `num_gpu`) is refused: the
-    operator, not the caller, decides how the GPU is used."""
+    """The sampling options a user may set. Anything else is refused: the operator, not the
+    caller, decides how the GPU is used (`num_gpu`, `num_thread`, …)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -33,15 +41,33 @@ class GenerationOptions(BaseModel):
     top_p: float | None = Field(None, ge=0.0, le=1.0)
     top_k: int | None = Field(None, ge=1, le=1000)
     min_p: float | None = Field(None, ge=0.0, le=1.0)
+    typical_p: float | None = Field(None, ge=0.0, le=1.0)
+    tfs_z: float | None = Field(None, ge=0.0, le=10.0)
     num_predict: int | None = Field(None, ge=-1, description="-1 = until the model stops.")
+    num_keep: int | None = Field(None, ge=-1, le=131072)
     seed: int | None = Field(None, ge=-1, le=2**31 - 1)
     stop: list[Annotated[str, Field(min_length=1, max_length=100)]] | None = Field(
         None, max_length=8
     )
     repeat_penalty: float | None = Field(None, ge=0.0, le=2.0)
+    repeat_last_n: int | None = Field(None, ge=-1, le=131072)
     presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    penalize_newline: bool | None = None
+    mirostat: int | None = Field(None, ge=0, le=2)
+    mirostat_tau: float | None = Field(None, ge=0.0, le=20.0)
+    mirostat_eta: float | None = Field(None, ge=0.0, le=1.0)
     num_ctx: int | None = Field(None, ge=256, le=131072)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _not_reserved(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            reserved = sorted(RESERVED_OPTIONS.intersection(data))
+            if reserved:
+                raise ValueError(f"{', '.join(reserved)}: reserved for the operator (how the "
+                                 "engine uses the GPU is set on the server)")
+        return data
 
 
 class GenerateRequest(BaseModel):

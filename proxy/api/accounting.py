@@ -22,6 +22,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from proxy.audit.record import AuditRecord
+from proxy.core.dialects import dialect_of
 from proxy.core.model_names import full_model_name
 from proxy.core.security import AuthError
 from proxy.services.state import AppState
@@ -69,7 +70,8 @@ async def finish(state: AppState, record: AuditRecord, status: int) -> None:
     record.duration_ms = (time.perf_counter() - record.started) * 1000
     model = model_label(state, record.model)
     m = state.metrics
-    m.requests.labels(endpoint=record.endpoint, model=model, status=str(record.status)).inc()
+    m.requests.labels(endpoint=record.endpoint, model=model, status=str(record.status),
+                      api=record.dialect).inc()
     m.request_duration.labels(endpoint=record.endpoint, model=model).observe(
         record.duration_ms / 1000)
     if not record.cached and record.status < 400:
@@ -120,11 +122,13 @@ class AccountingMiddleware:
         client = scope.get("client")
         # The server's own id (RequestIdMiddleware), never one the caller chose: it is the
         # audit row's primary key and the concurrency slot's name.
+        dialect = dialect_of(path)
         record = AuditRecord(id=scope_state.get("request_id") or str(uuid.uuid4()),
                              endpoint=path, client=client[0] if client else None,
-                             correlation_id=scope_state.get("correlation_id"))
+                             correlation_id=scope_state.get("correlation_id"),
+                             dialect=dialect or "llm")
         scope_state[_RECORD] = record
-        if not path.startswith("/api/") or path in NOT_AUDITED:
+        if dialect is None or path in NOT_AUDITED:
             try:
                 await self.app(scope, receive, send)
             finally:

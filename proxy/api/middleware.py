@@ -5,7 +5,6 @@ whatever their declared type, and security headers on every answer."""
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import uuid
 from typing import TYPE_CHECKING
@@ -14,6 +13,8 @@ from fastapi.security.utils import get_authorization_scheme_param
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from proxy.api.accounting import audit_record, note_auth_failure
+from proxy.api.refusals import send_refusal
+from proxy.core.dialects import is_api_path
 from proxy.core.security import AuthError, Principal
 
 if TYPE_CHECKING:
@@ -95,18 +96,6 @@ def _declares_body(scope: Scope) -> bool:
     return b"transfer-encoding" in headers or not length.isdigit() or int(length) > 0
 
 
-async def _send_error(send: Send, status: int, body: dict[str, str],
-                      headers: list[tuple[bytes, bytes]], close: bool = False) -> None:
-    content = json.dumps(body).encode()
-    all_headers = [(b"content-type", b"application/json"),
-                   (b"content-length", str(len(content)).encode()), *headers]
-    if close:
-        # The body was not (all) read: closing is the only way to be done with the connection.
-        all_headers.append((b"connection", b"close"))
-    await send({"type": "http.response.start", "status": status, "headers": all_headers})
-    await send({"type": "http.response.body", "body": content})
-
-
 class EarlyAuthMiddleware:
     """Check the bearer token before any of the request body is read.
 
@@ -123,7 +112,7 @@ class EarlyAuthMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
-        if scope["type"] != "http" or not path.startswith("/api/") or path in PUBLIC_API_PATHS:
+        if scope["type"] != "http" or not is_api_path(path) or path in PUBLIC_API_PATHS:
             await self.app(scope, receive, send)
             return
         state: AppState = scope["app"].state.proxy
@@ -132,11 +121,11 @@ class EarlyAuthMiddleware:
             principal = await state.verifier.verify(token)
         except AuthError as exc:
             note_auth_failure(state, audit_record(scope), exc)
-            await _send_error(
-                send, 401, {"error": exc.message, "reason": exc.reason},
+            await send_refusal(
+                scope, send, 401, exc.message,
                 [(b"www-authenticate",
                   f'Bearer error="invalid_token", reason="{exc.reason}"'.encode())],
-                close=_declares_body(scope))
+                code=exc.reason, close=_declares_body(scope))
             return
         scope_state = scope.setdefault("state", {})
         scope_state[_EARLY_PRINCIPAL] = (token, principal)
@@ -197,13 +186,13 @@ class BodySizeLimitMiddleware:
     async def _reject(self, scope: Scope, send: Send) -> None:
         message = f"request body larger than {self.max_bytes} bytes (PROXY_MAX_BODY_BYTES)"
         audit_record(scope).error = message
-        await _send_error(send, 413, {"error": message}, [])
+        await send_refusal(scope, send, 413, message, [])
 
     async def _too_slow(self, scope: Scope, send: Send) -> None:
         message = (f"request body not received within {self.read_timeout:g} seconds "
                    f"(PROXY_BODY_READ_TIMEOUT_SECONDS)")
         audit_record(scope).error = message
-        await _send_error(send, 408, {"error": message}, [], close=True)
+        await send_refusal(scope, send, 408, message, [], close=True)
 
 
 def _replay(messages: list[Message], receive: Receive) -> Receive:
@@ -231,7 +220,7 @@ class JsonBodyMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (scope["type"] == "http" and scope["method"] in ("POST", "PUT", "PATCH")
-                and scope["path"].startswith("/api/")):
+                and is_api_path(scope["path"])):
             headers = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
             headers.append((b"content-type", b"application/json"))
             scope = {**scope, "headers": headers}

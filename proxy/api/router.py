@@ -2,10 +2,20 @@
 
 from fastapi import APIRouter
 
-from proxy.api.routes import admin, conversations, llm, status, templates, usage, ws
+from proxy.api.routes import (
+    admin,
+    conversations,
+    llm,
+    ollama,
+    openai,
+    status,
+    templates,
+    usage,
+    ws,
+)
 
 ROUTERS = (status.router, llm.router, conversations.router, admin.router, usage.router,
-           templates.router, ws.router)
+           templates.router, ws.router, ollama.router, openai.router)
 
 api_router = APIRouter()
 for router in ROUTERS:

@@ -1,15 +1,16 @@
-"""Answering with an NDJSON stream, and noticing a caller that has gone away.
+"""Answering with a stream (NDJSON or SSE), and noticing a caller that has gone away.
 
-The first line is awaited before the response starts, so an error that happens before any
+The first frame is awaited before the response starts, so an error that happens before any
 output (unknown model, Ollama down, timeout) gets its real HTTP status. After that the status is
-200 and a failure ends the stream with a `{"error", "status", "done": true}` line, as Ollama does.
+200 and a failure ends the stream with the dialect's error frame (for the proxy's own API a
+`{"error", "status", "done": true}` line, as Ollama does).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 from fastapi import Request
@@ -64,10 +65,17 @@ def error_line(exc: ProxyError) -> bytes:
     return ndjson_line({"error": exc.message, "status": exc.status_code, "done": True})
 
 
-async def ndjson_response(
-    request: Request, lines: AsyncIterator[dict[str, Any]], headers: dict[str, str]
+async def stream_response(
+    request: Request, frames: AsyncIterator[bytes], media_type: str, headers: dict[str, str],
+    error_frame: Callable[[ProxyError], bytes],
 ) -> StreamingResponse:
-    iterator = aiter(lines)
+    """Stream `frames`, each already encoded in the dialect's framing (NDJSON lines, SSE events).
+
+    The first frame is awaited before the response starts, so that a failure before any output
+    gets its real status; a failure after that ends the stream with `error_frame`, recorded in
+    the audit row, since the status has been sent.
+    """
+    iterator = aiter(frames)
     try:
         first = await until_disconnected(request, anext(iterator))
     except BaseException:
@@ -76,16 +84,30 @@ async def ndjson_response(
 
     async def body() -> AsyncIterator[bytes]:
         try:
-            yield ndjson_line(first)
-            async for line in iterator:
-                yield ndjson_line(line)
+            yield first
+            async for frame in iterator:
+                yield frame
         except ProxyError as exc:
             audit_record(request.scope).fail(exc.status_code, exc.message)
-            yield error_line(exc)
+            yield error_frame(exc)
         finally:
             await _close(iterator)
 
-    return StreamingResponse(body(), media_type=NDJSON, headers=headers)
+    return StreamingResponse(body(), media_type=media_type, headers=headers)
+
+
+async def ndjson_response(request: Request, lines: AsyncIterator[dict[str, Any]],
+                          headers: dict[str, str]) -> StreamingResponse:
+    """Stream JSON objects as NDJSON lines; a failure mid-stream ends with `error_line`."""
+
+    async def frames() -> AsyncIterator[bytes]:
+        try:
+            async for line in lines:
+                yield ndjson_line(line)
+        finally:
+            await _close(lines)
+
+    return await stream_response(request, frames(), NDJSON, headers, error_line)
 
 
 async def _close(iterator: AsyncIterator[Any]) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 
 # String columns of `audit_log` and their sizes (proxy/core/models.py).
 COLUMN_LIMITS = {"id": 64, "correlation_id": 64, "user": 255, "role": 16, "client": 64,
-                 "endpoint": 100, "model": 200, "prompt_sha256": 64, "error": 500}
+                 "endpoint": 100, "dialect": 16, "model": 200, "prompt_sha256": 64, "error": 500}
 
 
 @dataclass
@@ -37,6 +37,8 @@ class AuditRecord:
     status: int = 0
     error: str | None = None
     cached: bool = False
+    # The API dialect the request was made in: llm (the proxy's own), openai or ollama.
+    dialect: str = "llm"
     # Not stored: bookkeeping for the request in progress.
     started: float = field(default_factory=time.perf_counter, repr=False)
     status_override: int | None = field(default=None, repr=False)

@@ -33,11 +33,17 @@ def is_deterministic(payload: dict[str, Any]) -> bool:
 
 
 def cache_key(payload: dict[str, Any], user: str | None) -> str:
-    """The key of a request's answer; `user` None for an entry every user may be answered from."""
-    material = {k: payload.get(k) for k in ("model", "prompt", "system", "messages", "options")}
+    """The key of a request's answer; `user` None for an entry every user may be answered from.
+
+    Everything sent upstream but `stream` is in it (tools, `format`, `think`, images too): two
+    requests share an answer only if Ollama was asked exactly the same. Entries are
+    dialect-neutral (the generation, not a response body), so a question asked through `/v1`
+    may be answered from what `/ollama` stored, each in its own shape.
+    """
+    material = {k: v for k, v in payload.items() if k != "stream"}
     material["user"] = user
     digest = hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
-    return f"llm-proxy:cache:{digest}"
+    return f"llm-proxy:cache:v2:{digest}"
 
 
 class ResponseCache:

@@ -25,6 +25,9 @@ import httpx
 
 class ProxyError(Exception):
     status_code = 500
+    # A short machine-readable reason, for the dialects whose error bodies carry one (OpenAI's
+    # `code`); None where the status says it all.
+    code: str | None = None
 
     def __init__(self, message: str, status_code: int | None = None) -> None:
         super().__init__(message)
@@ -65,6 +68,7 @@ class UpstreamTimeout(UpstreamError):
 
 class ModelNotFound(UpstreamError):
     status_code = 404
+    code = "model_not_found"
 
     def __init__(self, model: str) -> None:
         super().__init__(f"model '{model}' not found")

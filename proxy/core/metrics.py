@@ -27,8 +27,9 @@ class ProxyMetrics:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(
-            f"{PREFIX}_requests", "Requests handled, by endpoint, model and status.",
-            ["endpoint", "model", "status"], registry=r)
+            f"{PREFIX}_requests",
+            "Requests handled, by endpoint, model, status and API dialect (llm, openai, ollama).",
+            ["endpoint", "model", "status", "api"], registry=r)
         self.request_duration = Histogram(
             f"{PREFIX}_request_duration_seconds",
             "End-to-end request latency, from receipt to the last byte sent.",

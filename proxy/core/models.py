@@ -112,6 +112,8 @@ class AuditEntry(Base):
     status: Mapped[int] = mapped_column(Integer, nullable=False)
     error: Mapped[str | None] = mapped_column(String(500))
     cached: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    dialect: Mapped[str] = mapped_column(String(16), nullable=False, default="llm",
+                                         server_default="llm")
 
     __table_args__ = (
         Index("ix_audit_log_user_at", "user", "at"),

@@ -51,6 +51,7 @@ return 0
 
 class RateLimitExceeded(ProxyError):
     status_code = 429
+    code = "rate_limit_exceeded"
 
     def __init__(self, message: str, limit: int, remaining: int, reset_at: float) -> None:
         super().__init__(message)

@@ -132,6 +132,11 @@ class Settings(BaseSettings):
     )
     # Also the default when a caller asks for no limit: a shared GPU is never given away unbounded.
     proxy_max_num_predict: int = Field(4096, ge=1)
+    proxy_max_keep_alive_seconds: int = Field(
+        1800, ge=0, description="The longest `keep_alive` a caller may ask Ollama for (how long "
+        "a model stays loaded after the request); callers may not pin a model forever.")
+    proxy_max_embed_inputs: int = Field(256, ge=1, le=10_000,
+                                        description="Texts in one embedding request.")
     # Unset: the model's own context length as Ollama reports it (/api/show), or 8192 when it
     # reports none. Every new num_ctx makes Ollama reload the model with a KV cache that size.
     proxy_max_num_ctx: int | None = Field(None, ge=256, le=131072)

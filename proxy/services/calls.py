@@ -1,16 +1,20 @@
-"""Turning a validated generate/chat request into an upstream call plus what to do after it.
+"""Turning a generation request, in whichever dialect it came, into an upstream call plus what
+to do after it.
 
-Shared by the HTTP routes and the WebSocket, so both apply the same limits and history rules.
-The order is the point: checks that cost nothing (the request's own fields against settings)
-come first, then the user's rate limit and concurrency slot, and only then anything that costs
-the proxy something (a database read, a template render, a look-up upstream): a user over
-their limit cannot make the proxy work, nor learn anything from how it fails.
+Every dialect (the proxy's own `/api/llm/*` and WebSocket, OpenAI's `/v1`, Ollama's `/ollama`)
+translates its request into an `Ask`, Ollama's native terms, and plans it here: one path, so all
+of them get the same limits, validation and history rules. The order is the point: checks that
+cost nothing (the request's own fields against settings) come first, then the user's rate limit
+and concurrency slot, and only then anything that costs the proxy something (a database read, a
+template render, a look-up upstream): a user over their limit cannot make the proxy work, nor
+learn anything from how it fails.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from proxy.audit.record import AuditRecord
 from proxy.core.errors import RequestInvalid
@@ -20,16 +24,52 @@ from proxy.core.settings import Settings
 from proxy.schemas import ChatMessage, ChatRequest, GenerateRequest, GenerationOptions
 from proxy.services import conversations, templates
 from proxy.services.context_lengths import DEFAULT_NUM_CTX_CAP
-from proxy.services.relay import Completion, UpstreamCall, chat_call, generate_call
+from proxy.services.relay import Completion, Kind, UpstreamCall
 from proxy.services.state import AppState
 from proxy.services.validation import (
-    check_chat,
+    check_ask,
     check_chat_context,
-    check_generate,
     check_generate_context,
 )
 
 AfterCompletion = Callable[[Completion], Awaitable[None]]
+
+# Fields of Ollama's generate/chat requests that the dialects pass through as they are, once
+# checked: tools, structured output, thinking, images, how long the model stays loaded.
+NATIVE_FIELDS = ("tools", "format", "think", "images", "keep_alive", "suffix", "raw", "logprobs",
+                 "top_logprobs")
+
+
+@dataclass
+class Ask:
+    """One generation in Ollama's native terms, whichever dialect asked for it."""
+
+    kind: Kind
+    model: str
+    options: GenerationOptions | None = None
+    prompt: str | None = None  # generate
+    system: str | None = None  # generate
+    messages: list[dict[str, Any]] = field(default_factory=list)  # chat, Ollama's shape
+    native: dict[str, Any] = field(default_factory=dict)  # NATIVE_FIELDS that were given
+
+    def audit_text(self) -> str:
+        if self.kind == "generate":
+            return self.prompt or ""
+        return "\n".join(str(m.get("content") or "") for m in self.messages)
+
+    def call(self) -> UpstreamCall:
+        payload: dict[str, Any] = {"model": self.model}
+        if self.kind == "generate":
+            payload["prompt"] = self.prompt or ""
+            if self.system is not None:
+                payload["system"] = self.system
+        else:
+            payload["messages"] = self.messages
+        payload.update(self.native)
+        if self.options is not None and (values := self.options.model_dump(exclude_none=True)):
+            payload["options"] = values
+        payload["stream"] = True
+        return UpstreamCall(self.kind, self.model, payload)
 
 
 @dataclass
@@ -56,9 +96,9 @@ async def admit(state: AppState, user: Principal, record: AuditRecord) -> None:
         record.response_headers.update(decision.headers())
 
 
-async def check_num_ctx(state: AppState, model: str, options: GenerationOptions) -> None:
+async def check_num_ctx(state: AppState, model: str, options: GenerationOptions | None) -> None:
     """`num_ctx` within PROXY_MAX_NUM_CTX, or else within the model's own context length."""
-    requested = options.num_ctx
+    requested = options.num_ctx if options is not None else None
     if requested is None:
         return
     configured = state.settings.proxy_max_num_ctx
@@ -85,30 +125,41 @@ def account_request(record: AuditRecord, settings: Settings, model: str,
         record.set_prompt(prompt, settings.proxy_audit_store_prompts)
 
 
+async def prepare(state: AppState, user: Principal, ask: Ask, record: AuditRecord) -> None:
+    """What every generation goes through before it may cost anything: accounted, checked,
+    rate-limited and given a concurrency slot, `num_ctx` bounded."""
+    account_request(record, state.settings, ask.model,
+                    None if ask.kind == "generate" and ask.prompt is None else ask.audit_text())
+    check_ask(ask, state.settings)
+    await admit(state, user, record)
+    await check_num_ctx(state, ask.model, ask.options)
+
+
+async def plan(state: AppState, user: Principal, ask: Ask, record: AuditRecord) -> PlannedCall:
+    """A generation asked in the OpenAI or Ollama dialect: no templates, no stored history."""
+    await prepare(state, user, ask, record)
+    return PlannedCall(ask.call())
+
+
 async def plan_generate(state: AppState, user: Principal, body: GenerateRequest,
                         record: AuditRecord) -> PlannedCall:
-    account_request(record, state.settings, body.model, body.prompt)
-    options = check_generate(body, state.settings)
-    await admit(state, user, record)
-    await check_num_ctx(state, body.model, options)
-    prompt = body.prompt or ""
+    ask = Ask("generate", body.model, body.options, prompt=body.prompt, system=body.system)
+    await prepare(state, user, ask, record)
     if body.template is not None:
-        prompt = await templates.render(state.sessions, state.templates, body.template,
-                                        body.variables or {})
-        check_generate_context(prompt, body.system, state.settings)
-        account_request(record, state.settings, body.model, prompt)
-    return PlannedCall(generate_call(body.model, prompt, body.system, options))
+        ask.prompt = await templates.render(state.sessions, state.templates, body.template,
+                                            body.variables or {})
+        check_generate_context(ask.prompt, body.system, state.settings)
+        account_request(record, state.settings, body.model, ask.prompt)
+    return PlannedCall(ask.call())
 
 
 async def plan_chat(state: AppState, user: Principal, body: ChatRequest,
                     record: AuditRecord) -> PlannedCall:
-    account_request(record, state.settings, body.model,
-                    "\n".join(m.content for m in body.messages))
-    options = check_chat(body, state.settings)
-    await admit(state, user, record)
-    await check_num_ctx(state, body.model, options)
+    asked = [m.model_dump() for m in body.messages]
+    ask = Ask("chat", body.model, body.options, messages=asked)
+    await prepare(state, user, ask, record)
     if body.context_id is None and not body.store:
-        return PlannedCall(chat_call(body.model, body.messages, options))
+        return PlannedCall(ask.call())
 
     earlier: list[ChatMessage] = []
     if body.context_id is None:
@@ -118,12 +169,14 @@ async def plan_chat(state: AppState, user: Principal, body: ChatRequest,
         earlier = await conversations.history(state.sessions, user.sub, context_id)
         keep = state.settings.proxy_max_history_messages
         earlier = earlier[-keep:] if keep else []
-    asked: list[ChatMessage] = list(body.messages)
-    check_chat_context(earlier, asked, state.settings)
+    history = [m.model_dump() for m in earlier]
+    check_chat_context(history, asked, state.settings)
+    ask.messages = history + asked
 
     async def store_turn(completion: Completion) -> None:
         await conversations.save_turn(
-            state.sessions, user.sub, context_id, body.model, asked, completion.text
+            state.sessions, user.sub, context_id, body.model, list(body.messages),
+            completion.text
         )
 
-    return PlannedCall(chat_call(body.model, earlier + asked, options), store_turn, context_id)
+    return PlannedCall(ask.call(), store_turn, context_id)

@@ -1,22 +1,34 @@
-"""One generation, relayed from Ollama piece by piece; shared by the HTTP and WebSocket routes.
+"""One generation, relayed from Ollama piece by piece; shared by every dialect and the WebSocket.
 
 The proxy always asks Ollama for a stream, even when its own caller wants one JSON object: the
 proxy then measures time to first token the same way for both, and can cancel the upstream
 generation the moment its caller goes away (closing the stream closes the upstream connection).
+What comes back is dialect-neutral (pieces of text, thinking and tool calls, then a Completion
+with Ollama's final object): each dialect writes it in its own shape.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from proxy.core.errors import UpstreamFailed
-from proxy.schemas import ChatMessage, GenerationOptions, Timings, Usage
+from proxy.schemas import Timings, Usage
 from proxy.upstream.ollama import OllamaClient
 
 Kind = Literal["generate", "chat"]
+
+
+@dataclass
+class Piece:
+    """One chunk of the answer, as Ollama streamed it: text, thinking or tool calls."""
+
+    content: str = ""
+    thinking: str = ""
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    raw: dict[str, Any] = field(default_factory=dict)  # Ollama's object, as sent
 
 
 @dataclass
@@ -31,6 +43,9 @@ class Completion:
     first_token_ms: float | None
     tokens_per_second: float | None
     upstream_ms: float = 0.0
+    thinking: str = ""
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    final: dict[str, Any] = field(default_factory=dict)  # Ollama's final object, as sent
 
     @property
     def usage(self) -> Usage:
@@ -50,6 +65,14 @@ class Completion:
             ),
         )
 
+    def to_json(self) -> dict[str, Any]:
+        """A plain-JSON copy, for the response cache."""
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Completion:
+        return cls(**data)
+
 
 @dataclass
 class UpstreamCall:
@@ -65,44 +88,20 @@ class UpstreamCall:
         return "/api/generate" if self.kind == "generate" else "/api/chat"
 
 
-def options_payload(options: GenerationOptions | None) -> dict[str, Any] | None:
-    if options is None:
-        return None
-    values = options.model_dump(exclude_none=True)
-    return values or None
-
-
-def generate_call(
-    model: str, prompt: str, system: str | None, options: GenerationOptions | None
-) -> UpstreamCall:
-    payload: dict[str, Any] = {"model": model, "prompt": prompt, "stream": True}
-    if system is not None:
-        payload["system"] = system
-    if (opts := options_payload(options)) is not None:
-        payload["options"] = opts
-    return UpstreamCall("generate", model, payload)
-
-
-def chat_call(
-    model: str, messages: list[ChatMessage], options: GenerationOptions | None
-) -> UpstreamCall:
-    payload: dict[str, Any] = {
-        "model": model,
-        "messages": [m.model_dump() for m in messages],
-        "stream": True,
-    }
-    if (opts := options_payload(options)) is not None:
-        payload["options"] = opts
-    return UpstreamCall("chat", model, payload)
-
-
-def _piece(kind: Kind, obj: dict[str, Any]) -> str:
-    if kind == "generate":
-        value = obj.get("response", "")
-    else:
-        message = obj.get("message") or {}
-        value = message.get("content", "") if isinstance(message, dict) else ""
+def _text(value: Any) -> str:
     return value if isinstance(value, str) else ""
+
+
+def _piece(kind: Kind, obj: dict[str, Any]) -> Piece:
+    if kind == "generate":
+        return Piece(_text(obj.get("response")), _text(obj.get("thinking")), [], obj)
+    message = obj.get("message")
+    if not isinstance(message, dict):
+        return Piece(raw=obj)
+    calls = message.get("tool_calls")
+    return Piece(_text(message.get("content")), _text(message.get("thinking")),
+                 [c for c in calls if isinstance(c, dict)] if isinstance(calls, list) else [],
+                 obj)
 
 
 def _int(obj: dict[str, Any], key: str) -> int:
@@ -110,29 +109,36 @@ def _int(obj: dict[str, Any], key: str) -> int:
     return int(value) if isinstance(value, int | float) else 0
 
 
-async def relay(upstream: OllamaClient, call: UpstreamCall) -> AsyncIterator[str | Completion]:
-    """Yield each non-empty text piece as it arrives, then one Completion.
+async def relay(upstream: OllamaClient, call: UpstreamCall) -> AsyncIterator[Piece | Completion]:
+    """Yield each piece that carries something (text, thinking, tool calls) as it arrives, then
+    one Completion; what the final object itself carries is in the Completion only.
 
     Errors surface as the UpstreamError subclasses raised by the client. A stream that ends
     without Ollama's final `done` object is an UpstreamFailed: the answer would be truncated.
     """
     first_token_at: float | None = None
     parts: list[str] = []
+    thoughts: list[str] = []
+    tool_calls: list[dict[str, Any]] = []
     async for obj in upstream.stream_lines(call.path, call.payload, model=call.model):
         piece = _piece(call.kind, obj)
-        if piece:
+        done = obj.get("done") is True
+        if piece.content or piece.thinking or piece.tool_calls:
             if first_token_at is None:
                 first_token_at = time.perf_counter()
-            parts.append(piece)
-            yield piece
-        if obj.get("done") is True:
+            parts.append(piece.content)
+            thoughts.append(piece.thinking)
+            tool_calls.extend(piece.tool_calls)
+            if not done:
+                yield piece
+        if done:
             ended = time.perf_counter()
             eval_count = _int(obj, "eval_count")
             eval_ns = _int(obj, "eval_duration")
+            reason = obj.get("done_reason")
             yield Completion(
                 text="".join(parts),
-                done_reason=obj.get("done_reason") if isinstance(obj.get("done_reason"), str)
-                else None,
+                done_reason=reason if isinstance(reason, str) else None,
                 prompt_tokens=_int(obj, "prompt_eval_count"),
                 completion_tokens=eval_count,
                 total_ms=(ended - call.started) * 1000,
@@ -141,6 +147,9 @@ async def relay(upstream: OllamaClient, call: UpstreamCall) -> AsyncIterator[str
                 ),
                 tokens_per_second=eval_count / eval_ns * 1e9 if eval_ns > 0 else None,
                 upstream_ms=_int(obj, "total_duration") / 1e6,
+                thinking="".join(thoughts),
+                tool_calls=tool_calls,
+                final=obj,
             )
             return
     raise UpstreamFailed("upstream stream ended before the final object")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -10,11 +9,9 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from proxy.api.accounting import audit_record
 from proxy.api.deps import CurrentUser, RequestId, StateDep
-from proxy.api.streaming import ndjson_response, until_disconnected
-from proxy.audit.record import AuditRecord
-from proxy.core.cache import cache_key, is_deterministic
-from proxy.core.model_names import full_model_name
-from proxy.core.security import Principal
+from proxy.api.generation import answer
+from proxy.api.streaming import NDJSON, error_line, ndjson_line
+from proxy.core.errors import ProxyError
 from proxy.schemas import (
     ChatMessage,
     ChatRequest,
@@ -27,9 +24,9 @@ from proxy.schemas import (
     StreamChunk,
     StreamDone,
 )
-from proxy.services.calls import PlannedCall, plan_chat, plan_generate
-from proxy.services.relay import Completion, collect, relay
-from proxy.services.state import AppState
+from proxy.services.calls import plan_chat, plan_generate
+from proxy.services.catalog import allowed_tags
+from proxy.services.relay import Completion, Piece
 
 router = APIRouter(prefix="/api/llm", tags=["llm"])
 
@@ -64,74 +61,45 @@ def _stream_doc(final: type[Any]) -> dict[int | str, dict[str, Any]]:
     }
 
 
-async def _lines(
-    state: AppState, planned: PlannedCall, request_id: str, record: AuditRecord
-) -> AsyncIterator[dict[str, Any]]:
-    call = planned.call
-    async for item in relay(state.upstream, call):
-        if isinstance(item, Completion):
-            planned.account_completion(record, item)
-            if planned.after is not None:
-                await planned.after(item)
-            yield StreamDone(
-                model=call.model, done_reason=item.done_reason, request_id=request_id,
-                context_id=planned.context_id, usage=item.usage, timings=item.timings,
-            ).model_dump()
-            return
-        if call.kind == "generate":
-            yield StreamChunk(model=call.model, response=item).model_dump(exclude_none=True)
+class LlmWriter:
+    """The proxy's own dialect: NDJSON StreamChunk lines and a StreamDone line, or one object."""
+
+    media_type = NDJSON
+
+    def __init__(self, kind: str, model: str, request_id: str,
+                 context_id: str | None = None) -> None:
+        self.kind, self.model = kind, model
+        self.request_id, self.context_id = request_id, context_id
+
+    def piece(self, piece: Piece) -> list[bytes]:
+        if not piece.content:
+            return []
+        if self.kind == "generate":
+            chunk = StreamChunk(model=self.model, response=piece.content)
         else:
-            yield StreamChunk(
-                model=call.model, message=ChatMessage(role="assistant", content=item)
-            ).model_dump(exclude_none=True)
+            chunk = StreamChunk(model=self.model,
+                                message=ChatMessage(role="assistant", content=piece.content))
+        return [ndjson_line(chunk.model_dump(exclude_none=True))]
 
+    def _done(self, completion: Completion) -> dict[str, Any]:
+        return {"model": self.model, "done": True, "done_reason": completion.done_reason,
+                "request_id": self.request_id, "context_id": self.context_id,
+                "usage": completion.usage, "timings": completion.timings}
 
-def _cacheable(request: Request, state: AppState, user: Principal, planned: PlannedCall
-               ) -> str | None:
-    """The cache key, if this non-streamed request may be answered from (and stored in) cache."""
-    if not state.cache.enabled or planned.after is not None:
-        return None
-    bypass = request.headers.get("x-cache-bypass", "").strip().lower()
-    control = request.headers.get("cache-control", "").lower()
-    if bypass in ("1", "true", "yes") or "no-cache" in control or "no-store" in control:
-        return None
-    if not is_deterministic(planned.call.payload):
-        return None
-    return cache_key(planned.call.payload, None if state.settings.proxy_cache_shared else user.sub)
+    def done(self, completion: Completion) -> list[bytes]:
+        return [ndjson_line(StreamDone(**self._done(completion)).model_dump())]
 
+    def error(self, exc: ProxyError) -> bytes:
+        return error_line(exc)
 
-async def _answer(
-    request: Request, state: AppState, user: Principal, record: AuditRecord,
-    planned: PlannedCall, stream: bool, request_id: str,
-    shape: Callable[[Completion], dict[str, Any]],
-) -> JSONResponse | StreamingResponse:
-    """The common path of generate and chat once admitted and planned: cache, relay.
-
-    The rate limit came before the cache (in planning): a cached answer costs no GPU, but it is
-    still a request.
-    """
-    key = None if stream else _cacheable(request, state, user, planned)
-    if key is not None:
-        cached = await state.cache.get(key)
-        if cached is not None:
-            record.cached = True
-            usage = cached.get("usage", {})
-            record.prompt_tokens = int(usage.get("prompt_tokens", 0))
-            record.completion_tokens = int(usage.get("completion_tokens", 0))
-            return JSONResponse({**cached, "request_id": request_id},
-                                headers={"X-Cache": "HIT"})
-    if stream:
-        return await ndjson_response(request, _lines(state, planned, request_id, record),
-                                     {"X-Request-ID": request_id})
-    completion = await until_disconnected(request, collect(state.upstream, planned.call))
-    planned.account_completion(record, completion)
-    if planned.after is not None:
-        await planned.after(completion)
-    body = shape(completion)
-    if key is not None:
-        await state.cache.put(key, body)
-    return JSONResponse({**body, "request_id": request_id},
-                        headers={"X-Cache": "MISS"} if key is not None else None)
+    def whole(self, completion: Completion) -> dict[str, Any]:
+        if self.kind == "generate":
+            body: StreamDone = GenerateResponse(**self._done(completion),
+                                                response=completion.text)
+        else:
+            body = ChatResponse(**self._done(completion),
+                                message=ChatMessage(role="assistant", content=completion.text))
+        return body.model_dump(mode="json")
 
 
 @router.post(
@@ -144,17 +112,9 @@ async def generate(
     body: GenerateRequest, request: Request, state: StateDep, user: CurrentUser,
     request_id: RequestId,
 ) -> JSONResponse | StreamingResponse:
-    record = audit_record(request.scope)
-    planned = await plan_generate(state, user, body, record)
-
-    def shape(done: Completion) -> dict[str, Any]:
-        return GenerateResponse(
-            model=body.model, response=done.text, done_reason=done.done_reason,
-            request_id=request_id, usage=done.usage, timings=done.timings,
-        ).model_dump(mode="json")
-
-    return await _answer(request, state, user, record, planned, body.stream, request_id,
-                         shape)
+    planned = await plan_generate(state, user, body, audit_record(request.scope))
+    return await answer(request, state, user, planned, body.stream,
+                        LlmWriter("generate", body.model, request_id))
 
 
 @router.post(
@@ -167,18 +127,9 @@ async def chat(
     body: ChatRequest, request: Request, state: StateDep, user: CurrentUser,
     request_id: RequestId,
 ) -> JSONResponse | StreamingResponse:
-    record = audit_record(request.scope)
-    planned = await plan_chat(state, user, body, record)
-
-    def shape(done: Completion) -> dict[str, Any]:
-        return ChatResponse(
-            model=body.model, message=ChatMessage(role="assistant", content=done.text),
-            done_reason=done.done_reason, request_id=request_id, context_id=planned.context_id,
-            usage=done.usage, timings=done.timings,
-        ).model_dump(mode="json")
-
-    return await _answer(request, state, user, record, planned, body.stream, request_id,
-                         shape)
+    planned = await plan_chat(state, user, body, audit_record(request.scope))
+    return await answer(request, state, user, planned, body.stream,
+                        LlmWriter("chat", body.model, request_id, planned.context_id))
 
 
 def model_info(raw: dict[str, Any]) -> ModelInfo:
@@ -197,11 +148,4 @@ def model_info(raw: dict[str, Any]) -> ModelInfo:
 
 @router.get("/models", response_model=ModelList, responses=ERRORS, summary="Models upstream has")
 async def models(state: StateDep, user: CurrentUser) -> ModelList:
-    tags = await state.upstream.tags()
-    state.known_models.update([str(m.get("name", "")) for m in tags])
-    allowed = state.settings.proxy_model_allowlist
-    infos = [model_info(m) for m in tags]
-    if allowed:
-        names = {full_model_name(a) for a in allowed}
-        infos = [i for i in infos if full_model_name(i.name) in names]
-    return ModelList(models=infos)
+    return ModelList(models=[model_info(m) for m in await allowed_tags(state)])

@@ -218,7 +218,8 @@ class Session:
                         "usage": item.usage.model_dump(), "timings": item.timings.model_dump(),
                     })
                     return
-                await self.send({"id": client_id, "type": "token", "content": item})
+                if item.content:
+                    await self.send({"id": client_id, "type": "token", "content": item.content})
         except ProxyError as exc:
             status, record.error = exc.status_code, exc.message[:500]
             with contextlib.suppress(Exception):

@@ -282,5 +282,5 @@ async def test_replicas_on_one_redis_share_the_cache(make_proxy: MakeProxy, sim,
     assert len(keys) == 1
     assert 0 < redis_db.ttl(keys[0]) <= 30
     stored = json.loads(redis_db.get(keys[0]))
-    assert stored["response"] == miss.json()["response"]
+    assert stored["text"] == miss.json()["response"]
     assert await cache_counts(second) == {"hit": 1}

@@ -56,6 +56,7 @@ class Case:
     headers: Headers | None = None  # default: a good token for the route's access level
     json: Any = None
     content: bytes | None = None
+    code: str | None = None  # OpenAI's `code` in the OpenAI dialect (a 401's is its reason)
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,26 @@ class Route:
     access: str  # "public", "user", "admin", "scrape" (/metrics), "static"
     example: str  # a concrete path for the route
     cases: list[Case] = field(default_factory=list)
+
+
+# OpenAI's error `type` by status, as its API reference names them.
+OPENAI_TYPES = {400: "invalid_request_error", 401: "authentication_error",
+                403: "permission_error", 404: "not_found_error", 405: "invalid_request_error",
+                413: "invalid_request_error"}
+
+
+def in_dialect(path: str, case: Case) -> tuple[int, Expected]:
+    """The status and body of `case` on `path`: the table writes every body in the proxy's own
+    dialect; OpenAI's (`/v1`) and Ollama's (`/ollama`) write the same message their way, and
+    answer invalid input with 400 rather than 422."""
+    expected = case.expected
+    if not path.startswith(("/v1/", "/ollama/")) or isinstance(expected, str):
+        return case.status, expected
+    status = 400 if case.status == 422 else case.status
+    if path.startswith("/ollama/"):
+        return status, {"error": expected["error"]}
+    return status, {"error": {"message": expected["error"], "type": OPENAI_TYPES[status],
+                              "param": None, "code": expected.get("reason", case.code)}}
 
 
 def refused_token(reason: str, error: str) -> dict[str, str]:
@@ -275,6 +296,97 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("DELETE", "/api/admin/templates/{name}"): Route("admin", "/api/admin/templates/nope", [
         *ONE_TEMPLATE,
     ]),
+    # -- Ollama's dialect ---------------------------------------------------------------------
+    ("POST", "/ollama/api/chat"): Route("user", "/ollama/api/chat", [
+        *UNREADABLE_BODIES,
+        Case("no model", 422, invalid(("body", "model"), "missing", "Field required"),
+             json={"messages": CHAT_MESSAGES}),
+        Case("a model upstream does not have", 404, not_found("model", "ghost"),
+             json={"model": "ghost", "messages": CHAT_MESSAGES, "stream": False}),
+        Case("an option reserved for the operator", 422, invalid(
+            ("body", "options"), "value_error", "Value error, num_gpu: reserved for the "
+            "operator (how the engine uses the GPU is set on the server)"),
+            json={"model": "llama3.2", "messages": CHAT_MESSAGES, "options": {"num_gpu": 1}}),
+        Case("keep_alive forever", 422, {"error": "keep_alive must be between 0 and 1800 "
+                                                  "seconds (PROXY_MAX_KEEP_ALIVE_SECONDS)"},
+             json={"model": "llama3.2", "messages": CHAT_MESSAGES, "keep_alive": -1}),
+        another_method("GET"),
+    ]),
+    ("POST", "/ollama/api/generate"): Route("user", "/ollama/api/generate", [
+        *UNREADABLE_BODIES,
+        Case("an empty prompt, which would only load the model", 422, invalid(
+            ("body", "prompt"), "value_error", "Value error, prompt must not be blank (an "
+            "empty prompt only loads the model, which is the operator's to do)"),
+            json={"model": "llama3.2", "prompt": ""}),
+        Case("a model upstream does not have", 404, not_found("model", "ghost"),
+             json=GENERATE_BODY),
+        Case("a prompt template of the caller's", 422, invalid(
+            ("body", "template"), "extra_forbidden", "Extra inputs are not permitted"),
+            json={"model": "llama3.2", "prompt": "x", "template": "{{ .Prompt }}"}),
+        another_method("GET"),
+    ]),
+    ("POST", "/ollama/api/embed"): Route("user", "/ollama/api/embed", [
+        *UNREADABLE_BODIES,
+        Case("no input", 422, {"error": "input must hold at least one text"},
+             json={"model": "llama3.2", "input": []}),
+        another_method("GET"),
+    ]),
+    ("POST", "/ollama/api/show"): Route("user", "/ollama/api/show", [
+        *UNREADABLE_BODIES,
+        Case("a model upstream does not have", 404, not_found("model", "ghost"),
+             json={"model": "ghost"}),
+        another_method("GET"),
+    ]),
+    **{("GET", f"/ollama/api/{name}"): Route("user", f"/ollama/api/{name}", [
+        another_method("POST")]) for name in ("tags", "ps", "version")},
+    **{(method, f"/ollama/api{path}"): Route(
+        "user", f"/ollama/api{path.replace('{digest}', 'sha256-0')}", [Case(
+            "the operator's, even for an admin", 403, {"error": (
+                f"/api{path.replace('{digest}', 'sha256-0')} is the operator's: models are "
+                "managed through the admin API (/api/admin/models), not through the Ollama "
+                "dialect")}, headers=admin_auth)])
+       for path, method in (("/pull", "POST"), ("/push", "POST"), ("/create", "POST"),
+                            ("/copy", "POST"), ("/delete", "DELETE"),
+                            ("/blobs/{digest}", "POST"))},
+    # -- OpenAI's dialect ----------------------------------------------------------------------
+    ("POST", "/v1/chat/completions"): Route("user", "/v1/chat/completions", [
+        *UNREADABLE_BODIES,
+        Case("no messages", 422, invalid(
+            ("body", "messages"), "missing", "Field required"), json={"model": "llama3.2"}),
+        Case("a model upstream does not have", 404, not_found("model", "ghost"),
+             json={"model": "ghost", "messages": CHAT_MESSAGES}, code="model_not_found"),
+        Case("several choices", 422, {"error": "n: only 1 choice per request is supported"},
+             json={"model": "llama3.2", "messages": CHAT_MESSAGES, "n": 2}),
+        Case("an image by URL, which the proxy never fetches", 422, {
+            "error": "image_url: only base64 `data:image/…;base64,` URIs are accepted; the "
+                     "proxy does not fetch URLs"},
+            json={"model": "llama3.2", "messages": [{"role": "user", "content": [
+                {"type": "text", "text": "what is this?"},
+                {"type": "image_url", "image_url": {"url": "http://169.254.169.254/x.png"}}]}]}),
+        another_method("GET"),
+    ]),
+    ("POST", "/v1/completions"): Route("user", "/v1/completions", [
+        *UNREADABLE_BODIES,
+        Case("a model upstream does not have", 404, not_found("model", "ghost"),
+             json={"model": "ghost", "prompt": "x"}, code="model_not_found"),
+        Case("a prompt of token ids", 422, {"error": "prompt: only a single string is "
+                                                     "supported"},
+             json={"model": "llama3.2", "prompt": [1, 2, 3]}),
+        another_method("GET"),
+    ]),
+    ("POST", "/v1/embeddings"): Route("user", "/v1/embeddings", [
+        *UNREADABLE_BODIES,
+        Case("an encoding OpenAI does not have", 422, invalid(
+            ("body", "encoding_format"), "literal_error", "Input should be 'float' or 'base64'"),
+            json={"model": "llama3.2", "input": "x", "encoding_format": "int8"}),
+        another_method("GET"),
+    ]),
+    ("GET", "/v1/models"): Route("user", "/v1/models", [another_method("POST")]),
+    ("GET", "/v1/models/{model:path}"): Route("user", "/v1/models/ghost", [
+        Case("a model upstream does not have", 404, not_found("model", "ghost"),
+             code="model_not_found"),
+        another_method("POST"),
+    ]),
     # -- the WebSocket, at the HTTP level --------------------------------------------------------
     ("WEBSOCKET", "/api/llm/ws"): Route("user", "/api/llm/ws", [
         Case("a plain GET with a good token: no HTTP route, the socket needs an upgrade", 404,
@@ -317,15 +429,16 @@ async def test_each_failure_gets_its_status_and_its_whole_error_body(
         body = {}
     response = await routes_proxy.client.request(send_method, case.path or route.example,
                                                  **{"headers": headers, **body})
-    assert response.status_code == case.status, response.text
+    status, expected = in_dialect(case.path or route.example, case)
+    assert response.status_code == status, response.text
     # Every answer, failures included, is named by the server for the audit log.
     assert response.headers["x-request-id"]
-    if isinstance(case.expected, str):
+    if isinstance(expected, str):
         assert response.headers["content-type"].startswith("text/plain")
-        assert response.text == case.expected
+        assert response.text == expected
     else:
         assert response.headers["content-type"] == "application/json"
-        assert response.json() == case.expected
+        assert response.json() == expected
     if case.status == 401 and isinstance(case.expected, dict):
         assert response.headers["www-authenticate"] == (
             f'Bearer error="invalid_token", reason="{case.expected["reason"]}"')
