@@ -176,6 +176,31 @@ class ChatResponse(StreamDone):
     message: ChatMessage
 
 
+class EmbedRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: ModelName
+    input: Annotated[str, Field(max_length=1_000_000)] | list[
+        Annotated[str, Field(max_length=1_000_000)]] = Field(
+        ..., description="One text, or several (at most PROXY_MAX_EMBED_INPUTS).")
+    dimensions: int | None = Field(None, ge=1, le=65536,
+                                   description="Shorten each vector to this many dimensions.")
+    truncate: bool = Field(True, description="Cut inputs longer than the model's context; "
+                                             "false: such an input is an error.")
+
+
+class EmbedUsage(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class EmbedResponse(BaseModel):
+    model: str
+    embeddings: list[list[float]] = Field(..., description="One vector per input, in order.")
+    request_id: str
+    usage: EmbedUsage
+
+
 class ModelInfo(BaseModel):
     name: str
     size: int | None = Field(None, description="Bytes on disk.")

@@ -10,12 +10,15 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from proxy.api.accounting import audit_record
 from proxy.api.deps import CurrentUser, RequestId, StateDep
 from proxy.api.generation import answer
-from proxy.api.streaming import NDJSON, error_line, ndjson_line
+from proxy.api.streaming import NDJSON, error_line, ndjson_line, until_disconnected
 from proxy.core.errors import ProxyError
 from proxy.schemas import (
     ChatMessage,
     ChatRequest,
     ChatResponse,
+    EmbedRequest,
+    EmbedResponse,
+    EmbedUsage,
     ErrorResponse,
     GenerateRequest,
     GenerateResponse,
@@ -26,6 +29,7 @@ from proxy.schemas import (
 )
 from proxy.services.calls import plan_chat, plan_generate
 from proxy.services.catalog import allowed_tags
+from proxy.services.embeddings import EmbedAsk, embed
 from proxy.services.relay import Completion, Piece
 
 router = APIRouter(prefix="/api/llm", tags=["llm"])
@@ -130,6 +134,19 @@ async def chat(
     planned = await plan_chat(state, user, body, audit_record(request.scope))
     return await answer(request, state, user, planned, body.stream,
                         LlmWriter("chat", body.model, request_id, planned.context_id))
+
+
+@router.post("/embed", response_model=EmbedResponse, responses=ERRORS,
+             summary="Embed one text or several (for search and RAG)")
+async def embed_texts(body: EmbedRequest, request: Request, state: StateDep, user: CurrentUser,
+                      request_id: RequestId) -> EmbedResponse:
+    inputs = [body.input] if isinstance(body.input, str) else body.input
+    ask = EmbedAsk(body.model, inputs, truncate=body.truncate, dimensions=body.dimensions)
+    result = await until_disconnected(request, embed(state, user, ask,
+                                                     audit_record(request.scope)))
+    return EmbedResponse(model=body.model, embeddings=result.vectors, request_id=request_id,
+                         usage=EmbedUsage(prompt_tokens=result.prompt_tokens,
+                                          total_tokens=result.prompt_tokens))
 
 
 def model_info(raw: dict[str, Any]) -> ModelInfo:

@@ -218,6 +218,19 @@ ROUTES: dict[tuple[str, str], Route] = {
              json={"model": "ghost", "messages": CHAT_MESSAGES, "stream": False}),
         another_method("GET"),
     ]),
+    ("POST", "/api/llm/embed"): Route("user", "/api/llm/embed", [
+        *UNREADABLE_BODIES,
+        Case("no input", 422, invalid(("body", "input"), "missing", "Field required"),
+             json={"model": "llama3.2"}),
+        Case("too many inputs", 422, {"error": "too many inputs: 257; the limit is 256 "
+                                               "(PROXY_MAX_EMBED_INPUTS)"},
+             json={"model": "llama3.2", "input": ["x"] * 257}),
+        Case("a control character", 422, {
+            "error": "input[1] contains a control character (U+0007) at position 2; only tab, "
+                     "newline and carriage return are allowed"},
+            json={"model": "llama3.2", "input": ["ok", "no\a"]}),
+        another_method("GET"),
+    ]),
     ("GET", "/api/llm/models"): Route("user", "/api/llm/models", [
         another_method("POST"),
     ]),
