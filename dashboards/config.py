@@ -27,8 +27,10 @@ class Selectors:
     prometheus: str = 'job="prometheus"'
     # Jobs whose absence hides a whole class of alerts (host, container and GPU ones).
     exporter_jobs: str = "node|cadvisor"
-    # Requests that generate text: HTTP generate/chat and each WebSocket request frame.
-    generation_endpoints: str = "/api/llm/(generate|chat|ws)"
+    # Requests that generate text, in every dialect: the proxy's own generate/chat and each
+    # WebSocket request frame, OpenAI's (chat) completions, Ollama's generate/chat.
+    generation_endpoints: str = ("/api/llm/(generate|chat|ws)|/v1/(chat/)?completions"
+                                 "|/ollama/api/(generate|chat)")
     # The Ollama container as cAdvisor names it: compose calls it `llm-stack-ollama-1`, the
     # Pulumi program `llm-stack-ollama`.
     ollama_container: str = "llm-stack-ollama(-[0-9]+)?"

@@ -56,14 +56,18 @@ def overview() -> Json:
     rows: list[p.Row] = [
         (4, stats),
         (8, [
-            (12, p.timeseries(
+            (8, p.timeseries(
                 "Requests by model", "Requests per second through the proxy, by model "
                 "(`unknown`: a model Ollama does not have; `none`: no model, e.g. /models).",
                 "reqps", [p.prometheus(q.request_rate(W, ("model",), M), "{{model}}")])),
-            (12, p.timeseries(
+            (8, p.timeseries(
                 "Requests by status", "Requests per second by HTTP status: 401/403 "
                 "authentication, 422 invalid input, 429 limits, 5xx failures.",
                 "reqps", [p.prometheus(q.request_rate(W, ("status",), M), "{{status}}")])),
+            (8, p.timeseries(
+                "Requests by API", "Requests per second by the dialect they were made in: "
+                "`llm` (the proxy's own API, the web page), `openai` (/v1), `ollama` (/ollama).",
+                "reqps", [p.prometheus(q.request_rate(W, ("api",), M), "{{api}}")])),
         ]),
         (8, [
             (12, p.timeseries(
