@@ -377,7 +377,7 @@ def test_chat_without_stream_and_with_empty_messages(client: httpx.Client) -> No
             "/api/chat",
             b'{"model": "codellama:7b", "messages": [], "tools": [{"type": "function"}]}',
             400,
-            '"codellama:7b" does not support tools',
+            "registry.ollama.ai/library/codellama:7b does not support tools",
         ),
         (
             "POST",
