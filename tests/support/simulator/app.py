@@ -21,6 +21,7 @@ from tests.support.simulator import (
     embed_routes,
     generate_routes,
     ollama_routes,
+    openai_routes,
 )
 from tests.support.simulator.config import SimulatorConfig
 from tests.support.simulator.payload import ApiError
@@ -78,6 +79,7 @@ def create_app(config: SimulatorConfig | None = None) -> Starlette:
             *ollama_routes.ROUTES,
             *generate_routes.ROUTES,
             *embed_routes.ROUTES,
+            *openai_routes.ROUTES,
             *control_routes.ROUTES,
         ],
         middleware=[Middleware(RequestRecorder, sim=sim)],

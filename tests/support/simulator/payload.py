@@ -60,21 +60,41 @@ def go_decoder_message(error: json.JSONDecodeError) -> str:
     return error.msg
 
 
-async def read_body(request: Request, sim: SimulatorState, struct: str) -> dict[str, Any]:
-    """Parse the JSON object body, recording it for `/__sim__/stats` whatever its shape."""
+TRANSLATED = "tests.support.simulator.translated"
+"""Scope key marking a request rewritten by the /v1 layer: its body is not the client's, so it
+is not recorded (the client's own body already was, under the same path)."""
+
+
+async def read_body(
+    request: Request,
+    sim: SimulatorState,
+    struct: str,
+    *,
+    package: str = "api",
+    empty: str = "missing request body",
+) -> dict[str, Any]:
+    """Parse the JSON object body, recording it for `/__sim__/stats` whatever its shape.
+
+    `empty` is the error for an empty body: Ollama's handlers say `missing request body`, its
+    /v1 middleware passes Go's bare `EOF` on.
+    """
     raw = await request.body()
     text = raw.decode("utf-8", errors="replace")
+    record = not request.scope.get(TRANSLATED)
     try:
         data = json.loads(text) if text.strip() else None
     except json.JSONDecodeError as exc:
-        sim.stats.last_body[request.url.path] = text
+        if record:
+            sim.stats.last_body[request.url.path] = text
         raise ApiError(400, go_decoder_message(exc)) from exc
-    sim.stats.last_body[request.url.path] = data if data is not None else text
+    if record:
+        sim.stats.last_body[request.url.path] = data if data is not None else text
     if not text.strip():
-        raise ApiError(400, "missing request body")
+        raise ApiError(400, empty)
     if not isinstance(data, dict):
         raise ApiError(
-            400, f"json: cannot unmarshal {_json_kind(data)} into Go value of type api.{struct}"
+            400,
+            f"json: cannot unmarshal {_json_kind(data)} into Go value of type {package}.{struct}",
         )
     return data
 
@@ -85,6 +105,11 @@ class Fields:
     def __init__(self, data: dict[str, Any], struct: str) -> None:
         self._data = data
         self._struct = struct
+
+    @property
+    def struct(self) -> str:
+        """The Go struct name errors mention (`GenerateRequest`, `ChatRequest.messages`)."""
+        return self._struct
 
     def wrong(self, name: str, value: Any, go_type: str) -> ApiError:
         """Go's unmarshal error for field `name` holding `value` instead of a `go_type`."""
