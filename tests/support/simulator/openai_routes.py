@@ -149,26 +149,34 @@ async def _openai_body(request: Request, struct: str) -> dict[str, Any]:
     return await read_body(request, sim, struct, package="openai", empty="EOF")
 
 
-async def chat_completions(request: Request) -> Response:
+async def _generation(
+    request: Request,
+    struct: str,
+    to_native: Callable[[dict[str, Any]], tuple[dict[str, Any], bool, bool]],
+    translator: Callable[[bool, bool], Translator],
+    handler: Handler,
+) -> Response:
     try:
-        native, stream, usage = chat_request(
-            await _openai_body(request, "ChatCompletionRequest")
-        )
+        native, stream, usage = to_native(await _openai_body(request, struct))
     except ApiError as exc:
         return _middleware_error(exc)
-    translator = ChatTranslator(stream, usage)
-    return await _through_native(request, generate_routes.chat, native, translator, stream)
+    return await _through_native(request, handler, native, translator(stream, usage), stream)
+
+
+async def chat_completions(request: Request) -> Response:
+    return await _generation(
+        request, "ChatCompletionRequest", chat_request, ChatTranslator, generate_routes.chat
+    )
 
 
 async def completions(request: Request) -> Response:
-    try:
-        native, stream, usage = completion_request(
-            await _openai_body(request, "CompletionRequest")
-        )
-    except ApiError as exc:
-        return _middleware_error(exc)
-    translator = CompletionTranslator(stream, usage)
-    return await _through_native(request, generate_routes.generate, native, translator, stream)
+    return await _generation(
+        request,
+        "CompletionRequest",
+        completion_request,
+        CompletionTranslator,
+        generate_routes.generate,
+    )
 
 
 async def embeddings(request: Request) -> Response:
