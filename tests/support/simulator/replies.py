@@ -21,6 +21,7 @@ import json
 import re
 from typing import Any
 
+from tests.support.simulator.catalog import normalize_name
 from tests.support.simulator.completion import (
     apply_stop,
     completion_tokens,
@@ -62,7 +63,7 @@ def tool_call_for(model: str, tool: dict[str, Any], seed_text: str) -> dict[str,
     function = tool.get("function") if isinstance(tool.get("function"), dict) else {}
     assert isinstance(function, dict)
     parameters = function.get("parameters")
-    rng = seeded_random("tool call id", model, seed_text)
+    rng = seeded_random("tool call id", normalize_name(model), seed_text)
     return {
         "id": "call_" + "".join(rng.choice(_ID_ALPHABET) for _ in range(8)),
         "function": {
