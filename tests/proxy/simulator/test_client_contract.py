@@ -18,10 +18,10 @@ import openai
 import pytest
 from pydantic import BaseModel
 
+from tests.proxy.simulator.conftest import module_simulator
 from tests.support.simulator import (
     completion_tokens,
     embedding_vector,
-    run_simulator,
     structured_text,
     thinking_tokens,
     tool_call_for,
@@ -58,19 +58,12 @@ class City(BaseModel):
 
 @pytest.fixture(scope="module")
 def sim() -> Iterator[SimulatorProcess]:
-    with run_simulator(
+    with module_simulator(
         first_token_delay=0.01,
         tokens_per_second=1000.0,
         models=MODELS,
-        startup_timeout=scaled(15),
-        control_timeout=scaled(5),
     ) as s:
         yield s
-
-
-@pytest.fixture(autouse=True)
-def fresh(sim: SimulatorProcess) -> None:
-    sim.reset(config=True)
 
 
 @pytest.fixture
