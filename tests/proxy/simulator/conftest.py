@@ -1,5 +1,6 @@
 """Shared by the simulator's test modules: each runs one simulator process (its own `sim`
-fixture, with the settings it needs), reset before every test."""
+fixture, with the settings it needs), reset before every test, and `client` speaks raw HTTP
+to it."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.support.simulator import run_simulator
@@ -24,3 +26,10 @@ def module_simulator(**config: Any) -> Iterator[SimulatorProcess]:
 @pytest.fixture(autouse=True)
 def fresh(sim: SimulatorProcess) -> None:
     sim.reset(config=True)
+
+
+@pytest.fixture
+def client(sim: SimulatorProcess) -> Iterator[httpx.Client]:
+    """Plain HTTP to the module's simulator, for the shapes the official clients hide."""
+    with httpx.Client(base_url=sim.url, timeout=scaled(10)) as c:
+        yield c

@@ -35,12 +35,6 @@ def sim() -> Iterator[SimulatorProcess]:
         yield s
 
 
-@pytest.fixture
-def client(sim: SimulatorProcess) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=sim.url, timeout=scaled(10)) as c:
-        yield c
-
-
 def ndjson(response: httpx.Response) -> list[dict[str, Any]]:
     assert response.headers["content-type"] == "application/x-ndjson"
     assert response.text.endswith("\n")
