@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.proxy.simulator.conftest import module_simulator
 from tests.support.simulator import completion_tokens, run_simulator
 from tests.support.simulator.cli import build_parser, config_from_args
 from tests.support.simulator.process import SimulatorProcess
@@ -26,25 +27,12 @@ QUEUE_FULL = "server busy, please try again.  maximum pending requests exceeded"
 
 @pytest.fixture(scope="module")
 def sim() -> Iterator[SimulatorProcess]:
-    with run_simulator(
+    with module_simulator(
         first_token_delay=0.02,
         tokens_per_second=RATE,
         pull_duration=0.2,
-        startup_timeout=scaled(15),
-        control_timeout=scaled(5),
     ) as s:
         yield s
-
-
-@pytest.fixture(autouse=True)
-def fresh(sim: SimulatorProcess) -> None:
-    sim.reset(config=True)
-
-
-@pytest.fixture
-def client(sim: SimulatorProcess) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=sim.url, timeout=scaled(10)) as c:
-        yield c
 
 
 def ndjson(response: httpx.Response) -> list[dict[str, Any]]:
@@ -377,7 +365,7 @@ def test_chat_without_stream_and_with_empty_messages(client: httpx.Client) -> No
             "/api/chat",
             b'{"model": "codellama:7b", "messages": [], "tools": [{"type": "function"}]}',
             400,
-            '"codellama:7b" does not support tools',
+            "registry.ollama.ai/library/codellama:7b does not support tools",
         ),
         (
             "POST",

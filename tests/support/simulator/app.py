@@ -16,7 +16,13 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from tests.support.simulator import control_routes, ollama_routes
+from tests.support.simulator import (
+    control_routes,
+    embed_routes,
+    generate_routes,
+    ollama_routes,
+    openai_routes,
+)
 from tests.support.simulator.config import SimulatorConfig
 from tests.support.simulator.payload import ApiError
 from tests.support.simulator.state import SimulatorState
@@ -69,7 +75,13 @@ def create_app(config: SimulatorConfig | None = None) -> Starlette:
     by the runner when it can close and reopen the listening sockets (the `refuse` fault)."""
     sim = SimulatorState(config or SimulatorConfig())
     app = Starlette(
-        routes=[*ollama_routes.ROUTES, *control_routes.ROUTES],
+        routes=[
+            *ollama_routes.ROUTES,
+            *generate_routes.ROUTES,
+            *embed_routes.ROUTES,
+            *openai_routes.ROUTES,
+            *control_routes.ROUTES,
+        ],
         middleware=[Middleware(RequestRecorder, sim=sim)],
         exception_handlers={
             ApiError: _api_error,

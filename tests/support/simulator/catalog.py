@@ -3,8 +3,10 @@
 Ollama describes a model in three places that must agree with each other — `/api/tags`,
 `/api/show` and the layers `/api/pull` reports — so they are all derived here from one
 `ModelSpec`. The three models the stack ships with carry the real sizes from Ollama's library;
-llama3.2's digest and layers are the real ones too. Anything else gets a synthetic but
-deterministic spec, so a test can put any name on the simulator's shelf.
+llama3.2's digest and layers are the real ones too, as are the sizes and digests of the two
+models added for embeddings (`nomic-embed-text`) and thinking (`qwen3:0.6b`), taken from a
+real `/api/tags`. Anything else gets a synthetic but deterministic spec, so a test can put any
+name on the simulator's shelf.
 """
 
 from __future__ import annotations
@@ -13,6 +15,11 @@ import hashlib
 from dataclasses import dataclass, field
 
 DEFAULT_TAG = "latest"
+DEFAULT_REGISTRY_HOST = "registry.ollama.ai"
+DEFAULT_NAMESPACE = "library"
+DEFAULT_NUM_CTX = 4096
+"""The context a model is loaded with when the request sets no `num_ctx` (OLLAMA_CONTEXT_LENGTH
+of v0.6.8–v0.13; recent releases size it by free VRAM)."""
 
 # The config layer, template, licence and params blobs are small; only the weights are big.
 _SMALL_LAYER_SIZES = (1429, 7711, 6016, 96, 561)
@@ -26,6 +33,23 @@ def normalize_name(name: str) -> str:
     if ":" in last or not name:
         return name
     return f"{name}:{DEFAULT_TAG}"
+
+
+def name_parts(name: str) -> tuple[str, str, str]:
+    """(host, namespace, "model:tag") of a name, with Ollama's defaults filled in, as its
+    `model.ParseName` does: `llama3.2` is `registry.ollama.ai`, `library`, `llama3.2:latest`."""
+    parts = normalize_name(name).split("/")
+    host, namespace = DEFAULT_REGISTRY_HOST, DEFAULT_NAMESPACE
+    if len(parts) >= 3:
+        host, namespace = parts[-3], parts[-2]
+    elif len(parts) == 2:
+        namespace = parts[0]
+    return host, namespace, parts[-1]
+
+
+def full_name(name: str) -> str:
+    """The fully qualified name Ollama's capability errors print (`registry.ollama.ai/...`)."""
+    return "/".join(name_parts(name))
 
 
 def _sha256_hex(text: str) -> str:
@@ -57,6 +81,8 @@ class ModelSpec:
     digest: str = ""
     capabilities: tuple[str, ...] = ("completion",)
     context_length: int = 131072
+    embedding_length: int = 2048
+    """`<family>.embedding_length` in `/api/show`, and the length of `/api/embed` vectors."""
     layers: tuple[Layer, ...] = field(default=())
 
     def __post_init__(self) -> None:
@@ -107,6 +133,7 @@ CATALOG: dict[str, ModelSpec] = {
             quantization_level="Q4_K_M",
             digest="a80c4f17acd55265feec403c7aef86be0c25983ab279d83f3bcd3abbcb5b8b72",
             capabilities=("completion", "tools"),
+            embedding_length=3072,
             layers=_LLAMA32_LAYERS,
         ),
         ModelSpec(
@@ -116,6 +143,7 @@ CATALOG: dict[str, ModelSpec] = {
             quantization_level="Q4_0",
             capabilities=("completion", "tools"),
             context_length=32768,
+            embedding_length=4096,
         ),
         ModelSpec(
             name="codellama:7b",
@@ -123,6 +151,7 @@ CATALOG: dict[str, ModelSpec] = {
             parameter_size="7B",
             quantization_level="Q4_0",
             context_length=16384,
+            embedding_length=4096,
         ),
         ModelSpec(
             name="llama3.2:1b",
@@ -130,6 +159,7 @@ CATALOG: dict[str, ModelSpec] = {
             parameter_size="1.2B",
             quantization_level="Q8_0",
             capabilities=("completion", "tools"),
+            embedding_length=2048,
         ),
         ModelSpec(
             name="gemma3:270m",
@@ -138,12 +168,43 @@ CATALOG: dict[str, ModelSpec] = {
             quantization_level="Q8_0",
             family="gemma3",
             context_length=32768,
+            embedding_length=640,
+        ),
+        ModelSpec(
+            name="nomic-embed-text:latest",
+            size=274302450,
+            parameter_size="137M",
+            quantization_level="F16",
+            family="nomic-bert",
+            digest="0a109f422b47e3a30ba2b10eca18548e944e8a23073ee3f3e947efcf3c45e59f",
+            capabilities=("embedding",),
+            context_length=2048,
+            embedding_length=768,
+        ),
+        ModelSpec(
+            name="qwen3:0.6b",
+            size=522653767,
+            parameter_size="751.63M",
+            quantization_level="Q4_K_M",
+            family="qwen3",
+            digest="7df6b6e09427a769808717c0a93cadc4ae99ed4eb8bf5ca557c90846becea435",
+            capabilities=("completion", "tools", "thinking"),
+            context_length=40960,
+            embedding_length=1024,
         ),
     )
 }
 
 DEFAULT_MODELS = ("llama3.2:latest", "mistral:latest", "codellama:7b")
-DEFAULT_REGISTRY = (*DEFAULT_MODELS, "llama3.2:1b", "gemma3:270m")
+# The embedding and thinking models can be pulled, but are not on the default shelf: tests
+# count the default models, and the stack itself ships only the three above.
+DEFAULT_REGISTRY = (
+    *DEFAULT_MODELS,
+    "llama3.2:1b",
+    "gemma3:270m",
+    "nomic-embed-text:latest",
+    "qwen3:0.6b",
+)
 
 
 def spec_for(name: str) -> ModelSpec:

@@ -55,10 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m tests.support.simulator",
         description=(
-            "Simulated Ollama server for tests: Ollama's HTTP API with deterministic output, "
-            "configurable timing, a bounded queue and injectable faults (control API under "
-            "/__sim__/). Every option can also be set through the environment variable named "
-            "in brackets; a flag on the command line wins."
+            "Simulated Ollama server for tests: Ollama's HTTP API (generate and chat with "
+            "tools, format and thinking; embed; tags, show, ps, pull, delete) and its "
+            "OpenAI-compatible /v1 layer (chat/completions, completions, embeddings, models), "
+            "with deterministic output, configurable timing, a bounded queue and injectable "
+            "faults (control API under /__sim__/). Every option can also be set through the "
+            "environment variable named in brackets; a flag on the command line wins."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )

@@ -23,11 +23,23 @@ _WORDS = (
 ).split()
 
 
-def _rng(text: str, seed: int | None) -> random.Random:
-    # hashlib rather than hash(): str hashes are salted per process (PYTHONHASHSEED), and the
-    # simulator runs in another process than the test that predicts its output.
-    key = f"{seed if seed is not None and seed >= 0 else ''}\x00{text}".encode()
+def seeded_random(*parts: object) -> random.Random:
+    """A random generator that is a pure function of `parts`.
+
+    hashlib rather than hash(): str hashes are salted per process (PYTHONHASHSEED), and the
+    simulator runs in another process than the test that predicts its output.
+    """
+    key = "\x00".join(str(part) for part in parts).encode()
     return random.Random(int.from_bytes(hashlib.sha256(key).digest()[:8], "big"))
+
+
+def _rng(text: str, seed: int | None) -> random.Random:
+    return seeded_random(seed if seed is not None and seed >= 0 else "", text)
+
+
+def word_for(*parts: object) -> str:
+    """One deterministic lorem-ipsum word for `parts` (structured output, tool arguments)."""
+    return seeded_random(*parts).choice(_WORDS)
 
 
 def completion_tokens(text: str, seed: int | None = None) -> list[str]:
@@ -43,6 +55,12 @@ def completion_tokens(text: str, seed: int | None = None) -> list[str]:
     tokens = [words[0].capitalize(), *(f" {w}" for w in words[1:])]
     tokens[-1] += "."
     return tokens
+
+
+def thinking_tokens(text: str, seed: int | None = None) -> list[str]:
+    """What a thinking model "thinks" before answering `text` (`think: true`), in the same
+    form as `completion_tokens` and just as predictable."""
+    return completion_tokens(f"thinking about: {text}", seed)
 
 
 def count_tokens(text: str) -> int:

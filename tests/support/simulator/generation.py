@@ -24,13 +24,31 @@ MIDSTREAM_TOKENS = 3
 """Tokens sent before a `midstream_error` fault ends the stream with an error line."""
 
 
+@dataclass(frozen=True)
+class Piece:
+    """One streamed object's share of a reply: a token of content or thinking, or tool calls.
+
+    `cost` is how many tokens of generation it stands for: a tool call is parsed out of many
+    tokens and only sent once complete, as Ollama's tool parser does.
+    """
+
+    kind: Literal["content", "thinking", "tool_calls"]
+    text: str = ""
+    tool_calls: tuple[dict[str, Any], ...] = ()
+    cost: int = 1
+
+
+def pieces_text(pieces: list[Piece], kind: str) -> str:
+    return "".join(p.text for p in pieces if p.kind == kind)
+
+
 @dataclass
 class Generation:
     """What to generate and how; built by the route after validation."""
 
     kind: Literal["generate", "chat"]
     model: str  # echoed as the client spelled it, as Ollama does
-    tokens: list[str]
+    pieces: list[Piece]
     done_reason: str
     prompt_eval_count: int
     stream: bool
@@ -41,17 +59,28 @@ class Generation:
     response_ids: list[int] = field(default_factory=list)  # generate only
     fail_with: str | None = None  # midstream_error fault: the error text
 
-    def chunk(self, token: str) -> dict[str, Any]:
+    def chunk(self, pieces: list[Piece]) -> dict[str, Any]:
+        """The object carrying `pieces` (one while streaming, all of them without a stream),
+        with Ollama's field order and its omitted empty `thinking` and `tool_calls`."""
+        content, thinking = pieces_text(pieces, "content"), pieces_text(pieces, "thinking")
+        calls = [call for p in pieces for call in p.tool_calls]
         body: dict[str, Any] = {"model": self.model, "created_at": ollama_timestamp()}
         if self.kind == "chat":
-            body["message"] = {"role": "assistant", "content": token}
+            message: dict[str, Any] = {"role": "assistant", "content": content}
+            if thinking:
+                message["thinking"] = thinking
+            if calls:
+                message["tool_calls"] = calls
+            body["message"] = message
         else:
-            body["response"] = token
+            body["response"] = content
+            if thinking:
+                body["thinking"] = thinking
         body["done"] = False
         return body
 
-    def final(self, text: str, counters: dict[str, int]) -> dict[str, Any]:
-        body = self.chunk(text)
+    def final(self, pieces: list[Piece], counters: dict[str, int]) -> dict[str, Any]:
+        body = self.chunk(pieces)
         body["done"] = True
         body["done_reason"] = self.done_reason
         if self.kind == "generate":
@@ -94,17 +123,19 @@ class GenerationResponse(WatchedResponse):
         await asyncio.sleep(gen.first_token_delay)
         first_ns = time.perf_counter_ns()
 
-        tokens = gen.tokens
+        pieces = gen.pieces
         if gen.fail_with is not None:
-            tokens = tokens[:MIDSTREAM_TOKENS]
+            pieces = pieces[:MIDSTREAM_TOKENS]
         writer = NDJSONWriter(send)
-        for index, token in enumerate(tokens):
+        spent = 0  # tokens generated so far, the current piece's included
+        for piece in pieces:
             # Pace against the schedule, not the previous sleep, so overheads do not add up.
-            delay = (first_ns + index * interval_ns - time.perf_counter_ns()) / 1e9
+            spent += piece.cost
+            delay = (first_ns + (spent - 1) * interval_ns - time.perf_counter_ns()) / 1e9
             if delay > 0:
                 await asyncio.sleep(delay)
             if gen.stream:
-                await writer.line(gen.chunk(token))
+                await writer.line(gen.chunk([piece]))
 
         if gen.fail_with is not None:
             # Ollama keeps the 200 it already sent and ends the stream with an error object;
@@ -119,17 +150,17 @@ class GenerationResponse(WatchedResponse):
         load = max(1, granted_ns - gen.received_ns)
         prompt_eval = max(1, first_ns - granted_ns - interval_ns)
         # The first token's own interval is part of evaluation, so N tokens take N intervals.
-        evaluation = max(1, done_ns - first_ns + (interval_ns if tokens else 0))
+        evaluation = max(1, done_ns - first_ns + (interval_ns if pieces else 0))
         counters = {
             "total_duration": max(done_ns - gen.received_ns, load + prompt_eval + evaluation),
             "load_duration": load,
             "prompt_eval_count": gen.prompt_eval_count,
             "prompt_eval_duration": prompt_eval,
-            "eval_count": len(tokens),
+            "eval_count": spent,
             "eval_duration": evaluation,
         }
         if gen.stream:
-            await writer.line(gen.final("", counters), last=True)
+            await writer.line(gen.final([], counters), last=True)
         else:
-            await send_json(send, 200, gen.final("".join(tokens), counters))
+            await send_json(send, 200, gen.final(pieces, counters))
         return "completed"

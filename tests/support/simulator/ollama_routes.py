@@ -1,48 +1,31 @@
-"""The Ollama API routes the simulator implements, following Ollama's documented API.
+"""Ollama's model-management routes: `/`, version, tags, ps, show, pull and delete.
 
-Each handler validates in the order Ollama does (body, model name, model presence,
-capabilities, then the empty-prompt "load" shortcut), so error precedence matches too.
-Generate/chat consult the fault plan only after validation and after the load shortcut:
-faults stand for failures of a generation, which neither a malformed request nor a bare
-"load this model" request ever starts.
+Generation lives in `generate_routes`, embeddings in `embed_routes`, Ollama's OpenAI layer in
+`openai_routes`; they share `sim_of`, `listener_of` and `json_reply` from here.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any, cast
 
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import Send
 
-from tests.support.simulator.catalog import ModelSpec, normalize_name, spec_for
-from tests.support.simulator.completion import (
-    apply_stop,
-    completion_tokens,
-    count_tokens,
-    token_ids,
-)
-from tests.support.simulator.generation import Generation, GenerationResponse
-from tests.support.simulator.network_faults import ListenerControl, abort_connection
+from tests.support.simulator.catalog import DEFAULT_NUM_CTX, ModelSpec, normalize_name, spec_for
+from tests.support.simulator.network_faults import ListenerControl
 from tests.support.simulator.payload import (
     ApiError,
     Fields,
-    int_option,
-    keep_alive_seconds,
-    messages_of,
     read_body,
-    stop_option,
 )
-from tests.support.simulator.scheduler import QUEUE_FULL_MESSAGE
-from tests.support.simulator.state import SimulatorState, ollama_timestamp
+from tests.support.simulator.state import SimulatorState
 from tests.support.simulator.streaming import (
     NDJSONWriter,
     OllamaJSONResponse,
     WatchedResponse,
-    wait_for_disconnect,
 )
 
 PULL_MANIFEST_MISSING = "pull model manifest: file does not exist"
@@ -56,7 +39,8 @@ def listener_of(request: Request) -> ListenerControl | None:
     return cast(ListenerControl | None, getattr(request.app.state, "listener", None))
 
 
-def _json(payload: Any, status: int = 200) -> OllamaJSONResponse:
+def json_reply(payload: Any, status: int = 200) -> OllamaJSONResponse:
+    """A single JSON reply, as gin's c.JSON() sends it."""
     return OllamaJSONResponse(payload, status_code=status)
 
 
@@ -78,7 +62,7 @@ async def root(request: Request) -> Response:
 
 
 async def version(request: Request) -> Response:
-    return _json({"version": sim_of(request).config.version})
+    return json_reply({"version": sim_of(request).config.version})
 
 
 async def tags(request: Request) -> Response:
@@ -92,19 +76,19 @@ async def tags(request: Request) -> Response:
         {k: m[k] for k in ("name", "model", "modified_at", "size", "digest", "details")}
         for m in models
     ]
-    return _json({"models": ordered})
+    return json_reply({"models": ordered})
 
 
 async def ps(request: Request) -> Response:
     sim = sim_of(request)
-    return _json(
+    return json_reply(
         {
             "models": [
                 {
                     **_model_entry(spec),
                     "expires_at": expires_at,
                     "size_vram": spec.size if sim.config.gpu else 0,
-                    "context_length": min(spec.context_length, 4096),
+                    "context_length": min(spec.context_length, DEFAULT_NUM_CTX),
                 }
                 for spec, expires_at in sim.running_models()
             ]
@@ -122,7 +106,7 @@ async def show(request: Request) -> Response:
     if spec is None:
         raise ApiError(404, f"model '{name}' not found")
     template = "{{ if .System }}{{ .System }}\n{{ end }}{{ .Prompt }}"
-    return _json(
+    return json_reply(
         {
             "license": "simulated model: no licence text",
             "modelfile": (
@@ -140,6 +124,7 @@ async def show(request: Request) -> Response:
                 "general.parameter_count": spec.size * 2,
                 "general.quantization_version": 2,
                 f"{spec.family}.context_length": spec.context_length,
+                f"{spec.family}.embedding_length": spec.embedding_length,
             },
             "capabilities": list(spec.capabilities),
             "modified_at": sim.modified_at[spec.name],
@@ -206,173 +191,7 @@ async def pull(request: Request) -> Response:
         raise ApiError(500, PULL_MANIFEST_MISSING)
     await asyncio.sleep(sim.config.pull_duration)
     sim.add_model(name)
-    return _json({"status": "success"})
-
-
-# -- generate and chat ---------------------------------------------------------------------
-
-
-class _Hang(Response):
-    """Accepts the request and never answers, until the client gives up."""
-
-    def __init__(self, sim: SimulatorState) -> None:
-        super().__init__(status_code=200)
-        self.sim = sim
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await wait_for_disconnect(receive)
-        # Counted so a test can prove its client (a proxy) let go of the hung request.
-        self.sim.stats.record_outcome("cancelled")
-
-
-class _Disconnect(Response):
-    """Resets the connection without a single byte of response."""
-
-    def __init__(self, listener: ListenerControl | None) -> None:
-        super().__init__(status_code=200)
-        self.listener = listener
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if not await abort_connection(scope, receive, self.listener):
-            # Not served by uvicorn: the closest honest answer is a failure, not silence.
-            await _json({"error": "simulator cannot reach the connection to drop it"}, 500)(
-                scope, receive, send
-            )
-
-
-def _fault_response(request: Request, mode: str, message: str) -> Response | None:
-    """The response replacing a generation for a pre-output fault; None to generate."""
-    sim = sim_of(request)
-    if mode == "hang":
-        return _Hang(sim)
-    if mode == "disconnect":
-        return _Disconnect(listener_of(request))
-    if mode == "error500":
-        sim.stats.record_outcome("errored")
-        return _json({"error": message}, 500)
-    if mode == "busy503":
-        sim.stats.record_outcome("rejected")
-        return _json({"error": QUEUE_FULL_MESSAGE}, 503)
-    return None
-
-
-def _capability_check(spec: ModelSpec, model: str, fields: Fields, chat: bool) -> None:
-    if chat and fields.items("tools", "[]api.Tool") and "tools" not in spec.capabilities:
-        raise ApiError(400, f'"{model}" does not support tools')
-    if fields.flag("think") and "thinking" not in spec.capabilities:
-        raise ApiError(400, f'"{model}" does not support thinking')
-
-
-def _plan(seed_text: str, options: dict[str, Any]) -> tuple[list[str], str]:
-    tokens = completion_tokens(seed_text, int_option(options, "seed"))
-    done_reason = "stop"
-    num_predict = int_option(options, "num_predict")
-    if num_predict is not None and 0 <= num_predict < len(tokens):
-        tokens, done_reason = tokens[:num_predict], "length"
-    tokens, stopped = apply_stop(tokens, stop_option(options))
-    return tokens, "stop" if stopped else done_reason
-
-
-def _load_reply(
-    sim: SimulatorState, spec: ModelSpec, model: str, keep_alive: float, chat: bool
-) -> Response:
-    # An empty prompt only loads (or, with keep_alive 0, unloads) the model: one object back.
-    sim.mark_loaded(spec, keep_alive)
-    body: dict[str, Any] = {"model": model, "created_at": ollama_timestamp()}
-    if chat:
-        body["message"] = {"role": "assistant", "content": ""}
-    else:
-        body["response"] = ""
-    body["done"] = True
-    body["done_reason"] = "unload" if keep_alive == 0 else "load"
-    return _json(body)
-
-
-async def generate(request: Request) -> Response:
-    received_ns = time.perf_counter_ns()
-    sim = sim_of(request)
-    fields = Fields(await read_body(request, sim, "GenerateRequest"), "GenerateRequest")
-    model = fields.string("model")
-    prompt, system = fields.string("prompt"), fields.string("system")
-    stream = fields.flag("stream") is not False
-    options = fields.mapping("options")
-    context = fields.ints("context")
-    images = fields.items("images", "[]api.ImageData")
-    spec = sim.local_model(model) if model else None
-    if spec is None:
-        raise ApiError(404, f"model '{model}' not found")
-    _capability_check(spec, model, fields, chat=False)
-    keep_alive = keep_alive_seconds(fields.raw("keep_alive"))
-    if not prompt and not images:
-        return _load_reply(sim, spec, model, keep_alive, chat=False)
-
-    mode, message = sim.faults.take()
-    early = _fault_response(request, mode, message)
-    if early is not None:
-        return early
-    sim.mark_loaded(spec, keep_alive)
-    tokens, done_reason = _plan(prompt, options)
-    prompt_text = f"{system} {prompt}".strip()
-    return GenerationResponse(
-        Generation(
-            kind="generate",
-            model=model,
-            tokens=tokens,
-            done_reason=done_reason,
-            prompt_eval_count=max(1, count_tokens(prompt_text)),
-            stream=stream,
-            first_token_delay=sim.config.first_token_delay,
-            tokens_per_second=sim.config.tokens_per_second,
-            received_ns=received_ns,
-            context_prefix=[*context, *token_ids(prompt_text)],
-            response_ids=token_ids("".join(tokens)),
-            fail_with=message if mode == "midstream_error" else None,
-        ),
-        sim,
-    )
-
-
-async def chat(request: Request) -> Response:
-    received_ns = time.perf_counter_ns()
-    sim = sim_of(request)
-    fields = Fields(await read_body(request, sim, "ChatRequest"), "ChatRequest")
-    model = fields.string("model")
-    messages = messages_of(fields)
-    stream = fields.flag("stream") is not False
-    options = fields.mapping("options")
-    if not model:
-        raise ApiError(400, "model is required")
-    spec = sim.local_model(model)
-    if spec is None:
-        raise ApiError(404, f"model '{model}' not found")
-    _capability_check(spec, model, fields, chat=True)
-    keep_alive = keep_alive_seconds(fields.raw("keep_alive"))
-    if not messages:
-        return _load_reply(sim, spec, model, keep_alive, chat=True)
-
-    mode, message = sim.faults.take()
-    early = _fault_response(request, mode, message)
-    if early is not None:
-        return early
-    sim.mark_loaded(spec, keep_alive)
-    last = str(messages[-1].get("content") or "")
-    tokens, done_reason = _plan(last, options)
-    history = " ".join(str(m.get("content") or "") for m in messages)
-    return GenerationResponse(
-        Generation(
-            kind="chat",
-            model=model,
-            tokens=tokens,
-            done_reason=done_reason,
-            prompt_eval_count=max(1, count_tokens(history)),
-            stream=stream,
-            first_token_delay=sim.config.first_token_delay,
-            tokens_per_second=sim.config.tokens_per_second,
-            received_ns=received_ns,
-            fail_with=message if mode == "midstream_error" else None,
-        ),
-        sim,
-    )
+    return json_reply({"status": "success"})
 
 
 ROUTES = [
@@ -383,6 +202,4 @@ ROUTES = [
     Route("/api/show", show, methods=["POST"]),
     Route("/api/pull", pull, methods=["POST"]),
     Route("/api/delete", delete, methods=["DELETE"]),
-    Route("/api/generate", generate, methods=["POST"]),
-    Route("/api/chat", chat, methods=["POST"]),
 ]

@@ -60,21 +60,41 @@ def go_decoder_message(error: json.JSONDecodeError) -> str:
     return error.msg
 
 
-async def read_body(request: Request, sim: SimulatorState, struct: str) -> dict[str, Any]:
-    """Parse the JSON object body, recording it for `/__sim__/stats` whatever its shape."""
+TRANSLATED = "tests.support.simulator.translated"
+"""Scope key marking a request rewritten by the /v1 layer: its body is not the client's, so it
+is not recorded (the client's own body already was, under the same path)."""
+
+
+async def read_body(
+    request: Request,
+    sim: SimulatorState,
+    struct: str,
+    *,
+    package: str = "api",
+    empty: str = "missing request body",
+) -> dict[str, Any]:
+    """Parse the JSON object body, recording it for `/__sim__/stats` whatever its shape.
+
+    `empty` is the error for an empty body: Ollama's handlers say `missing request body`, its
+    /v1 middleware passes Go's bare `EOF` on.
+    """
     raw = await request.body()
     text = raw.decode("utf-8", errors="replace")
+    record = not request.scope.get(TRANSLATED)
     try:
         data = json.loads(text) if text.strip() else None
     except json.JSONDecodeError as exc:
-        sim.stats.last_body[request.url.path] = text
+        if record:
+            sim.stats.last_body[request.url.path] = text
         raise ApiError(400, go_decoder_message(exc)) from exc
-    sim.stats.last_body[request.url.path] = data if data is not None else text
+    if record:
+        sim.stats.last_body[request.url.path] = data if data is not None else text
     if not text.strip():
-        raise ApiError(400, "missing request body")
+        raise ApiError(400, empty)
     if not isinstance(data, dict):
         raise ApiError(
-            400, f"json: cannot unmarshal {_json_kind(data)} into Go value of type api.{struct}"
+            400,
+            f"json: cannot unmarshal {_json_kind(data)} into Go value of type {package}.{struct}",
         )
     return data
 
@@ -86,7 +106,13 @@ class Fields:
         self._data = data
         self._struct = struct
 
-    def _wrong(self, name: str, value: Any, go_type: str) -> ApiError:
+    @property
+    def struct(self) -> str:
+        """The Go struct name errors mention (`GenerateRequest`, `ChatRequest.messages`)."""
+        return self._struct
+
+    def wrong(self, name: str, value: Any, go_type: str) -> ApiError:
+        """Go's unmarshal error for field `name` holding `value` instead of a `go_type`."""
         return ApiError(
             400,
             f"json: cannot unmarshal {_json_kind(value)} into Go struct field "
@@ -98,13 +124,13 @@ class Fields:
         if value is None:  # Go leaves the zero value for null
             return ""
         if not isinstance(value, str):
-            raise self._wrong(name, value, "string")
+            raise self.wrong(name, value, "string")
         return value
 
     def flag(self, name: str) -> bool | None:
         value = self._data.get(name)
         if value is not None and not isinstance(value, bool):
-            raise self._wrong(name, value, "bool")
+            raise self.wrong(name, value, "bool")
         return value
 
     def mapping(self, name: str) -> dict[str, Any]:
@@ -112,7 +138,7 @@ class Fields:
         if value is None:
             return {}
         if not isinstance(value, dict):
-            raise self._wrong(name, value, "map[string]interface {}")
+            raise self.wrong(name, value, "map[string]interface {}")
         return value
 
     def items(self, name: str, go_type: str) -> list[Any]:
@@ -120,14 +146,14 @@ class Fields:
         if value is None:
             return []
         if not isinstance(value, list):
-            raise self._wrong(name, value, go_type)
+            raise self.wrong(name, value, go_type)
         return value
 
     def ints(self, name: str) -> list[int]:
         values = self.items(name, "[]int")
         for value in values:
             if isinstance(value, bool) or not isinstance(value, int):
-                raise self._wrong(f"{name}", value, "int")
+                raise self.wrong(f"{name}", value, "int")
         return values
 
     def raw(self, name: str) -> Any:
@@ -135,8 +161,13 @@ class Fields:
 
 
 def messages_of(fields: Fields) -> list[dict[str, Any]]:
-    """The `messages` array of a chat request, each entry checked like api.Message."""
+    """The `messages` array of a chat request, each entry checked like api.Message.
+
+    Roles come back lower-cased, as api.Message's UnmarshalJSON leaves them; `images` must be
+    base64, `tool_calls` objects whose `function.arguments` is an object.
+    """
     messages = fields.items("messages", "[]api.Message")
+    checked: list[dict[str, Any]] = []
     for message in messages:
         if not isinstance(message, dict):
             raise ApiError(
@@ -145,9 +176,71 @@ def messages_of(fields: Fields) -> list[dict[str, Any]]:
                 "ChatRequest.messages of type api.Message",
             )
         inner = Fields(message, "ChatRequest.messages")
-        inner.string("role")
-        inner.string("content")
-    return messages
+        for name in ("content", "thinking", "tool_name", "tool_call_id"):
+            inner.string(name)
+        images_of(inner)
+        for call in inner.items("tool_calls", "[]api.ToolCall"):
+            _check_tool_call(call)
+        checked.append({**message, "role": inner.string("role").lower()})
+    return checked
+
+
+def _check_tool_call(call: Any) -> None:
+    struct = "ChatRequest.messages.tool_calls"
+    if not isinstance(call, dict):
+        raise ApiError(
+            400,
+            f"json: cannot unmarshal {_json_kind(call)} into Go struct field "
+            f"{struct} of type api.ToolCall",
+        )
+    function = Fields(call, struct).mapping("function")
+    inner = Fields(function, f"{struct}.function")
+    inner.string("name")
+    arguments = function.get("arguments")
+    if arguments is not None and not isinstance(arguments, dict):
+        raise ApiError(
+            400,
+            f"json: cannot unmarshal {_json_kind(arguments)} into Go value of type "
+            "map[string]interface {}",
+        )
+
+
+_BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
+
+
+def images_of(fields: Fields) -> list[str]:
+    """The `images` of a request or message: base64 strings, as Go decodes []byte fields."""
+    images = fields.items("images", "[]api.ImageData")
+    for image in images:
+        if not isinstance(image, str):
+            raise fields.wrong("images", image, "api.ImageData")
+        text = image.replace("\r", "").replace("\n", "")
+        match = _BASE64.match(text)
+        end = match.end() if match else 0
+        if end != len(text) or len(text) % 4:
+            raise ApiError(400, f"illegal base64 data at input byte {min(end, len(text))}")
+    return images
+
+
+THINK_LEVELS = ("high", "medium", "low", "max")
+
+
+def think_value(fields: Fields) -> bool | str | None:
+    """`think` as api.ThinkValue reads it: a boolean, a level, or None when absent."""
+    value = fields.raw("think")
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        if value not in THINK_LEVELS:
+            raise ApiError(
+                400,
+                f'invalid think value: "{value}" (must be "high", "medium", "low", "max", '
+                "true, or false)",
+            )
+        return value
+    raise ApiError(
+        400, 'think must be a boolean or string ("high", "medium", "low", "max", true, or false)'
+    )
 
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")

@@ -21,15 +21,29 @@ NDJSON = "application/x-ndjson"
 JSON = "application/json; charset=utf-8"  # what Ollama's gin c.JSON() sends
 
 
-class OllamaJSONResponse(JSONResponse):
-    """A single JSON reply with Ollama's content type."""
+_GO_ESCAPES = str.maketrans(
+    {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+)
 
-    media_type = JSON
+
+def go_json(payload: Any) -> str:
+    """Compact JSON as Go's json.Marshal writes it: no spaces, UTF-8 kept as is, and `<`, `>`,
+    `&`, U+2028 and U+2029 escaped (Go escapes them for HTML safety by default)."""
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).translate(_GO_ESCAPES)
 
 
 def dumps(payload: Any) -> bytes:
-    """Compact JSON, like Go's encoder (no spaces, UTF-8 kept as is)."""
-    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+    """`go_json` as bytes."""
+    return go_json(payload).encode()
+
+
+class OllamaJSONResponse(JSONResponse):
+    """A single JSON reply with Ollama's content type and Go's encoding."""
+
+    media_type = JSON
+
+    def render(self, content: Any) -> bytes:
+        return dumps(content)
 
 
 async def wait_for_disconnect(receive: Receive) -> None:
