@@ -33,14 +33,31 @@ def wait_for_cancellation(sim, expected: int = 1, timeout: float = 10) -> dict[s
         time.sleep(0.05)
 
 
-def test_disconnect_mid_stream_cancels_upstream(proxy_server: ProxyProcess, slow_sim) -> None:
+# One streamed request per dialect: the same answer path cancels all of them.
+MID_STREAM = {
+    "llm": ("/api/llm/generate", {"model": "llama3.2", "prompt": "a long story",
+                                  "options": {"num_predict": 200}}),
+    "openai": ("/v1/chat/completions", {
+        "model": "llama3.2", "messages": [{"role": "user", "content": "a long story"}],
+        "stream": True, "max_tokens": 200}),
+    "ollama": ("/ollama/api/chat", {
+        "model": "llama3.2", "messages": [{"role": "user", "content": "a long story"}],
+        "options": {"num_predict": 200}}),
+}
+
+
+@pytest.mark.parametrize("dialect", MID_STREAM)
+def test_disconnect_mid_stream_cancels_upstream(proxy_server: ProxyProcess, slow_sim,
+                                                dialect: str) -> None:
+    path, body = MID_STREAM[dialect]
     with proxy_server.client() as client, client.stream(
-        "POST", "/api/llm/generate", headers=auth(),
-        json={"model": "llama3.2", "prompt": "a long story", "options": {"num_predict": 200}},
+        "POST", path, headers=auth(), json=body,
     ) as response:
+        assert response.status_code == 200
+        # Kept in a name: a dropped iterator would close the response, disconnecting early.
         lines = response.iter_lines()
-        first = json.loads(next(lines))
-        assert first["done"] is False
+        first = next(lines)  # NDJSON's first line, or SSE's first `data:` line
+        assert '"response"' in first or '"content"' in first
         assert sim_stats(slow_sim)["active_streams"] == 1
     # Leaving the block closed the connection after one token of two hundred.
     stats = wait_for_cancellation(slow_sim)
