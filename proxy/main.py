@@ -98,19 +98,19 @@ def _install_error_handlers(app: FastAPI) -> None:
                        headers=getattr(exc, "headers", None))
 
 
-UPSTREAM_PROBE_SECONDS = 15.0
-
-
 async def _probe_upstream(state: AppState) -> None:
-    """Keep `upstream_up` and the known model names current, even with no traffic."""
+    """Keep each upstream's health, the models it serves, `upstream_up` and the known model
+    names current, even with no traffic."""
     while True:
         try:
-            models = await state.upstream.tags()
-            state.known_models.update([str(m.get("name", "")) for m in models])
-            state.metrics.upstream_up.set(1)
+            healthy = await state.upstream.probe_all()
+            state.metrics.upstream_up.set(1 if healthy else 0)
+            if healthy:
+                models = await state.upstream.tags()
+                state.known_models.update([str(m.get("name", "")) for m in models])
         except ProxyError:
             state.metrics.upstream_up.set(0)
-        await asyncio.sleep(UPSTREAM_PROBE_SECONDS)
+        await asyncio.sleep(state.settings.proxy_upstream_probe_seconds)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -253,9 +253,23 @@ class UpstreamStatus(ComponentStatus):
     version: str | None = None
 
 
+class UpstreamState(BaseModel):
+    """One engine behind the proxy, as the router sees it."""
+
+    name: str
+    kind: str
+    url: str = Field(..., description="Without its credentials.")
+    healthy: bool
+    in_flight: int
+    models: list[str]
+    ejected_for_seconds: float = Field(..., description="> 0 while cooling down after failures.")
+
+
 class StatusDetails(BaseModel):
     version: str
     upstream: UpstreamStatus = Field(..., description="`url` is shown without its credentials.")
+    upstreams: list[UpstreamState] = Field(default_factory=list,
+                                           description="Every engine and its state.")
     database: ComponentStatus
     redis: ComponentStatus | None = Field(None, description="Present when REDIS_URL is set.")
 

@@ -1,12 +1,12 @@
 """Suite-wide hooks: every per-test timeout is stretched by TEST_TIME_SCALE
-(tests/support/timing.py), and the tests that use this machine itself run one at a time.
+(tests/support/timing.py), and the tests that use this machine itself are marked `host`.
 
-The suite runs in parallel (pytest-xdist, `--dist loadgroup`): the proxy's tests use free ports,
-fresh databases and their own users, so they can share the machine. The tests that deploy the
-stack or play the playbooks cannot: they publish fixed ports (8000, 9090, 3000), and the site
-run restarts dockerd and refuses to start while other containers run. They are put in one
-xdist group, `host`, which a single worker runs in order. Listed here by place, so a new test
-module in those folders is serial by default.
+`host` tests deploy the stack or play the playbooks: they publish fixed ports (8000, 9090,
+3000), and the site run restarts dockerd and refuses to start while other containers run, so
+they run one at a time. Everything else (the proxy's tests use free ports, fresh databases and
+their own users) may run beside them: scripts/test runs the two lanes, `-m host` and
+`-m "not host"`, as two processes at once. Marked here by place, so a new test module in those
+folders is a `host` test by default.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import pytest
 from tests.support.timing import scaled
 
 TESTS = Path(__file__).resolve().parent
-# Serial: everything that runs containers, dockerd or ansible-playbook against this machine.
+# `host`: everything that runs containers, dockerd or ansible-playbook against this machine.
 HOST_FOLDERS = (TESTS / "stack", TESTS / "playbooks")
 # In those folders, modules that only read files and may run beside anything.
 NOT_HOST = {TESTS / "playbooks" / name for name in (
@@ -30,10 +30,13 @@ def uses_the_host(path: Path) -> bool:
     return path not in NOT_HOST and any(path.is_relative_to(f) for f in HOST_FOLDERS)
 
 
+def pytest_itemcollected(item: pytest.Item) -> None:
+    # As each test is collected, so that `-m host` / `-m "not host"` select by it.
+    if uses_the_host(item.path):
+        item.add_marker(pytest.mark.host)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    for item in items:
-        if uses_the_host(item.path):
-            item.add_marker(pytest.mark.xdist_group("host"))
     default = float(config.getini("timeout") or 0)
     for item in items:
         marker = item.get_closest_marker("timeout")

@@ -63,6 +63,23 @@ class ProxyMetrics:
             ["result"], registry=r)
         self.upstream_up = Gauge(
             f"{PREFIX}_upstream_up", "1 if the last contact with Ollama succeeded.", registry=r)
+        self.upstream_healthy = Gauge(
+            f"{PREFIX}_upstream_healthy", "1 if the upstream (engine) is in rotation.",
+            ["upstream"], registry=r)
+        self.upstream_in_flight = Gauge(
+            f"{PREFIX}_upstream_requests_in_flight", "Generations running on each upstream.",
+            ["upstream"], registry=r)
+        self.upstream_requests = Counter(
+            f"{PREFIX}_upstream_requests", "Generations sent to each upstream (retries too).",
+            ["upstream"], registry=r)
+        self.upstream_failures = Counter(
+            f"{PREFIX}_upstream_failures",
+            "Upstream failures that count against its health (not unknown models, not 4xx).",
+            ["upstream"], registry=r)
+        self.upstream_ejections = Counter(
+            f"{PREFIX}_upstream_ejections",
+            "Times an upstream was taken out of rotation after failures in a row.",
+            ["upstream"], registry=r)
         self.audit_queue_depth = Gauge(
             f"{PREFIX}_audit_queue_depth", "Audit rows waiting to be written.", registry=r)
         self.audit_spooled_rows = Gauge(

@@ -19,6 +19,7 @@ import secrets
 import zlib
 from collections import Counter
 from functools import lru_cache
+from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -203,6 +204,13 @@ class Settings(BaseSettings):
     proxy_cost_currency: str = "USD"
 
     ollama_url: str = "http://127.0.0.1:11434"
+    # Several engines: a YAML file of upstreams, aliases and fallbacks (proxy/upstream/router.py);
+    # unset, the one Ollama at OLLAMA_URL.
+    proxy_upstreams_file: Path | None = None
+    proxy_upstream_probe_seconds: float = Field(15.0, gt=0, le=3600)
+    proxy_upstream_eject_after: int = Field(3, ge=1, le=1000,
+                                            description="Failures in a row that eject one.")
+    proxy_upstream_cooldown_seconds: float = Field(10.0, gt=0, le=3600)
     ollama_connect_timeout: float = Field(5.0, gt=0)
     # Time allowed between two chunks: a cold model load on a small GPU takes a while.
     ollama_read_timeout: float = Field(300.0, gt=0)

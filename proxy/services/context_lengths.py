@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from proxy.upstream.ollama import OllamaClient
+from proxy.upstream.router import Engine
 
 DEFAULT_NUM_CTX_CAP = 8192
 REMEMBER_SECONDS = 600.0
@@ -34,7 +34,7 @@ class ContextLengths:
     def __init__(self) -> None:
         self._known: dict[str, tuple[float, int | None]] = {}
 
-    async def of(self, upstream: OllamaClient, model: str) -> int | None:
+    async def of(self, upstream: Engine, model: str) -> int | None:
         """The model's own context length; ModelNotFound (404) if upstream has no such model."""
         known = self._known.get(model)
         if known is not None and known[0] > time.monotonic():

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from proxy.core.errors import UpstreamFailed
 from proxy.schemas import Timings, Usage
-from proxy.upstream.ollama import OllamaClient
+from proxy.upstream.router import Engine
 
 Kind = Literal["generate", "chat"]
 
@@ -109,7 +109,7 @@ def _int(obj: dict[str, Any], key: str) -> int:
     return int(value) if isinstance(value, int | float) else 0
 
 
-async def relay(upstream: OllamaClient, call: UpstreamCall) -> AsyncIterator[Piece | Completion]:
+async def relay(upstream: Engine, call: UpstreamCall) -> AsyncIterator[Piece | Completion]:
     """Yield each piece that carries something (text, thinking, tool calls) as it arrives, then
     one Completion; what the final object itself carries is in the Completion only.
 
@@ -155,7 +155,7 @@ async def relay(upstream: OllamaClient, call: UpstreamCall) -> AsyncIterator[Pie
     raise UpstreamFailed("upstream stream ended before the final object")
 
 
-async def collect(upstream: OllamaClient, call: UpstreamCall) -> Completion:
+async def collect(upstream: Engine, call: UpstreamCall) -> Completion:
     """Run a generation to its end and return the whole answer."""
     async for item in relay(upstream, call):
         if isinstance(item, Completion):

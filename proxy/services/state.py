@@ -20,13 +20,13 @@ from proxy.core.security import TokenVerifier
 from proxy.core.settings import Settings
 from proxy.services.context_lengths import ContextLengths
 from proxy.services.template_runner import TemplateRunner
-from proxy.upstream.ollama import OllamaClient
+from proxy.upstream.router import Router
 
 
 @dataclass
 class AppState:
     settings: Settings
-    upstream: OllamaClient
+    upstream: Router
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     verifier: TokenVerifier
@@ -44,7 +44,7 @@ class AppState:
         metrics = ProxyMetrics()
         return cls(
             settings=settings,
-            upstream=OllamaClient(settings),
+            upstream=Router(settings, metrics),
             engine=engine,
             sessions=session_factory(engine),
             verifier=TokenVerifier(settings),

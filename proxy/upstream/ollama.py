@@ -19,27 +19,16 @@ from proxy.core.errors import (
     map_transport_error,
 )
 from proxy.core.settings import Settings
+from proxy.upstream.http import engine_client, json_request
 
 
 class OllamaClient:
-    def __init__(self, settings: Settings, transport: httpx.AsyncBaseTransport | None = None):
-        self.base_url = settings.ollama_url.rstrip("/")
-        self._http = httpx.AsyncClient(
-            base_url=self.base_url,
-            timeout=httpx.Timeout(
-                connect=settings.ollama_connect_timeout,
-                read=settings.ollama_read_timeout,
-                write=settings.ollama_write_timeout,
-                pool=settings.ollama_pool_timeout,
-            ),
-            limits=httpx.Limits(
-                max_connections=settings.ollama_max_connections,
-                max_keepalive_connections=min(20, settings.ollama_max_connections),
-            ),
-            transport=transport,
-            # Ollama is on a private network; never pick up a host-wide proxy for it.
-            trust_env=False,
-        )
+    kind = "ollama"
+
+    def __init__(self, settings: Settings, transport: httpx.AsyncBaseTransport | None = None,
+                 base_url: str | None = None):
+        self.base_url = (base_url or settings.ollama_url).rstrip("/")
+        self._http = engine_client(settings, self.base_url, transport=transport)
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -49,18 +38,7 @@ class OllamaClient:
         model: str | None = None,
     ) -> Any:
         """One request, one JSON (or empty) answer; every failure raised as an UpstreamError."""
-        try:
-            response = await self._http.request(method, path, json=payload)
-        except httpx.HTTPError as exc:
-            raise map_transport_error(exc) from exc
-        if response.status_code >= 400:
-            raise error_from_upstream_response(response.status_code, response.content, model)
-        if not response.content:
-            return None
-        try:
-            return response.json()
-        except ValueError as exc:
-            raise UpstreamFailed("upstream answered with invalid JSON") from exc
+        return await json_request(self._http, method, path, payload, model)
 
     async def stream_lines(
         self, path: str, payload: dict[str, Any], model: str | None

@@ -21,7 +21,13 @@ from proxy.core.db import database_ok
 from proxy.core.errors import ProxyError
 from proxy.core.redact import redact_secrets
 from proxy.core.security import AuthError
-from proxy.schemas import ComponentStatus, StatusDetails, StatusResponse, UpstreamStatus
+from proxy.schemas import (
+    ComponentStatus,
+    StatusDetails,
+    StatusResponse,
+    UpstreamState,
+    UpstreamStatus,
+)
 from proxy.services.state import AppState
 
 router = APIRouter(prefix="/api/llm", tags=["status"])
@@ -90,6 +96,7 @@ async def status(state: StateDep, admin: Annotated[bool, Depends(_caller_is_admi
     content = body.model_dump(mode="json", exclude={"details"})
     if admin:
         details = StatusDetails(version=__version__, upstream=upstream, database=database,
-                                redis=redis)
+                                redis=redis, upstreams=[UpstreamState(**u)
+                                                        for u in state.upstream.status()])
         content["details"] = details.model_dump(mode="json")
     return JSONResponse(content, status_code=503 if failing else 200)
