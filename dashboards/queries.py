@@ -103,6 +103,23 @@ def in_flight(labels: Iterable[str] = ()) -> str:
     return f"sum{by(labels)} ({select('llm_proxy_requests_in_flight', S.proxy)})"
 
 
+# --- the engines behind the proxy (proxy/upstream/router.py) ----------------------------------
+
+
+def upstream_healthy() -> str:
+    """1 per engine in rotation; with several proxy replicas, the worst view of each engine."""
+    return f"min by (upstream) ({select('llm_proxy_upstream_healthy', S.proxy)})"
+
+
+def upstream_in_flight() -> str:
+    return f"sum by (upstream) ({select('llm_proxy_upstream_requests_in_flight', S.proxy)})"
+
+
+def upstream_rate(kind: str, window: str) -> str:
+    """Per engine: `requests`, `failures` or `ejections` per second."""
+    return rate_sum(f"llm_proxy_upstream_{kind}_total", window, ("upstream",), S.proxy)
+
+
 def cache_hit_ratio(window: str) -> str:
     hits = rate_sum("llm_proxy_cache_requests_total", window, (), S.proxy, 'result="hit"')
     lookups = rate_sum("llm_proxy_cache_requests_total", window, (), S.proxy)

@@ -118,6 +118,25 @@ def overview() -> Json:
         ]),
         (8, [
             (8, p.timeseries(
+                "Engines in rotation", "1 while an engine (an upstream of the proxy) is "
+                "healthy and not ejected; 0 while it fails its probes or cools down after "
+                "failures in a row.",
+                "short", [p.prometheus(q.upstream_healthy(), "{{upstream}}")], max_value=1)),
+            (8, p.timeseries(
+                "Generations by engine", "Generations sent to each engine per second (a retry "
+                "counts on the engine it went to), and those running now.",
+                "reqps", [p.prometheus(q.upstream_rate("requests", W), "{{upstream}}"),
+                          p.prometheus(q.upstream_in_flight(), "{{upstream}} in flight")])),
+            (8, p.timeseries(
+                "Engine failures and ejections", "Failures that count against an engine's "
+                "health (refused, reset, 5xx, timeouts; not unknown models), and ejections "
+                "out of rotation, per second.",
+                "short", [p.prometheus(q.upstream_rate("failures", W), "{{upstream}} failures"),
+                          p.prometheus(q.upstream_rate("ejections", W),
+                                       "{{upstream}} ejections")])),
+        ]),
+        (8, [
+            (8, p.timeseries(
                 "Response cache hit ratio", "Share of cache lookups answered from the cache "
                 "(only non-streamed, deterministic requests are looked up).",
                 "percentunit", [p.prometheus(q.cache_hit_ratio(W), "hit ratio")],
