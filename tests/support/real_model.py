@@ -10,9 +10,18 @@ first time on a machine), and reads the paths it prints: the cache layout is des
 the script.
 
 The server speaks OpenAI's API under `.url + "/v1"` and llama.cpp's own routes beside it
-(`/health`, `/slots`, `/metrics`, `/completion`). The GGUF is Gemma 3 270M *base* and carries no
-chat template, so the server is given llama.cpp's built-in `gemma` template
-(`<start_of_turn>user ... <end_of_turn>`), Gemma's own turn format, for `/v1/chat/completions`.
+(`/health`, `/slots`, `/metrics`, `/apply-template`). It serves the model under the GGUF's file
+stem, `gemma-3-270m-q4_k_m` (by default llama-server would use the GGUF's full path as the id).
+
+Chat: the GGUF is Gemma 3 270M *base* and carries no chat template, and llama-server's default
+Jinja mode then falls back to ChatML; worse, with Jinja on, `--chat-template gemma` is taken as
+the template's *text* (every prompt becomes the word "gemma"). So the server runs with
+`--no-jinja --chat-template gemma`: llama.cpp's built-in Gemma formatter, Gemma's own turn
+format (`<start_of_turn>user ... <end_of_turn>`, a system message folded into the first user
+turn, as Gemma 3's template does). Chat requests then work end to end, but a base model does not
+follow instructions: its chat answers are echoes and repetitions. Text completions
+(`/v1/completions`) are where its answers make sense ("Monday, Tuesday, Wednesday," goes on
+" Thursday, Friday, ...").
 """
 
 from __future__ import annotations
@@ -132,6 +141,7 @@ def _server_args(install: RealModelInstall, *, ctx_size: int, parallel: int, thr
     args = [
         str(install.server),
         "--model", str(install.model),
+        "--alias", install.model.stem,
         "--host", "127.0.0.1",
         # Port 0: llama-server binds a free port itself and logs it, so no other process can
         # take the port between choosing and binding it.
@@ -149,7 +159,9 @@ def _server_args(install: RealModelInstall, *, ctx_size: int, parallel: int, thr
         "--log-colors", "off",
     ]
     if chat_template is not None:
-        args += ["--chat-template", chat_template]
+        # Built-in template names are the non-Jinja formatter's; Jinja would read the name as
+        # a template's text.
+        args += ["--no-jinja", "--chat-template", chat_template]
     return args + list(extra_args)
 
 
@@ -203,8 +215,9 @@ def run_llama_server(
     """Install if needed (`scripts/real-model`), start llama-server on a free port of 127.0.0.1,
     wait for `/health`, yield it, stop it.
 
-    `threads` defaults to the CPUs this process may run on. `chat_template=None` leaves the
-    model's own (this GGUF has none, so llama.cpp would fall back to ChatML). `extra_args` go
+    `threads` defaults to the CPUs this process may run on. `chat_template` names one of
+    llama.cpp's built-in templates; None leaves llama-server's default (Jinja, and ChatML for
+    this GGUF, which has no template of its own). `extra_args` go
     to llama-server as they are. `startup_timeout` is stretched by TEST_TIME_SCALE; the server
     is SIGTERMed at the end, SIGKILLed if it lingers, and dies with the test run in any case.
     """
