@@ -84,13 +84,15 @@ def row(label: str, samples: list[Sample], wall: float) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--concurrent", type=int, default=4, help="requests at once (default 4)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="llama-server's threads (default: the tests' default)")
     args = parser.parse_args()
 
     started = time.perf_counter()
     install_real_model()
     install_check = time.perf_counter() - started
 
-    with run_llama_server(parallel=args.concurrent) as server:
+    with run_llama_server(parallel=args.concurrent, threads=args.threads) as server:
         with openai.OpenAI(base_url=server.openai_base, api_key="unused", max_retries=0,
                            timeout=300) as client:
             one_answer(client, server.model, "Warm up.")

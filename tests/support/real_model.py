@@ -136,6 +136,18 @@ class LlamaServer:
         return values
 
 
+def default_threads() -> int:
+    """One CPU fewer than this process may run on (at least one).
+
+    llama.cpp's threads spin at every barrier of a token's computation, so when another process
+    takes one of their cores all of them wait for it. On two busy cores (the suite runs beside
+    other tests) two threads were the slower choice by far: one 64-token answer decoded at 2.6
+    to 5.4 tokens/s with two threads against 20 to 21 with one (scripts/bench_real_model.py,
+    load average 3 to 4), and two spinning threads leave nothing for the test client or the
+    other tests."""
+    return max(1, len(os.sched_getaffinity(0)) - 1)
+
+
 def _server_args(install: RealModelInstall, *, ctx_size: int, parallel: int, threads: int,
                  chat_template: str | None, seed: int, extra_args: Sequence[str]) -> list[str]:
     args = [
@@ -215,14 +227,14 @@ def run_llama_server(
     """Install if needed (`scripts/real-model`), start llama-server on a free port of 127.0.0.1,
     wait for `/health`, yield it, stop it.
 
-    `threads` defaults to the CPUs this process may run on. `chat_template` names one of
+    `threads` defaults to `default_threads()`. `chat_template` names one of
     llama.cpp's built-in templates; None leaves llama-server's default (Jinja, and ChatML for
     this GGUF, which has no template of its own). `extra_args` go
     to llama-server as they are. `startup_timeout` is stretched by TEST_TIME_SCALE; the server
     is SIGTERMed at the end, SIGKILLed if it lingers, and dies with the test run in any case.
     """
     install = install_real_model()
-    threads = threads or len(os.sched_getaffinity(0))
+    threads = threads or default_threads()
     args = _server_args(install, ctx_size=ctx_size, parallel=parallel, threads=threads,
                         chat_template=chat_template, seed=seed, extra_args=extra_args)
     log_fd, log_name = tempfile.mkstemp(prefix="llama-server-", suffix=".log")
