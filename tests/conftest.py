@@ -40,10 +40,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     default = float(config.getini("timeout") or 0)
     for item in items:
         marker = item.get_closest_marker("timeout")
+        options: dict[str, object] = {}
         if marker is None:
             base = default
         else:
             base = float(marker.args[0] if marker.args else marker.kwargs.get("timeout", default))
+            # The marker's other settings (`func_only`, `method`) stay as the test set them.
+            options = {k: v for k, v in marker.kwargs.items() if k != "timeout"}
         if base > 0:
             # Prepended, so it is the closest marker pytest-timeout reads.
-            item.add_marker(pytest.mark.timeout(scaled(base)), append=False)
+            item.add_marker(pytest.mark.timeout(scaled(base), **options), append=False)

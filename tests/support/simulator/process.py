@@ -17,7 +17,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Any
 
 import httpx
 
+from tests.support.child_process import die_with_parent, stop_child, wait_for_child
 from tests.support.simulator.cli import ENV_PREFIX, bind_listener
 from tests.support.simulator.config import SimulatorConfig
 
@@ -102,50 +102,18 @@ def _config_flags(config: dict[str, Any]) -> list[str]:
     return flags
 
 
-def _die_with_parent() -> None:
-    """In the child: ask Linux to send SIGTERM when the parent dies, so that a test run or a
-    dev proxy killed without cleanup does not leave a simulator behind."""
-    if sys.platform != "linux":
-        return
-    import ctypes
-    import signal
-
-    pr_set_pdeathsig = 1
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
 def _wait_until_ready(sim: SimulatorProcess, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        code = sim.process.poll()
-        if code is not None:
-            raise RuntimeError(
-                f"Ollama simulator exited with status {code} before answering on {sim.url}.\n"
-                f"Its output:\n{sim.logs()}"
-            )
+    def not_answering() -> str | None:
         try:
             response = httpx.get(sim.url + "/", timeout=0.5)
-            if response.status_code == 200 and response.text == "Ollama is running":
-                return
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            raise TimeoutError(
-                f"Ollama simulator did not answer GET {sim.url}/ within {timeout:.0f}s.\n"
-                f"Its output:\n{sim.logs()}"
-            )
-        time.sleep(0.05)
+        except httpx.HTTPError as exc:
+            return repr(exc)
+        if response.status_code == 200 and response.text == "Ollama is running":
+            return None
+        return f"GET /: {response.status_code} {response.text[:200]!r}"
+
+    wait_for_child(sim.process, f"Ollama simulator on {sim.url}", not_answering, timeout,
+                   sim.logs)
 
 
 @contextlib.contextmanager
@@ -197,7 +165,7 @@ def run_simulator(
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=env,
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
             )
         # The parent's copy of the socket is closed by now: were it kept, the port would stay
         # open while the child "refuses" connections, and they would hang instead.
@@ -208,6 +176,6 @@ def run_simulator(
             yield sim
         finally:
             sim.close()
-            _stop(process)
+            stop_child(process)
     finally:
         log_path.unlink(missing_ok=True)
