@@ -301,9 +301,9 @@ class AuditWriter:
     async def _replay(self) -> None:
         self._last_replay = time.monotonic()
         deadline = self._database_deadline()
-        lines = await asyncio.to_thread(self._read_spool, self._replayed_to)
-        for start in range(0, len(lines), REPLAY_CHUNK):
-            chunk = lines[start:start + REPLAY_CHUNK]
+        replayed = 0
+        while chunk := await asyncio.to_thread(self._read_spool, self._replayed_to,
+                                               REPLAY_CHUNK):
             rows = [line.row for line in chunk if line.row is not None]
             if rows and await self._insert(rows, deadline):
                 log.info("audit database still unavailable; %d rows stay spooled",
@@ -316,29 +316,27 @@ class AuditWriter:
                     await self._set_aside({"spool_line": line.raw, "rejected_because":
                                            "not a whole audit row"})
             self._replayed_to = chunk[-1].end
+            replayed += len(chunk)
             self._spooled = max(0, self._spooled - len(chunk))
             self._metrics.audit_spooled_rows.set(self._spooled)
         await asyncio.to_thread(self._truncate_spool)
-        log.info("replayed %d spooled audit rows into the database", len(lines))
+        log.info("replayed %d spooled audit rows into the database", replayed)
         self._replayed_to = 0
         self._spooled = 0
         self._metrics.audit_spooled_rows.set(0)
 
-    def _read_spool(self, offset: int) -> list[SpoolLine]:
-        """The spool's lines from `offset` on (blank lines skipped)."""
+    def _read_spool(self, offset: int, limit: int) -> list[SpoolLine]:
+        """Up to `limit` lines of the spool from byte `offset` on (blank lines skipped)."""
+        lines: list[SpoolLine] = []
         with self._file_lock:
             if not self._spool.exists():
-                return []
+                return lines
             with self._spool.open("rb") as handle:
                 handle.seek(offset)
-                data = handle.read()
-        lines = []
-        end = offset
-        for raw in data.splitlines(keepends=True):
-            end += len(raw)
-            text_line = raw.decode("utf-8", "replace").strip()
-            if text_line:
-                lines.append(SpoolLine(_parse_row(text_line), text_line, end))
+                while len(lines) < limit and (raw := handle.readline()):
+                    text_line = raw.decode("utf-8", "replace").strip()
+                    if text_line:
+                        lines.append(SpoolLine(_parse_row(text_line), text_line, handle.tell()))
         return lines
 
     def _truncate_spool(self) -> None:

@@ -33,6 +33,9 @@ from proxy.core.settings import Settings
 log = logging.getLogger("proxy.db")
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+# SQLSTATE classes of a server out of reach: 08 connection exceptions, 57P operator
+# intervention (shutting down, restarting, not yet accepting connections).
+UNREACHABLE_SQLSTATES = ("08", "57P")
 
 
 def create_engine(settings: Settings, *, for_migrations: bool = False) -> AsyncEngine:
@@ -82,7 +85,7 @@ def _report_outages(engine: AsyncEngine) -> None:
             return dialect.connect(*cargs, **cparams)
         except Exception as exc:
             if is_unreachable(dialect, exc):
-                log.warning("cannot connect to the database: %s", type(exc).__name__)
+                log.info("cannot connect to the database: %s", type(exc).__name__)
                 raise DatabaseUnavailable() from exc
             raise
 
@@ -92,19 +95,21 @@ def _report_outages(engine: AsyncEngine) -> None:
         # A failed pre-ping is the pool's own business: it reconnects, through `_connect`.
         if context.is_pre_ping or not isinstance(error, Exception):
             return None
-        if context.is_disconnect or isinstance(error, OSError):
+        if context.is_disconnect or is_unreachable(context.dialect, error):
             context.is_disconnect = True  # never hand this connection out again
             return DatabaseUnavailable()
         return None
 
 
 def is_unreachable(dialect: Dialect, error: Exception) -> bool:
-    """Whether `error` (raised while connecting) means the server could not be reached, as
-    opposed to refusing what was asked (a wrong password, a missing database)."""
+    """Whether `error` means the server is out of reach (down, silent, starting or shutting
+    down), as opposed to refusing what was asked (a wrong password, a missing table)."""
     if isinstance(error, OSError):  # refused, reset, unroutable, timed out
         return True
-    return isinstance(error, dialect.loaded_dbapi.Error) and dialect.is_disconnect(
-        error, None, None)
+    if not isinstance(error, dialect.loaded_dbapi.Error):
+        return False
+    sqlstate = str(getattr(error, "sqlstate", None) or "")
+    return sqlstate.startswith(UNREACHABLE_SQLSTATES) or dialect.is_disconnect(error, None, None)
 
 
 def alembic_config(database_url: str | None = None) -> Config:
