@@ -86,18 +86,17 @@ def _token(args: argparse.Namespace) -> int:
 
 
 def _migrate(_: argparse.Namespace) -> int:
-    from proxy.core.db import create_engine, migrate
+    from proxy.core.db import migrate_database
+    from proxy.core.errors import DatabaseUnavailable
 
     settings = _load_settings()
-
-    async def run() -> None:
-        engine = create_engine(settings)
-        try:
-            await migrate(engine)
-        finally:
-            await engine.dispose()
-
-    asyncio.run(run())
+    try:
+        asyncio.run(migrate_database(settings))
+    except DatabaseUnavailable as exc:
+        print(f"cannot reach the database at {redact_secrets(settings.database_url)} "
+              f"({type(exc.__cause__).__name__}); is it running, is DATABASE_URL right?",
+              file=sys.stderr)
+        return 1
     print(f"database at {redact_secrets(settings.database_url)} is at the latest revision")
     return 0
 

@@ -34,8 +34,8 @@ from proxy.api.middleware import (
 )
 from proxy.api.refusals import refusal
 from proxy.api.router import ROUTERS, api_router
-from proxy.core.db import migrate
-from proxy.core.errors import ProxyError
+from proxy.core.db import migrate_database
+from proxy.core.errors import DatabaseUnavailable, ProxyError
 from proxy.core.security import AuthError
 from proxy.core.settings import Settings, get_settings
 from proxy.schemas import StreamChunk, StreamDone, StreamError
@@ -50,8 +50,9 @@ An authenticated gateway in front of Ollama. Every route except `/api/llm/status
 bearer JWT (`sub`, `role`, `exp`). Errors are `{"error": "…"}` with a meaningful status:
 401 (auth, checked before any body is read), 403 (admin only), 404 (unknown model or
 conversation), 408 (body too slow to arrive), 413 (body too large), 400/422 (bad input),
-429 (rate or concurrency limit), 503 (Ollama unreachable or busy), 504 (Ollama timed out), 502
-(other upstream failures).
+429 (rate or concurrency limit), 503 (Ollama unreachable or busy, or the database unreachable
+on a route that needs it; with Retry-After), 504 (Ollama timed out), 502 (other upstream
+failures).
 """
 
 
@@ -98,6 +99,39 @@ def _install_error_handlers(app: FastAPI) -> None:
                        headers=getattr(exc, "headers", None))
 
 
+async def _start_migrations(settings: Settings) -> bool:
+    """Migrate at startup; False (and start without the database) if it cannot be reached.
+    Any other failure (a wrong password, a migration that fails) still stops the start."""
+    if not settings.proxy_auto_migrate:
+        return True
+    try:
+        await migrate_database(settings)
+    except DatabaseUnavailable:
+        log.warning("the database cannot be reached: serving without it (audit rows go to the "
+                    "spool; routes that need it answer 503) and migrating when it returns")
+        return False
+    return True
+
+
+async def _migrate_when_reachable(state: AppState) -> None:
+    """After a start without the database: migrate as soon as it answers, then let the audit
+    writer replay its spool into it."""
+    retry = state.settings.proxy_audit_retry_seconds
+    while True:
+        await asyncio.sleep(retry)
+        try:
+            await migrate_database(state.settings)
+        except DatabaseUnavailable:
+            continue
+        except Exception:  # e.g. a migration refused: said loudly, and tried again
+            log.exception("migrating the database failed; retrying in %g s", retry)
+            continue
+        state.migrations_pending = False
+        state.audit.database_ready()
+        log.info("the database is back: schema migrated, spooled audit rows being replayed")
+        return
+
+
 async def _probe_upstream(state: AppState) -> None:
     """Keep each upstream's health, the models it serves, `upstream_up` and the known model
     names current, even with no traffic."""
@@ -119,19 +153,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state = AppState.build(settings)
-        probe: asyncio.Task[None] | None = None
+        tasks: list[asyncio.Task[None]] = []
         try:
-            if settings.proxy_auto_migrate:
-                await migrate(state.engine)
-            await state.audit.start()
-            probe = asyncio.create_task(_probe_upstream(state), name="upstream-probe")
+            migrated = await _start_migrations(settings)
+            state.migrations_pending = not migrated
+            await state.audit.start(database_ready=migrated)
+            if not migrated:
+                tasks.append(asyncio.create_task(_migrate_when_reachable(state),
+                                                 name="migrate-when-reachable"))
+            tasks.append(asyncio.create_task(_probe_upstream(state), name="upstream-probe"))
             app.state.proxy = state
             yield
         finally:
-            if probe is not None:
-                probe.cancel()
+            for task in tasks:
+                task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await probe
+                    await task
             await state.aclose()
 
     app = FastAPI(

@@ -2,15 +2,25 @@
 
 - Requests only `submit()` (a queue put); one background task writes batches of up to
   `PROXY_AUDIT_BATCH_SIZE` rows, at least every `PROXY_AUDIT_FLUSH_SECONDS`.
-- When the database refuses a batch, the batch is appended to a local spool file (JSON lines,
-  fsynced) and later batches follow it there, so order is kept. Every
-  `PROXY_AUDIT_RETRY_SECONDS` the spool is replayed into the database; the file is emptied only
-  after every row in it is stored. Inserts ignore ids already present, so a replay interrupted
-  halfway can simply run again.
-- A spool left behind by an earlier process is replayed at startup.
+- A row is stored in the database, or appended to a local spool file (JSON lines, fsynced),
+  within `PROXY_AUDIT_SPOOL_AFTER_SECONDS` of its request finishing, whatever the database does.
+  A database that refuses connections is spooled at once; one that stops answering is given
+  three quarters of that deadline (every connect, statement and ping is bounded by what is left
+  of it), then the rows go to the spool. A hard kill therefore loses at most the rows of the
+  requests that finished within the last `PROXY_AUDIT_SPOOL_AFTER_SECONDS`.
+- Once rows are spooled, later batches follow them there, so order is kept. Every
+  `PROXY_AUDIT_RETRY_SECONDS` the spool is replayed into the database, a chunk at a time and
+  within the same deadline (for the rows queued meanwhile); the chunks stored are remembered, so
+  a long spool is worked through across attempts, and the file is emptied only after every row
+  in it is stored. Inserts ignore ids already present, so a row stored twice (a replay
+  interrupted halfway, a kill before the spool was emptied) is stored once.
+- A spool left behind by an earlier process is replayed at startup. A proxy started while the
+  database is down holds rows in the spool (`start(database_ready=False)`) until the schema is
+  migrated (`database_ready()`), and never writes into a database without its tables.
+- A process killed mid-append leaves a last line without its end: the next append starts on a
+  fresh line, and a line that does not parse as a row goes to the dead-letter file (below) whole,
+  so it neither swallows the row after it nor disappears.
 - `close()` (graceful shutdown) drains the queue to the database or, failing that, to the spool.
-- A hard-killed process loses only the rows still in the in-memory queue: at most the requests
-  that finished in the last flush interval.
 - A batch the database refuses while it is answering (bad data, not an outage) is retried row
   by row; a row refused on its own goes to a dead-letter file beside the spool
   (`<spool>.rejected.jsonl`), is logged and counted, and does not hold up the rows after it.
@@ -27,7 +37,9 @@ import contextlib
 import json
 import logging
 import os
+import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -37,16 +49,30 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from proxy.audit.record import AuditRecord
 from proxy.audit.retention import prune_periodically
+from proxy.core.errors import DatabaseUnavailable
 from proxy.core.metrics import ProxyMetrics
 from proxy.core.models import AuditEntry
 from proxy.core.settings import Settings
 
 log = logging.getLogger("proxy.audit")
 
-DB_WRITE_TIMEOUT_SECONDS = 10.0
 REPLAY_CHUNK = 500
 PRIVATE_FILE = 0o600
 PRIVATE_DIRECTORY = 0o700
+# Of PROXY_AUDIT_SPOOL_AFTER_SECONDS, the part a batch may spend being gathered, and the point by
+# which the database must have stored it; the last quarter is kept for writing the spool.
+GATHER_SHARE = 0.25
+DATABASE_SHARE = 0.75
+
+
+@dataclass
+class SpoolLine:
+    """One line of the spool: the row it holds (None if it does not parse as one), its text,
+    and the file offset just past it."""
+
+    row: dict[str, Any] | None
+    raw: str
+    end: int
 
 
 class AuditWriter:
@@ -59,23 +85,32 @@ class AuditWriter:
         self._batch_size = settings.proxy_audit_batch_size
         self._flush_seconds = settings.proxy_audit_flush_seconds
         self._retry_seconds = settings.proxy_audit_retry_seconds
-        self._queue: asyncio.Queue[AuditRecord] = asyncio.Queue()
+        self._spool_after = settings.proxy_audit_spool_after_seconds
+        # Rows with the monotonic time their request finished: the deadlines count from it.
+        self._queue: asyncio.Queue[tuple[float, AuditRecord]] = asyncio.Queue()
         # Rows taken off the queue and not yet stored. Kept on the instance, not in a local, so
         # that cancelling the writer at shutdown cannot drop them; storing twice is harmless
         # because inserts ignore ids already present.
-        self._pending: list[AuditRecord] = []
+        self._pending: list[tuple[float, AuditRecord]] = []
         self._task: asyncio.Task[None] | None = None
         self._retention: asyncio.Task[None] | None = None
+        # The spool's rows not yet stored, and how far into the file every row is stored.
         self._spooled = self._count_spooled()
+        self._replayed_to = 0
         self._last_replay = 0.0
+        self._database_ready = True
         self._closing = False
+        # The spool is written by worker threads; one at a time, a cancelled await included.
+        self._file_lock = threading.Lock()
         metrics.audit_spooled_rows.set(self._spooled)
 
     def submit(self, record: AuditRecord) -> None:
-        self._queue.put_nowait(record)
+        self._queue.put_nowait((time.monotonic(), record))
         self._metrics.audit_queue_depth.set(self._queue.qsize() + len(self._pending))
 
-    async def start(self) -> None:
+    async def start(self, database_ready: bool = True) -> None:
+        """Start writing; with `database_ready=False` every row goes to the spool until
+        `database_ready()` says the schema is there."""
         for path in (self._spool, self._dead_letter):
             if path.exists():
                 try:
@@ -84,10 +119,16 @@ class AuditWriter:
                     raise RuntimeError(
                         f"cannot make {path} readable by this user only (0600): {exc}; give it "
                         f"to the proxy's user or point PROXY_AUDIT_SPOOL_PATH elsewhere") from exc
+        self._database_ready = database_ready
         self._task = asyncio.create_task(self._run(), name="audit-writer")
         if self._settings.proxy_audit_retention_days > 0:
             self._retention = asyncio.create_task(
                 prune_periodically(self._engine, self._settings), name="audit-retention")
+
+    def database_ready(self) -> None:
+        """The schema is migrated: replay the spool now and store into the database again."""
+        self._database_ready = True
+        self._last_replay = 0.0
 
     async def close(self) -> None:
         self._closing = True
@@ -99,15 +140,15 @@ class AuditWriter:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        rows = self._pending + self._drain()
+        batch = self._pending + self._drain()
         self._pending = []
-        if self._spooled:
+        if self._spooled and self._database_ready:
             await self._replay()
-        if rows:
-            await self._store(rows)
+        if batch:
+            await self._store(batch)
 
-    def _drain(self) -> list[AuditRecord]:
-        rows: list[AuditRecord] = []
+    def _drain(self) -> list[tuple[float, AuditRecord]]:
+        rows: list[tuple[float, AuditRecord]] = []
         while not self._queue.empty():
             rows.append(self._queue.get_nowait())
         self._metrics.audit_queue_depth.set(0)
@@ -119,17 +160,19 @@ class AuditWriter:
         while not self._closing:
             await self._fill_pending()
             try:
-                if self._spooled and time.monotonic() - self._last_replay >= self._retry_seconds:
+                if (self._spooled and self._database_ready
+                        and time.monotonic() - self._last_replay >= self._retry_seconds):
                     await self._replay()
                 if self._pending:
                     await self._store(self._pending)
                     self._pending = []
-            except Exception:  # the writer must outlive any single failure
+            except Exception:  # the writer must outlive any single failure (a full disk)
                 log.exception("audit writer failed; retrying")
-                await asyncio.sleep(self._retry_seconds)
+                await asyncio.sleep(min(self._retry_seconds, self._spool_after * GATHER_SHARE))
 
     async def _fill_pending(self) -> None:
-        """Take up to one batch off the queue, waiting at most one flush interval."""
+        """Take up to one batch off the queue, waiting at most one flush interval, and never
+        past the oldest row's share of its deadline."""
         timeout = self._flush_seconds if not self._spooled else min(
             self._flush_seconds, self._retry_seconds)
         if not self._pending:
@@ -137,9 +180,10 @@ class AuditWriter:
                 self._pending.append(await asyncio.wait_for(self._queue.get(), timeout))
             except TimeoutError:
                 return
-        deadline = time.monotonic() + self._flush_seconds
+        until = min(time.monotonic() + self._flush_seconds,
+                    self._pending[0][0] + self._spool_after * GATHER_SHARE)
         while len(self._pending) < self._batch_size:
-            remaining = deadline - time.monotonic()
+            remaining = until - time.monotonic()
             if remaining <= 0:
                 break
             try:
@@ -148,44 +192,59 @@ class AuditWriter:
                 break
         self._metrics.audit_queue_depth.set(self._queue.qsize() + len(self._pending))
 
-    async def _store(self, batch: list[AuditRecord]) -> None:
-        rows = [record.row() for record in batch]
-        if self._spooled:
+    def _database_deadline(self) -> float:
+        """When the database must be done with whatever the writer asks it now: the oldest
+        row waiting (pending, else one arriving now) must still reach the spool in time."""
+        since = self._pending[0][0] if self._pending else time.monotonic()
+        return since + self._spool_after * DATABASE_SHARE
+
+    async def _store(self, batch: list[tuple[float, AuditRecord]]) -> None:
+        rows = [record.row() for _, record in batch]
+        if self._spooled or not self._database_ready:
             # The database is (or was just) down: keep order by queueing behind the spool.
             await self._append_to_spool(rows)
             return
-        try:
-            await self._insert(rows)
-            self._metrics.audit_queue_depth.set(self._queue.qsize())
-        except Exception as exc:
-            log.warning("audit database write failed (%s); spooling %d rows to %s",
-                        type(exc).__name__, len(rows), self._spool)
-            await self._append_to_spool(rows)
+        unstored = await self._insert(rows, batch[0][0] + self._spool_after * DATABASE_SHARE)
+        self._metrics.audit_queue_depth.set(self._queue.qsize())
+        if unstored:
+            log.warning("audit database unavailable; spooling %d rows to %s", len(unstored),
+                        self._spool)
+            await self._append_to_spool(unstored)
 
-    async def _insert(self, rows: list[dict[str, Any]]) -> None:
-        """Store rows; raise only if the database cannot be reached (the caller spools)."""
+    async def _insert(self, rows: list[dict[str, Any]], deadline: float
+                      ) -> list[dict[str, Any]]:
+        """Store rows by `deadline`; return those the database could not take in time (it is
+        unreachable or too slow), for the caller to spool. Rows it refuses while answering go
+        to the dead-letter file."""
         try:
-            await self._insert_batch(rows)
+            await self._insert_batch(rows, deadline)
+            return []
         except Exception as batch_error:
-            if not await self._database_answers():
-                raise
+            if not await self._refused_while_answering(batch_error, deadline):
+                return rows
             log.warning("audit batch refused while the database answers (%s); storing row by "
                         "row", type(batch_error).__name__)
-            for row in rows:
-                try:
-                    await self._insert_batch([row])
-                except Exception as row_error:
-                    if not await self._database_answers():
-                        raise
-                    await self._reject(row, row_error)
+        for index, row in enumerate(rows):
+            try:
+                await self._insert_batch([row], deadline)
+            except Exception as row_error:
+                if not await self._refused_while_answering(row_error, deadline):
+                    return rows[index:]
+                await self._reject(row, row_error)
+        return []
 
-    async def _database_answers(self) -> bool:
+    async def _refused_while_answering(self, error: Exception, deadline: float) -> bool:
+        """Whether `error` is the database refusing what it was given, not being out of reach."""
+        if isinstance(error, DatabaseUnavailable | TimeoutError):
+            return False
+
         async def ping() -> None:
             async with self._engine.connect() as connection:
                 await connection.execute(text("SELECT 1"))
 
         try:
-            await asyncio.wait_for(ping(), DB_WRITE_TIMEOUT_SECONDS)
+            timeout = _time_left(deadline)
+            await asyncio.wait_for(ping(), timeout)
         except Exception:
             return False
         return True
@@ -193,11 +252,14 @@ class AuditWriter:
     async def _reject(self, row: dict[str, Any], error: Exception) -> None:
         log.error("audit row %s refused by the database (%s: %s); kept in %s", row.get("id"),
                   type(error).__name__, str(error)[:200], self._dead_letter)
-        line = json.dumps({**row, "rejected_because": str(error)[:500]}, default=str) + "\n"
+        await self._set_aside({**row, "rejected_because": str(error)[:500]})
+
+    async def _set_aside(self, entry: dict[str, Any]) -> None:
+        line = json.dumps(entry, default=str) + "\n"
         await asyncio.to_thread(self._append_sync, line, self._dead_letter)
         self._metrics.audit_rejected.inc()
 
-    async def _insert_batch(self, rows: list[dict[str, Any]]) -> None:
+    async def _insert_batch(self, rows: list[dict[str, Any]], deadline: float) -> None:
         dialect = self._engine.dialect.name
         statement: Any
         if dialect == "postgresql":
@@ -212,7 +274,8 @@ class AuditWriter:
             async with self._engine.begin() as connection:
                 await connection.execute(statement, rows)
 
-        await asyncio.wait_for(run(), DB_WRITE_TIMEOUT_SECONDS)
+        timeout = _time_left(deadline)
+        await asyncio.wait_for(run(), timeout)
         self._metrics.audit_written.inc(len(rows))
 
     async def _append_to_spool(self, rows: list[dict[str, Any]]) -> None:
@@ -223,58 +286,93 @@ class AuditWriter:
 
     def _append_sync(self, lines: str, path: Path | None = None) -> None:
         target = path or self._spool
-        target.parent.mkdir(mode=PRIVATE_DIRECTORY, parents=True, exist_ok=True)
-        with _open_private(target, os.O_APPEND) as handle:
-            handle.write(lines)
-            handle.flush()
-            os.fsync(handle.fileno())
+        with self._file_lock:
+            target.parent.mkdir(mode=PRIVATE_DIRECTORY, parents=True, exist_ok=True)
+            with _open_private(target, os.O_APPEND) as handle:
+                fd = handle.fileno()
+                size = os.fstat(fd).st_size
+                if size and os.pread(fd, 1, size - 1) != b"\n":
+                    # A crash cut the last line short: never glue a row onto it.
+                    lines = "\n" + lines
+                handle.write(lines)
+                handle.flush()
+                os.fsync(fd)
 
     async def _replay(self) -> None:
         self._last_replay = time.monotonic()
-        rows = await asyncio.to_thread(self._read_spool)
-        try:
-            for start in range(0, len(rows), REPLAY_CHUNK):
-                chunk = [AuditRecord.from_row(r).row() for r in rows[start:start + REPLAY_CHUNK]]
-                await self._insert(chunk)
-        except Exception as exc:
-            log.info("audit database still unavailable (%s); %d rows stay spooled",
-                     type(exc).__name__, self._spooled)
-            return
+        deadline = self._database_deadline()
+        replayed = 0
+        while chunk := await asyncio.to_thread(self._read_spool, self._replayed_to,
+                                               REPLAY_CHUNK):
+            rows = [line.row for line in chunk if line.row is not None]
+            if rows and await self._insert(rows, deadline):
+                log.info("audit database still unavailable; %d rows stay spooled",
+                         self._spooled)
+                return
+            for line in chunk:
+                if line.row is None:
+                    log.error("an audit spool line does not parse as a row (cut short by a "
+                              "crash mid-write?); kept in %s", self._dead_letter)
+                    await self._set_aside({"spool_line": line.raw, "rejected_because":
+                                           "not a whole audit row"})
+            self._replayed_to = chunk[-1].end
+            replayed += len(chunk)
+            self._spooled = max(0, self._spooled - len(chunk))
+            self._metrics.audit_spooled_rows.set(self._spooled)
         await asyncio.to_thread(self._truncate_spool)
-        log.info("replayed %d spooled audit rows into the database", len(rows))
+        log.info("replayed %d spooled audit rows into the database", replayed)
+        self._replayed_to = 0
         self._spooled = 0
         self._metrics.audit_spooled_rows.set(0)
 
-    def _read_spool(self) -> list[dict[str, Any]]:
-        if not self._spool.exists():
-            return []
-        rows = []
-        with self._spool.open(encoding="utf-8") as handle:
-            for line in handle:
-                if line.strip():
-                    try:
-                        rows.append(json.loads(line))
-                    except ValueError:
-                        # A line cut short by a crash mid-write is the one row not acknowledged.
-                        log.warning("skipping a truncated line in the audit spool")
-        return rows
+    def _read_spool(self, offset: int, limit: int) -> list[SpoolLine]:
+        """Up to `limit` lines of the spool from byte `offset` on (blank lines skipped)."""
+        lines: list[SpoolLine] = []
+        with self._file_lock:
+            if not self._spool.exists():
+                return lines
+            with self._spool.open("rb") as handle:
+                handle.seek(offset)
+                while len(lines) < limit and (raw := handle.readline()):
+                    text_line = raw.decode("utf-8", "replace").strip()
+                    if text_line:
+                        lines.append(SpoolLine(_parse_row(text_line), text_line, handle.tell()))
+        return lines
 
     def _truncate_spool(self) -> None:
-        with _open_private(self._spool, os.O_TRUNC) as handle:
+        with self._file_lock, _open_private(self._spool, os.O_TRUNC) as handle:
             handle.flush()
             os.fsync(handle.fileno())
 
     def _count_spooled(self) -> int:
         if not self._spool.exists():
             return 0
-        with self._spool.open(encoding="utf-8") as handle:
+        with self._spool.open("rb") as handle:
             return sum(1 for line in handle if line.strip())
+
+
+def _parse_row(line: str) -> dict[str, Any] | None:
+    """The row a spool line holds, as the database takes it; None if it is not one."""
+    try:
+        data = json.loads(line)
+        return AuditRecord.from_row(data).row() if isinstance(data, dict) else None
+    except (ValueError, TypeError):
+        return None
+
+
+def _time_left(deadline: float) -> float:
+    """Seconds until `deadline`; TimeoutError at once if it has passed."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError("the audit row's deadline for the database has passed")
+    return left
 
 
 def _open_private(path: Path, mode_flag: int) -> TextIO:
     """Open for writing (append or truncate), creating the file 0600; an existing file is
-    narrowed to 0600 too, so rows are never written into a file others can read."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | mode_flag, PRIVATE_FILE)
+    narrowed to 0600 too, so rows are never written into a file others can read. Readable as
+    well, so that an append can look at the byte before it."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | mode_flag, PRIVATE_FILE)
     try:
         os.fchmod(fd, PRIVATE_FILE)
     except BaseException:

@@ -4,6 +4,8 @@
     ├── NotFound                    404  (a conversation that is not yours, an unknown id)
     ├── Forbidden                   403  (a user calling an admin route)
     ├── RequestInvalid              422  (limits that depend on settings)
+    ├── DatabaseUnavailable         503  the database cannot be reached or did not answer in
+    │                                    time (raised by proxy/core/db.py's engine)
     └── UpstreamError               something went wrong talking to Ollama
         ├── UpstreamUnavailable     503  could not connect, or Ollama's queue is full
         ├── UpstreamTimeout         504  connect/read/write/pool timeout
@@ -13,7 +15,9 @@
                                          mid-stream
 
 `map_transport_error` and `error_from_upstream_response` are the only functions that know about
-httpx's exceptions and Ollama's error bodies; a test proves each branch.
+httpx's exceptions and Ollama's error bodies; a test proves each branch. The database engine
+(`proxy/core/db.py`) is the only place that turns a driver's connection failures into
+`DatabaseUnavailable`.
 """
 
 from __future__ import annotations
@@ -49,6 +53,18 @@ class Forbidden(ProxyError):
 
 class RequestInvalid(ProxyError):
     status_code = 422
+
+
+class DatabaseUnavailable(ProxyError):
+    """Said to callers without the driver's text, which names hosts and ports."""
+
+    status_code = 503
+
+    def __init__(self, message: str = "database unavailable; try again shortly") -> None:
+        super().__init__(message)
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": "5"}
 
 
 class UpstreamError(ProxyError):

@@ -184,7 +184,13 @@ class Settings(BaseSettings):
     proxy_audit_spool_path: str = "./audit-spool.jsonl"
     proxy_audit_batch_size: int = Field(200, ge=1, le=5000)
     proxy_audit_flush_seconds: float = Field(0.25, gt=0, le=300)
-    proxy_audit_retry_seconds: float = Field(2.0, gt=0, le=300)
+    proxy_audit_retry_seconds: float = Field(
+        2.0, gt=0, le=300, description="How often spooled rows are replayed, and, after a start "
+        "without the database, the migrations retried.")
+    proxy_audit_spool_after_seconds: float = Field(
+        5.0, gt=0, le=300, description="A row is in the database or fsynced in the spool at "
+        "most this long after its request finished, whatever the database does: the most a "
+        "hard kill can lose.")
     proxy_audit_retention_days: int = Field(
         90, ge=0, description="Audit rows older than this are deleted; 0 keeps them forever.")
     proxy_audit_prune_interval_seconds: float = Field(
@@ -219,6 +225,9 @@ class Settings(BaseSettings):
     ollama_max_connections: int = Field(100, ge=1)
 
     database_url: str = "sqlite+aiosqlite:///./proxy.db"
+    proxy_database_timeout_seconds: float = Field(
+        10.0, gt=0, le=600, description="A database connection attempt or statement (PostgreSQL; "
+        "migrations excepted) that takes longer fails: 503 where a route needs the database.")
     redis_url: str | None = None
 
     jwt_secret: str | None = None

@@ -35,6 +35,8 @@ class AppState:
     audit: AuditWriter
     cache: ResponseCache
     templates: TemplateRunner
+    # True after a start without the database, until its schema is migrated.
+    migrations_pending: bool = False
     known_models: KnownModels = field(default_factory=KnownModels)
     context_lengths: ContextLengths = field(default_factory=ContextLengths)
 

@@ -2,10 +2,12 @@
 restart, and (for spooled rows) a hard kill. (One row per request, refused rows set aside and
 audited refusals are checked in process, in fast/test_audit.py.)
 
-The bound a hard kill can lose is the rows still in the writer's in-memory queue: requests that
-finished within the last PROXY_AUDIT_FLUSH_SECONDS. `test_hard_kill_keeps_every_spooled_row`
-proves rows already spooled survive SIGKILL; `test_hard_kill_after_flush_keeps_every_row`
-proves rows older than one flush interval are in the database.
+The bound a hard kill can lose is the rows still in the writer's memory: requests that finished
+within the last PROXY_AUDIT_SPOOL_AFTER_SECONDS, whatever the database does.
+`test_hard_kill_keeps_every_spooled_row` proves rows already spooled survive SIGKILL;
+`test_hard_kill_after_flush_keeps_every_row` proves rows older than one flush interval are in
+the database; `test_rows_reach_the_spool_within_the_deadline_whatever_the_database_does` kills a
+proxy one deadline after the last request of a database outage, silent or not, and loses none.
 """
 
 from __future__ import annotations
@@ -15,51 +17,27 @@ import time
 import uuid
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.proxy.outage import TcpOutage
+from tests.proxy.audit_rows import ROWS_FOR, generate, wait_rows
+from tests.proxy.outage import postgres_outage, url_through
 from tests.support.database import count_rows
-from tests.support.proxy_process import ProxyProcess, metric, start_proxy, stop_proxy
+from tests.support.proxy_process import metric, start_proxy, stop_proxy
 from tests.support.timing import scaled, wait_until
-from tests.support.tokens import auth
 
 pytestmark = pytest.mark.usefixtures("sim")
 
-ROWS_FOR = 'SELECT count(*) FROM audit_log WHERE "user" = $1'
-# A flush interval no test outlasts however slow the machine: rows stay queued until shutdown.
+# A flush interval and spool deadline no test outlasts however slow the machine: rows stay
+# queued until shutdown.
 LONG_FLUSH = str(min(300.0, scaled(60)))
-
-
-def generate(proxy: ProxyProcess, user: str, prompt: str = "audit me", **body: object
-             ) -> httpx.Response:
-    with proxy.client() as client:
-        return client.post("/api/llm/generate", headers=auth(user),
-                           json={"model": "llama3.2", "prompt": prompt, "stream": False,
-                                 "options": {"num_predict": 3}, **body})
-
-
-
-
-def wait_rows(database_url: str, user: str, expected: int, timeout: float = 20) -> int:
-    """Poll until `user` has `expected` rows or the (scaled) budget is spent; return the count."""
-    deadline = time.monotonic() + scaled(timeout)
-    while True:
-        try:
-            found = count_rows(database_url, ROWS_FOR, user)
-        except Exception:
-            found = -1
-        if found == expected or time.monotonic() > deadline:
-            return found
-        time.sleep(0.1)
+KEEP_QUEUED = {"PROXY_AUDIT_FLUSH_SECONDS": LONG_FLUSH,
+               "PROXY_AUDIT_SPOOL_AFTER_SECONDS": LONG_FLUSH}
 
 
 def test_rows_survive_a_database_outage(simulator, postgres_url: str, tmp_path: Path) -> None:
-    host, port = "127.0.0.1", int(postgres_url.split("@")[1].split("/")[0].split(":")[1])
-    database = postgres_url.rsplit("/", 1)[1]
     user = f"u-{uuid.uuid4().hex[:8]}"
-    with TcpOutage(host, port) as link:
-        url = f"postgresql://postgres@127.0.0.1:{link.port}/{database}"
+    with postgres_outage(postgres_url) as link:
+        url = url_through(link, postgres_url)
         proxy = start_proxy(tmp_path, {"OLLAMA_URL": simulator.url, "DATABASE_URL": url,
                                        "PROXY_AUDIT_RETRY_SECONDS": "0.5"})
         try:
@@ -87,7 +65,7 @@ def test_graceful_restart_flushes_the_queue(simulator, database_url: str,
     user = f"u-{uuid.uuid4().hex[:8]}"
     # A long flush interval keeps the rows queued until shutdown.
     proxy = start_proxy(tmp_path, {"OLLAMA_URL": simulator.url, "DATABASE_URL": database_url,
-                                   "PROXY_AUDIT_FLUSH_SECONDS": LONG_FLUSH})
+                                   **KEEP_QUEUED})
     try:
         for _ in range(12):
             assert generate(proxy, user).status_code == 200
@@ -102,14 +80,10 @@ def test_graceful_restart_flushes_the_queue(simulator, database_url: str,
 def test_shutdown_during_an_outage_spools_then_the_next_process_replays(
     simulator, postgres_url: str, tmp_path: Path
 ) -> None:
-    port = int(postgres_url.split("@")[1].split("/")[0].split(":")[1])
-    database = postgres_url.rsplit("/", 1)[1]
     user = f"u-{uuid.uuid4().hex[:8]}"
-    with TcpOutage("127.0.0.1", port) as link:
-        env = {"OLLAMA_URL": simulator.url,
-               "DATABASE_URL": f"postgresql://postgres@127.0.0.1:{link.port}/{database}",
-               "PROXY_AUDIT_FLUSH_SECONDS": LONG_FLUSH}
-        proxy = start_proxy(tmp_path, env)
+    with postgres_outage(postgres_url) as link:
+        env = {"OLLAMA_URL": simulator.url, "DATABASE_URL": url_through(link, postgres_url)}
+        proxy = start_proxy(tmp_path, {**env, **KEEP_QUEUED})
         for _ in range(7):
             assert generate(proxy, user).status_code == 200
         link.cut()
@@ -117,7 +91,7 @@ def test_shutdown_during_an_outage_spools_then_the_next_process_replays(
         proxy.process.wait(scaled(30))
         assert len((tmp_path / "audit-spool.jsonl").read_text().splitlines()) == 7
         link.restore()
-        successor = start_proxy(tmp_path, {**env, "PROXY_AUDIT_FLUSH_SECONDS": "0.25"})
+        successor = start_proxy(tmp_path, env)
         try:
             assert wait_rows(postgres_url, user, 7) == 7
         finally:
@@ -126,12 +100,9 @@ def test_shutdown_during_an_outage_spools_then_the_next_process_replays(
 
 def test_hard_kill_keeps_every_spooled_row(simulator, postgres_url: str,
                                            tmp_path: Path) -> None:
-    port = int(postgres_url.split("@")[1].split("/")[0].split(":")[1])
-    database = postgres_url.rsplit("/", 1)[1]
     user = f"u-{uuid.uuid4().hex[:8]}"
-    with TcpOutage("127.0.0.1", port) as link:
-        env = {"OLLAMA_URL": simulator.url,
-               "DATABASE_URL": f"postgresql://postgres@127.0.0.1:{link.port}/{database}"}
+    with postgres_outage(postgres_url) as link:
+        env = {"OLLAMA_URL": simulator.url, "DATABASE_URL": url_through(link, postgres_url)}
         proxy = start_proxy(tmp_path, env)
         link.cut()
         for _ in range(9):
@@ -160,3 +131,43 @@ def test_hard_kill_after_flush_keeps_every_row(simulator, database_url: str,
     proxy.process.send_signal(signal.SIGKILL)
     proxy.process.wait(scaled(10))
     assert count_rows(database_url, ROWS_FOR, user) == 15
+
+
+# The spool deadline the fault tests set, and how many requests finish inside the outage.
+SPOOL_AFTER = 1.0
+REQUESTS_IN_OUTAGE = 40
+
+
+@pytest.mark.parametrize("outage", ["blackhole", "cut"])
+def test_rows_reach_the_spool_within_the_deadline_whatever_the_database_does(
+        simulator, postgres_url: str, tmp_path: Path, outage: str) -> None:
+    """A database that stops answering (blackhole) must not hold rows in memory: by
+    PROXY_AUDIT_SPOOL_AFTER_SECONDS after each request finished its row is stored or fsynced in
+    the spool, so a hard kill then loses none of them."""
+    user = f"u-{uuid.uuid4().hex[:8]}"
+    with postgres_outage(postgres_url) as link:
+        env = {"OLLAMA_URL": simulator.url, "DATABASE_URL": url_through(link, postgres_url),
+               "PROXY_AUDIT_SPOOL_AFTER_SECONDS": str(SPOOL_AFTER)}
+        proxy = start_proxy(tmp_path, env)
+        try:
+            # A row stored first: the writer holds a pooled connection, which then goes silent.
+            assert generate(proxy, user).status_code == 200
+            assert wait_rows(postgres_url, user, 1) == 1
+            getattr(link, outage)()
+            for _ in range(REQUESTS_IN_OUTAGE):
+                assert generate(proxy, user).status_code == 200
+            # The deadline, from the last request's end, and no more.
+            time.sleep(scaled(SPOOL_AFTER + 0.5))
+            proxy.process.send_signal(signal.SIGKILL)
+            proxy.process.wait(scaled(10))
+        finally:
+            stop_proxy(proxy)
+        link.restore()
+        successor = start_proxy(tmp_path, env)
+        try:
+            found = wait_rows(postgres_url, user, 1 + REQUESTS_IN_OUTAGE)
+            assert found == 1 + REQUESTS_IN_OUTAGE, (
+                f"{1 + REQUESTS_IN_OUTAGE - found} of {1 + REQUESTS_IN_OUTAGE} rows lost")
+            assert metric(successor, "llm_proxy_audit_spooled_rows") == 0
+        finally:
+            stop_proxy(successor)

@@ -58,6 +58,15 @@ def test_migrate_creates_the_schema(tmp_path: Path) -> None:
     assert {"conversations", "messages", "alembic_version"} <= tables
 
 
+def test_migrate_without_the_database_says_so_not_a_traceback(tmp_path: Path) -> None:
+    result = run(["migrate"], tmp_path,
+                 DATABASE_URL=f"postgresql://proxy:pw-9d2e@127.0.0.1:{free_port()}/llm")
+    assert result.returncode == 1
+    assert "cannot reach the database" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "pw-9d2e" not in result.stderr
+
+
 def test_bad_configuration_is_reported_not_a_traceback(tmp_path: Path) -> None:
     result = run(["check-config"], tmp_path, PROXY_PORT="not-a-port")
     assert result.returncode != 0

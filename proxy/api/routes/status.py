@@ -89,6 +89,9 @@ async def status(state: StateDep, admin: Annotated[bool, Depends(_caller_is_admi
                  ) -> JSONResponse:
     upstream = await _check_upstream(state)
     database = await _check(database_ok(state.engine))
+    if database.ok and state.migrations_pending:
+        database = ComponentStatus(ok=False, error="reachable again; the schema is being "
+                                   "migrated (the database was down at startup)")
     redis = await _check(state.limiter.ping()) if state.limiter.shared else None
     parts = [("upstream", upstream), ("database", database), ("redis", redis)]
     failing = [name for name, part in parts if part is not None and not part.ok]
