@@ -212,7 +212,11 @@ class Settings(BaseSettings):
                                             description="Failures in a row that eject one.")
     proxy_upstream_cooldown_seconds: float = Field(10.0, gt=0, le=3600)
     ollama_connect_timeout: float = Field(5.0, gt=0)
-    # Time allowed between two chunks: a cold model load on a small GPU takes a while.
+    # Time allowed from a generation's request to its first token: a cold model load on a
+    # small GPU takes a while. Past it: 504, or another engine if one serves the model.
+    ollama_first_token_timeout: float = Field(120.0, gt=0)
+    # Time allowed between two chunks once a generation has started (and for a non-streamed
+    # call's answer, with the first-token time if that is longer).
     ollama_read_timeout: float = Field(300.0, gt=0)
     ollama_write_timeout: float = Field(30.0, gt=0)
     ollama_pool_timeout: float = Field(10.0, gt=0)
