@@ -156,8 +156,9 @@ class Settings(BaseSettings):
     proxy_concurrency_limit: int = Field(2, ge=1, description="Generations at once, per user.")
     proxy_concurrency_limit_roles: dict[str, int] = Field(default_factory=dict)
     proxy_concurrency_limit_users: dict[str, int] = Field(default_factory=dict)
-    # A concurrency slot held in Redis by a process that died is freed after this long.
-    proxy_concurrency_lease_seconds: int = Field(900, ge=10)
+    # A concurrency slot in Redis is a lease this long, renewed every third of it while its
+    # generation runs: a process that dies frees its slots within one lease.
+    proxy_concurrency_lease_seconds: int = Field(15, ge=2, le=3600)
     # What to do when Redis (limits, cache) cannot be reached: refuse (503) or admit and count.
     proxy_limiter_failure_mode: Literal["closed", "open"] = "closed"
 
@@ -224,6 +225,10 @@ class Settings(BaseSettings):
 
     database_url: str = "sqlite+aiosqlite:///./proxy.db"
     redis_url: str | None = None
+    # Connections to Redis per client (the limiter's, the cache's); a command that finds them
+    # all busy waits this long for one, then fails as if Redis were unreachable.
+    proxy_redis_max_connections: int = Field(50, ge=1, le=10_000)
+    proxy_redis_pool_timeout_seconds: float = Field(5.0, gt=0, le=300)
 
     jwt_secret: str | None = None
     jwt_public_key: str | None = None
