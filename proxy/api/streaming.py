@@ -3,18 +3,20 @@
 The first frame is awaited before the response starts, so an error that happens before any
 output (unknown model, Ollama down, timeout) gets its real HTTP status. After that the status is
 200 and a failure ends the stream with the dialect's error frame (for the proxy's own API a
-`{"error", "status", "done": true}` line, as Ollama does).
+`{"error", "status", "done": true}` line, as Ollama does), and a caller that leaves before the
+end is audited and counted as 499.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 from fastapi import Request
 from fastapi.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from proxy.api.accounting import audit_record
 from proxy.core.errors import ProxyError
@@ -65,6 +67,29 @@ def error_line(exc: ProxyError) -> bytes:
     return ndjson_line({"error": exc.message, "status": exc.status_code, "done": True})
 
 
+class AccountedStream(StreamingResponse):
+    """A StreamingResponse that knows whether its body reached its end: one that did not was
+    cut off by the caller going away (accounted as 499, the upstream closed at once)."""
+
+    def __init__(self, request: Request, body: AsyncGenerator[bytes], media_type: str,
+                 headers: dict[str, str]) -> None:
+        super().__init__(body, media_type=media_type, headers=headers)
+        self.request = request
+        self.frames = body
+        self.settled = False  # the body ended, well or with its error frame
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            if not self.settled:
+                audit_record(self.request.scope).fail(499, "client disconnected mid-stream")
+            # Starlette abandons the body where the disconnect found it; closed here, the
+            # upstream generation stops before the request is accounted, not when the
+            # generator happens to be collected.
+            await self.frames.aclose()
+
+
 async def stream_response(
     request: Request, frames: AsyncIterator[bytes], media_type: str, headers: dict[str, str],
     error_frame: Callable[[ProxyError], bytes],
@@ -73,7 +98,8 @@ async def stream_response(
 
     The first frame is awaited before the response starts, so that a failure before any output
     gets its real status; a failure after that ends the stream with `error_frame`, recorded in
-    the audit row, since the status has been sent.
+    the audit row, since the status has been sent. A caller that goes away mid-stream is
+    recorded as 499, as on the WebSocket.
     """
     iterator = aiter(frames)
     try:
@@ -82,18 +108,21 @@ async def stream_response(
         await _close(iterator)
         raise
 
-    async def body() -> AsyncIterator[bytes]:
+    async def body() -> AsyncGenerator[bytes]:
         try:
             yield first
             async for frame in iterator:
                 yield frame
+            response.settled = True
         except ProxyError as exc:
             audit_record(request.scope).fail(exc.status_code, exc.message)
+            response.settled = True
             yield error_frame(exc)
         finally:
             await _close(iterator)
 
-    return StreamingResponse(body(), media_type=media_type, headers=headers)
+    response = AccountedStream(request, body(), media_type, headers)
+    return response
 
 
 async def ndjson_response(request: Request, lines: AsyncIterator[dict[str, Any]],

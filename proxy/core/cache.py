@@ -18,9 +18,8 @@ import time
 from collections import OrderedDict
 from typing import Any
 
-from redis.asyncio import Redis
-
 from proxy.core.metrics import ProxyMetrics
+from proxy.core.redis_client import redis_client
 from proxy.core.settings import Settings
 
 log = logging.getLogger("proxy.cache")
@@ -52,8 +51,7 @@ class ResponseCache:
         self._metrics = metrics
         self._max = settings.proxy_cache_max_entries
         self._memory: OrderedDict[str, tuple[float, str]] = OrderedDict()
-        self._redis = (Redis.from_url(settings.redis_url, socket_connect_timeout=2,
-                                      socket_timeout=2) if settings.redis_url else None)
+        self._redis = redis_client(settings) if settings.redis_url else None
 
     @property
     def enabled(self) -> bool:

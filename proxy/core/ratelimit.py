@@ -3,11 +3,16 @@ generations.
 
 The rate uses the `limits` library: in-process memory by default, Redis when `REDIS_URL` is set,
 so that every proxy replica on one Redis shares the same window. `limits` has no concurrency
-primitive, so the concurrency cap is written here: a set of held slots in memory, or in Redis a
-sorted set per user whose members are slot names scored by a lease expiry (a process that dies
-cannot hold a slot past `PROXY_CONCURRENCY_LEASE_SECONDS`); acquisition is one Lua script, so it
-is atomic across replicas. Every acquisition gets a slot name of its own (the server's request
-id plus a random suffix), so no two generations can ever hold, or give back, the same slot.
+primitive, so the concurrency cap is written here: a set of held slots in memory, or in Redis
+leases that the holding process renews while the generation runs (`core/slots.py`: a process
+that dies frees its slots within `PROXY_CONCURRENCY_LEASE_SECONDS`, a failed release is
+retried). Every acquisition gets a slot name of its own (the server's request id plus a random
+suffix), so no two generations can ever hold, or give back, the same slot. Both share one
+bounded, blocking pool of Redis connections (`core/redis_client.py`).
+
+A concurrency refusal (429) says when to retry: in Redis, when the earliest of the user's leases
+runs out (the longest a slot can stay taken once its holder is gone); in memory, where no slot
+can outlive its generation, one second.
 
 Redis unreachable: `PROXY_LIMITER_FAILURE_MODE=closed` (default) refuses with 503;
 `open` admits, logs and counts.
@@ -31,22 +36,17 @@ from redis.asyncio import Redis
 
 from proxy.core.errors import ProxyError
 from proxy.core.metrics import ProxyMetrics
+from proxy.core.redis_client import redis_client
 from proxy.core.security import Principal
 from proxy.core.settings import Settings
+from proxy.core.slots import SharedSlots
 
 log = logging.getLogger("proxy.limits")
 
 Release = Callable[[], Coroutine[Any, Any, None]]
 
-ACQUIRE_SCRIPT = """
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
-if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[2]) then
-  redis.call('ZADD', KEYS[1], ARGV[3], ARGV[4])
-  redis.call('EXPIRE', KEYS[1], ARGV[5])
-  return 1
-end
-return 0
-"""
+# In memory a slot frees the moment its generation ends and none can be orphaned: retry soon.
+LOCAL_RETRY_SECONDS = 1.0
 
 
 class RateLimitExceeded(ProxyError):
@@ -97,17 +97,19 @@ class Limiter:
         self._settings = settings
         self._metrics = metrics
         self._redis: Redis | None = None
+        self._slots: SharedSlots | None = None
         self._storage: Storage
         if settings.redis_url:
+            self._redis = redis_client(settings)
+            # The rate window shares the limiter's bounded pool. `limits` documents the
+            # `connection_pool` option, though its annotation admits only scalar options.
             storage = storage_from_string(
                 "async+" + settings.redis_url, implementation="redispy",
-                socket_connect_timeout=2, socket_timeout=2,
+                connection_pool=self._redis.connection_pool,  # type: ignore[arg-type]
             )
             assert isinstance(storage, Storage)  # "async+" URLs give the asyncio storage
             self._storage = storage
-            self._redis = Redis.from_url(settings.redis_url, socket_connect_timeout=2,
-                                         socket_timeout=2)
-            self._acquire = self._redis.register_script(ACQUIRE_SCRIPT)
+            self._slots = SharedSlots(self._redis, settings.proxy_concurrency_lease_seconds)
         else:
             self._storage = MemoryStorage()
         self._window = MovingWindowRateLimiter(self._storage)
@@ -118,6 +120,8 @@ class Limiter:
         return self._redis is not None
 
     async def aclose(self) -> None:
+        if self._slots is not None:
+            await self._slots.aclose()
         if self._redis is not None:
             await self._redis.aclose()
 
@@ -172,10 +176,10 @@ class Limiter:
         """
         cap = self.concurrency_for(user)
         slot = f"{request_id}:{secrets.token_hex(8)}"
-        if self._redis is None:
+        if self._slots is None:
             slots = self._local_slots.setdefault(user.sub, set())
             if len(slots) >= cap:
-                self._concurrency_refused(cap)
+                self._concurrency_refused(cap, LOCAL_RETRY_SECONDS)
             slots.add(slot)
 
             async def release_local() -> None:
@@ -183,11 +187,9 @@ class Limiter:
 
             return release_local
         key = f"llm-proxy:slots:{user.sub}"
-        lease = self._settings.proxy_concurrency_lease_seconds
-        now = time.time()
+        shared = self._slots
         try:
-            got = await self._acquire(keys=[key],
-                                      args=[now, cap, now + lease, slot, lease + 60])
+            wait = await shared.acquire(key, slot, cap)
         except Exception as exc:
             self._backend_failed(exc, "concurrency")
 
@@ -195,23 +197,19 @@ class Limiter:
                 return None
 
             return nothing
-        if not got:
-            self._concurrency_refused(cap)
-        redis = self._redis
+        if wait is not None:
+            self._concurrency_refused(cap, wait)
 
         async def release_shared() -> None:
-            try:
-                await redis.zrem(key, slot)
-            except Exception as exc:  # the lease expiry frees it eventually
-                log.warning("could not release a concurrency slot in Redis: %s", exc)
+            await shared.release(key, slot)
 
         return release_shared
 
-    def _concurrency_refused(self, cap: int) -> None:
+    def _concurrency_refused(self, cap: int, retry_after: float) -> None:
         self._metrics.rate_limited.labels(limit="concurrency").inc()
         raise RateLimitExceeded(
             f"too many generations at once: at most {cap} per user; wait for one to finish",
-            cap, 0, time.time() + 1)
+            cap, 0, time.time() + retry_after)
 
     async def ping(self) -> None:
         """Raise if the shared storage cannot be reached (no-op without Redis)."""

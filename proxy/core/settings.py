@@ -156,8 +156,9 @@ class Settings(BaseSettings):
     proxy_concurrency_limit: int = Field(2, ge=1, description="Generations at once, per user.")
     proxy_concurrency_limit_roles: dict[str, int] = Field(default_factory=dict)
     proxy_concurrency_limit_users: dict[str, int] = Field(default_factory=dict)
-    # A concurrency slot held in Redis by a process that died is freed after this long.
-    proxy_concurrency_lease_seconds: int = Field(900, ge=10)
+    # A concurrency slot in Redis is a lease this long, renewed every third of it while its
+    # generation runs: a process that dies frees its slots within one lease.
+    proxy_concurrency_lease_seconds: int = Field(15, ge=2, le=3600)
     # What to do when Redis (limits, cache) cannot be reached: refuse (503) or admit and count.
     proxy_limiter_failure_mode: Literal["closed", "open"] = "closed"
 
@@ -218,7 +219,11 @@ class Settings(BaseSettings):
                                             description="Failures in a row that eject one.")
     proxy_upstream_cooldown_seconds: float = Field(10.0, gt=0, le=3600)
     ollama_connect_timeout: float = Field(5.0, gt=0)
-    # Time allowed between two chunks: a cold model load on a small GPU takes a while.
+    # Time allowed from a generation's request to its first token: a cold model load on a
+    # small GPU takes a while. Past it: 504, or another engine if one serves the model.
+    ollama_first_token_timeout: float = Field(120.0, gt=0)
+    # Time allowed between two chunks once a generation has started (and for a non-streamed
+    # call's answer, with the first-token time if that is longer).
     ollama_read_timeout: float = Field(300.0, gt=0)
     ollama_write_timeout: float = Field(30.0, gt=0)
     ollama_pool_timeout: float = Field(10.0, gt=0)
@@ -229,6 +234,10 @@ class Settings(BaseSettings):
         10.0, gt=0, le=600, description="A database connection attempt or statement (PostgreSQL; "
         "migrations excepted) that takes longer fails: 503 where a route needs the database.")
     redis_url: str | None = None
+    # Connections to Redis per client (the limiter's, the cache's); a command that finds them
+    # all busy waits this long for one, then fails as if Redis were unreachable.
+    proxy_redis_max_connections: int = Field(50, ge=1, le=10_000)
+    proxy_redis_pool_timeout_seconds: float = Field(5.0, gt=0, le=300)
 
     jwt_secret: str | None = None
     jwt_public_key: str | None = None

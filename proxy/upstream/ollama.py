@@ -9,17 +9,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import Any
 
 import httpx
 
-from proxy.core.errors import (
-    UpstreamFailed,
-    error_from_upstream_response,
-    map_transport_error,
-)
+from proxy.core.errors import UpstreamFailed
 from proxy.core.settings import Settings
-from proxy.upstream.http import engine_client, json_request
+from proxy.upstream.http import StreamTimer, engine_client, json_request, streamed_lines
 
 
 class OllamaClient:
@@ -28,6 +25,7 @@ class OllamaClient:
     def __init__(self, settings: Settings, transport: httpx.AsyncBaseTransport | None = None,
                  base_url: str | None = None):
         self.base_url = (base_url or settings.ollama_url).rstrip("/")
+        self._settings = settings
         self._http = engine_client(settings, self.base_url, transport=transport)
 
     async def aclose(self) -> None:
@@ -46,28 +44,26 @@ class OllamaClient:
         """POST and yield each NDJSON object as it arrives, without buffering the answer.
 
         A mid-stream `{"error": …}` line (Ollama keeps status 200 once output has started) is
-        raised as UpstreamFailed. Closing this generator closes the upstream connection, which
-        is how a client disconnect cancels the generation in Ollama.
+        raised as UpstreamFailed. The first object must come within OLLAMA_FIRST_TOKEN_TIMEOUT,
+        each later one within OLLAMA_READ_TIMEOUT of the one before (UpstreamTimeout). Closing
+        this generator closes the upstream connection, which is how a client disconnect
+        cancels the generation in Ollama.
         """
-        try:
-            async with self._http.stream("POST", path, json=payload) as response:
-                if response.status_code >= 400:
-                    body = await response.aread()
-                    raise error_from_upstream_response(response.status_code, body, model)
-                async for line in response.aiter_lines():
-                    if not line.strip():
-                        continue
-                    try:
-                        obj = json.loads(line)
-                    except ValueError as exc:
-                        raise UpstreamFailed("upstream sent a line that is not JSON") from exc
-                    if not isinstance(obj, dict):
-                        raise UpstreamFailed("upstream sent a line that is not a JSON object")
-                    if "error" in obj:
-                        raise UpstreamFailed(f"upstream failed mid-stream: {obj['error']}")
-                    yield obj
-        except httpx.HTTPError as exc:
-            raise map_transport_error(exc) from exc
+        timer = StreamTimer(self._settings)
+        async with aclosing(streamed_lines(self._http, path, payload, model, timer)) as lines:
+            async for line in lines:
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except ValueError as exc:
+                    raise UpstreamFailed("upstream sent a line that is not JSON") from exc
+                if not isinstance(obj, dict):
+                    raise UpstreamFailed("upstream sent a line that is not a JSON object")
+                if "error" in obj:
+                    raise UpstreamFailed(f"upstream failed mid-stream: {obj['error']}")
+                timer.started()
+                yield obj
 
     async def version(self) -> str:
         data = await self.request_json("GET", "/api/version")

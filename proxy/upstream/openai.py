@@ -20,19 +20,15 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 
-from proxy.core.errors import (
-    ModelNotFound,
-    UpstreamFailed,
-    error_from_upstream_response,
-    map_transport_error,
-)
+from proxy.core.errors import ModelNotFound, UpstreamFailed
 from proxy.core.settings import Settings
-from proxy.upstream.http import engine_client, json_request
+from proxy.upstream.http import StreamTimer, engine_client, json_request, streamed_lines
 
 # Ollama's done reasons from OpenAI's finish reasons (a tool call is a normal stop in Ollama).
 DONE_REASONS = {"stop": "stop", "length": "length", "tool_calls": "stop",
@@ -114,6 +110,7 @@ class OpenAIEngine:
                  transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._settings = settings
         self._http = engine_client(settings, self.base_url, headers, transport)
 
     async def aclose(self) -> None:
@@ -164,7 +161,9 @@ class OpenAIEngine:
 
     async def stream_lines(self, path: str, payload: dict[str, Any], model: str | None
                            ) -> AsyncIterator[dict[str, Any]]:
-        """Ollama's stream objects, made from the engine's server-sent events."""
+        """Ollama's stream objects, made from the engine's server-sent events; the first
+        token within OLLAMA_FIRST_TOKEN_TIMEOUT, then at most OLLAMA_READ_TIMEOUT between two
+        lines (UpstreamTimeout)."""
         chat = path == "/api/chat"
         endpoint = "/chat/completions" if chat else "/completions"
         started = time.perf_counter_ns()
@@ -172,42 +171,37 @@ class OpenAIEngine:
         reason: str | None = None
         usage: dict[str, Any] = {}
         pending: dict[int, dict[str, Any]] = {}
-        try:
-            async with self._http.stream("POST", endpoint, json=openai_body(path, payload)
-                                         ) as response:
-                if response.status_code >= 400:
-                    body = await response.aread()
-                    raise error_from_upstream_response(response.status_code, body, model)
-                async for line in response.aiter_lines():
-                    if not line.startswith("data:"):
-                        continue
-                    data = line[5:].strip()
-                    if data == "[DONE]":
-                        break
-                    try:
-                        event = json.loads(data)
-                    except ValueError as exc:
-                        raise UpstreamFailed("upstream sent an event that is not JSON") from exc
-                    if "error" in event:
-                        raise UpstreamFailed(f"upstream failed mid-stream: {event['error']}")
-                    usage = event.get("usage") or usage
-                    for choice in event.get("choices") or []:
-                        reason = choice.get("finish_reason") or reason
-                        text = (choice.get("delta") or {}).get("content") if chat \
-                            else choice.get("text")
-                        thinking = (choice.get("delta") or {}).get("reasoning_content") \
-                            or (choice.get("delta") or {}).get("reasoning") if chat else None
-                        if chat:
-                            _native_tool_calls((choice.get("delta") or {}).get("tool_calls")
-                                               or [], pending)
-                        if text or thinking:
-                            first_ns = first_ns or time.perf_counter_ns()
-                            yield self._chunk(payload["model"], chat, text or "",
-                                              thinking or "")
-                else:
-                    raise UpstreamFailed("upstream stream ended before [DONE]")
-        except httpx.HTTPError as exc:
-            raise map_transport_error(exc) from exc
+        timer = StreamTimer(self._settings)
+        async with aclosing(streamed_lines(self._http, endpoint, openai_body(path, payload),
+                                           model, timer)) as lines:
+            async for line in lines:
+                if not line.startswith("data:"):
+                    continue
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    break
+                try:
+                    event = json.loads(data)
+                except ValueError as exc:
+                    raise UpstreamFailed("upstream sent an event that is not JSON") from exc
+                if "error" in event:
+                    raise UpstreamFailed(f"upstream failed mid-stream: {event['error']}")
+                usage = event.get("usage") or usage
+                for choice in event.get("choices") or []:
+                    reason = choice.get("finish_reason") or reason
+                    text = (choice.get("delta") or {}).get("content") if chat \
+                        else choice.get("text")
+                    thinking = (choice.get("delta") or {}).get("reasoning_content") \
+                        or (choice.get("delta") or {}).get("reasoning") if chat else None
+                    if chat:
+                        _native_tool_calls((choice.get("delta") or {}).get("tool_calls")
+                                           or [], pending)
+                    if text or thinking:
+                        first_ns = first_ns or time.perf_counter_ns()
+                        timer.started()
+                        yield self._chunk(payload["model"], chat, text or "", thinking or "")
+            else:
+                raise UpstreamFailed("upstream stream ended before [DONE]")
         if pending:
             calls = [{**({"id": c["id"]} if c["id"] else {}),
                       "function": {"index": i, "name": c["name"],

@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import socket
 import time
+import uuid
 from collections.abc import Iterator
 from urllib.parse import urlparse
 
 import pytest
 
-from tests.support.proxy_process import ProxyProcess, sim_stats
+from tests.support.proxy_process import ProxyProcess, audit_entries, counted, metric, sim_stats
 from tests.support.timing import scaled, wait_until
 from tests.support.tokens import auth
 
@@ -62,6 +63,26 @@ def test_disconnect_mid_stream_cancels_upstream(proxy_server: ProxyProcess, slow
     # Leaving the block closed the connection after one token of two hundred.
     stats = wait_for_cancellation(slow_sim)
     assert stats["completed"] == 0
+
+
+@pytest.mark.parametrize("dialect", MID_STREAM)
+def test_disconnect_mid_stream_is_audited_as_499(proxy_server: ProxyProcess, slow_sim,
+                                                 dialect: str) -> None:
+    path, body = MID_STREAM[dialect]
+    user = f"leaver-{uuid.uuid4().hex[:10]}"
+    before = counted(proxy_server, "llm_proxy_requests_total", status="499", api=dialect)
+    with proxy_server.client() as client, client.stream(
+        "POST", path, headers=auth(user), json=body,
+    ) as response:
+        assert response.status_code == 200
+        lines = response.iter_lines()
+        next(lines)
+    wait_for_cancellation(slow_sim)
+    entries = wait_until(lambda: audit_entries(proxy_server, user=user))
+    assert [(e["status"], e["error"]) for e in entries] == [
+        (499, "client disconnected mid-stream")]
+    assert metric(proxy_server, "llm_proxy_requests_total", status="499",
+                  api=dialect) == before + 1
 
 
 def _raw_request(url: str, body: dict[str, object]) -> socket.socket:

@@ -18,12 +18,11 @@ from contextlib import closing, suppress
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
 import pytest
 
-from tests.support.proxy_process import ProxyProcess, metric
+from tests.support.proxy_process import ProxyProcess, audit_entries, counted
 from tests.support.timing import scaled, wait_until
-from tests.support.tokens import admin_auth, make_token
+from tests.support.tokens import make_token
 
 pytestmark = pytest.mark.usefixtures("sim")
 
@@ -94,22 +93,6 @@ def closed_by_server(sock: socket.socket) -> bool:
         return False
 
 
-def counted(proxy: ProxyProcess, name: str, **labels: str) -> float:
-    """A counter's value on /metrics; 0 before its first sample exists."""
-    try:
-        return metric(proxy, name, **labels)
-    except AssertionError:
-        return 0.0
-
-
-def audit_rows(proxy: ProxyProcess, status: int) -> list[dict[str, Any]]:
-    response = httpx.get(f"{proxy.url}/api/admin/audit", headers=admin_auth(),
-                         params={"status": status, "limit": 500}, timeout=scaled(30))
-    assert response.status_code == 200, response.text
-    entries: list[dict[str, Any]] = response.json()["entries"]
-    return entries
-
-
 @pytest.mark.parametrize(("token", "reason"), [
     (None, "missing_token"),
     ("expired", "expired"),
@@ -131,7 +114,7 @@ def test_unauthenticated_large_body_is_401_before_the_body_is_sent(
     # The connection is closed: nothing is left waiting for the million bytes.
     assert closed_by_server(connection)
     assert counted(proxy, "llm_proxy_auth_failures_total", reason=reason) == failures + 1
-    [row] = wait_until(lambda: [e for e in audit_rows(proxy, 401)
+    [row] = wait_until(lambda: [e for e in audit_entries(proxy, status=401)
                                 if e["correlation_id"] == correlation])
     assert row["id"] == answer.headers["x-request-id"]
     assert row["endpoint"] == "/api/llm/generate"
@@ -172,7 +155,7 @@ def test_a_stalled_authenticated_upload_gets_408(proxy: ProxyProcess, connection
     assert "PROXY_BODY_READ_TIMEOUT_SECONDS" in answer.json()["error"]
     assert closed_by_server(connection)
     assert counted(proxy, "llm_proxy_requests_total", status="408") == before + 1
-    [row] = wait_until(lambda: [e for e in audit_rows(proxy, 408) if e["user"] == user])
+    [row] = wait_until(lambda: [e for e in audit_entries(proxy, status=408) if e["user"] == user])
     assert row["id"] == answer.headers["x-request-id"]
     assert "PROXY_BODY_READ_TIMEOUT_SECONDS" in row["error"]
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -96,6 +97,26 @@ def test_a_killed_upstream_loses_no_request_before_its_first_token(routed) -> No
         # Back on the same port: the probe lets it in again.
         with run_simulator(victim.port, startup_timeout=scaled(15)):
             wait_until(lambda: upstream_states(proxy)["engine-1"]["healthy"], timeout=20)
+
+
+def test_an_engine_with_no_first_token_in_time_is_left_for_another(routed) -> None:
+    stack, sims = simulators(2)
+    with stack:
+        # The hung engine is all but certain to be asked first.
+        proxy = routed({"upstreams": [
+            {"name": "hung", "url": sims[0].url, "models": [MODEL], "weight": 1000},
+            {"name": "spare", "url": sims[1].url, "models": [MODEL], "weight": 0.001}]},
+            OLLAMA_FIRST_TOKEN_TIMEOUT="1")
+        sims[0].set_fault("hang")
+        started = time.monotonic()
+        response = httpx.post(f"{proxy.url}/api/llm/generate", headers=auth(),
+                              timeout=scaled(30),
+                              json={"model": MODEL, "prompt": "x", "stream": False})
+        waited = time.monotonic() - started
+        assert response.status_code == 200, response.text
+        assert 1 <= waited < 1 + scaled(5)
+        assert sims[0].stats()["requests"]["/api/generate"] == 1
+        assert sims[1].stats()["requests"]["/api/generate"] == 1
 
 
 def test_weights_share_the_traffic(routed) -> None:

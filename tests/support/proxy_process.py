@@ -18,6 +18,7 @@ import httpx
 from tests.support.proxy_baseline import PROXY_ENV_PREFIXES, baseline_settings
 from tests.support.simulator.process import SimulatorProcess
 from tests.support.timing import scaled
+from tests.support.tokens import admin_auth
 
 
 def free_port() -> int:
@@ -122,3 +123,21 @@ def metric(proxy: ProxyProcess, name: str, **labels: str) -> float:
     in dev mode)."""
     return metric_value(httpx.get(f"{proxy.url}/metrics", timeout=scaled(10)).text, name,
                         **labels)
+
+
+def counted(proxy: ProxyProcess, name: str, **labels: str) -> float:
+    """A counter's value on /metrics; 0 before its first sample exists."""
+    try:
+        return metric(proxy, name, **labels)
+    except AssertionError:
+        return 0.0
+
+
+def audit_entries(proxy: ProxyProcess, **filters: str | int) -> list[dict[str, Any]]:
+    """The proxy's audit rows through its admin API (newest first), filtered as the API
+    filters them (`user`, `status`, ...)."""
+    response = httpx.get(f"{proxy.url}/api/admin/audit", headers=admin_auth(),
+                         params={"limit": 500, **filters}, timeout=scaled(30))
+    assert response.status_code == 200, response.text
+    entries: list[dict[str, Any]] = response.json()["entries"]
+    return entries

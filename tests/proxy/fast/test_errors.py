@@ -4,12 +4,18 @@ tests/proxy/test_errors.py.)"""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
+from pathlib import Path
 
 import httpx
+import pytest
+import yaml
 
 from tests.support.proxy_app import InProcessProxy, MakeProxy
 from tests.support.proxy_process import free_port, sim_fault, sim_stats
+from tests.support.timing import scaled
 from tests.support.tokens import auth
 
 GENERATE = {"model": "llama3.2", "prompt": "hello", "stream": False}
@@ -27,12 +33,75 @@ async def test_connect_error_is_503(make_proxy: MakeProxy) -> None:
     assert response.headers["retry-after"]
 
 
-async def test_timeout_is_504(make_proxy: MakeProxy, sim) -> None:
-    proxy = await make_proxy(ollama_read_timeout=0.5)
-    sim_fault(sim, "hang", 1)
-    response = await post(proxy)
+FIRST_TOKEN_TIMEOUT = 1.0
+
+
+def upstreams_file(tmp_path: Path, kind: str, url: str) -> Path:
+    path = tmp_path / "upstreams.yml"
+    path.write_text(yaml.safe_dump({"upstreams": [
+        {"name": "engine", "kind": kind, "url": url, "models": ["llama3.2"]}]}))
+    return path
+
+
+@pytest.fixture(params=["ollama", "openai"])
+async def impatient(request: pytest.FixtureRequest, make_proxy: MakeProxy, simulator,
+                    tmp_path: Path) -> InProcessProxy:
+    """A proxy that allows an engine of each kind FIRST_TOKEN_TIMEOUT for its first token."""
+    kind = str(request.param)
+    url = simulator.url if kind == "ollama" else f"{simulator.url}/v1"
+    return await make_proxy(ollama_first_token_timeout=FIRST_TOKEN_TIMEOUT,
+                            proxy_upstreams_file=upstreams_file(tmp_path, kind, url))
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+async def test_a_hung_engine_is_504_after_the_first_token_timeout(impatient: InProcessProxy,
+                                                                  sim, stream: bool) -> None:
+    sim_fault(sim, "hang")
+    started = time.monotonic()
+    response = await asyncio.wait_for(post(impatient, {**GENERATE, "stream": stream}),
+                                      scaled(10))
+    waited = time.monotonic() - started
     assert response.status_code == 504
-    assert "timed out" in response.json()["error"]
+    assert "no first token within 1 s (OLLAMA_FIRST_TOKEN_TIMEOUT)" in response.json()["error"]
+    assert FIRST_TOKEN_TIMEOUT <= waited < FIRST_TOKEN_TIMEOUT + scaled(3)
+
+
+async def test_a_steady_stream_longer_than_the_first_token_timeout_is_not_cut(
+    impatient: InProcessProxy, sim
+) -> None:
+    # Three seconds of output, a token every 0.2 s: only the gap between chunks is bounded.
+    sim.configure(tokens_per_second=5)
+    response = await asyncio.wait_for(impatient.client.post(
+        "/api/llm/generate", headers=auth(),
+        json={**GENERATE, "stream": True, "options": {"num_predict": 15}}), scaled(20))
+    assert response.status_code == 200
+    lines = [json.loads(line) for line in response.text.splitlines()]
+    assert lines[-1]["done"] is True and "error" not in lines[-1]
+    assert lines[-1]["usage"]["completion_tokens"] == 15
+
+
+async def test_a_slow_model_load_within_the_first_token_timeout_is_not_cut(
+    make_proxy: MakeProxy, sim
+) -> None:
+    # Loading takes longer than the gap allowed between chunks, but not than the first token's.
+    proxy = await make_proxy(ollama_read_timeout=0.5, ollama_first_token_timeout=5)
+    sim.configure(first_token_delay=1.5)
+    response = await asyncio.wait_for(post(proxy), scaled(20))
+    assert response.status_code == 200, response.text
+
+
+async def test_an_engine_silent_mid_stream_is_cut_after_the_read_timeout(
+    make_proxy: MakeProxy, sim
+) -> None:
+    proxy = await make_proxy(ollama_read_timeout=0.5, ollama_first_token_timeout=5)
+    sim.configure(tokens_per_second=1)
+    response = await asyncio.wait_for(proxy.client.post(
+        "/api/llm/generate", headers=auth(),
+        json={**GENERATE, "stream": True, "options": {"num_predict": 5}}), scaled(20))
+    assert response.status_code == 200
+    end = json.loads(response.text.splitlines()[-1])
+    assert end["status"] == 504
+    assert "nothing for 0.5 s mid-stream (OLLAMA_READ_TIMEOUT)" in end["error"]
 
 
 async def test_unknown_model_is_404(proxy: InProcessProxy, sim) -> None:
