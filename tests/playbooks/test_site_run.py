@@ -156,6 +156,8 @@ class Deployment:
 
 # A key the operator set before the playbook ran; the docker role must merge around it.
 OPERATOR_DAEMON_KEY = {"max-concurrent-downloads": 3}
+# The keys the docker role merges into daemon.json (docker_daemon_options).
+ROLE_DAEMON_KEYS = ("log-driver", "log-opts", "default-address-pools")
 
 
 @pytest.fixture(scope="module")
@@ -181,7 +183,11 @@ def deployment() -> Iterator[Deployment]:
     if busy:
         pytest.fail(f"ports the stack or the firewall check need are in use: {busy}", pytrace=False)
 
-    seeded = {**json.loads(daemon_json_before or b"{}"), **OPERATOR_DAEMON_KEY}
+    # Without the keys the role merges, whatever an earlier (killed) run left: the first run
+    # must have something to merge, and so restart dockerd.
+    before = {k: v for k, v in json.loads(daemon_json_before or b"{}").items()
+              if k not in ROLE_DAEMON_KEYS}
+    seeded = {**before, **OPERATOR_DAEMON_KEY}
     DAEMON_JSON.parent.mkdir(parents=True, exist_ok=True)
     DAEMON_JSON.write_text(json.dumps(seeded, indent=4) + "\n")
     try:
