@@ -8,14 +8,15 @@ from proxy.api.routes import (
     llm,
     ollama,
     openai,
+    probes,
     status,
     templates,
     usage,
     ws,
 )
 
-ROUTERS = (status.router, llm.router, conversations.router, admin.router, usage.router,
-           templates.router, ws.router, ollama.router, openai.router)
+ROUTERS = (probes.router, status.router, llm.router, conversations.router, admin.router,
+           usage.router, templates.router, ws.router, ollama.router, openai.router)
 
 api_router = APIRouter()
 for router in ROUTERS:

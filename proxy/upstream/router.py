@@ -192,6 +192,11 @@ class Router:
         await asyncio.gather(*(self.probe(u) for u in self.upstreams))
         return any(u.healthy for u in self.upstreams)
 
+    def in_rotation(self) -> bool:
+        """Whether any engine is healthy and not ejected, as the last probes and calls left it."""
+        now = time.monotonic()
+        return any(u.available(now) for u in self.upstreams)
+
     def _failed(self, upstream: Upstream, exc: UpstreamError) -> None:
         self.metrics.upstream_failures.labels(upstream=upstream.name).inc()
         upstream.failures += 1

@@ -65,7 +65,7 @@ async def _check_upstream(state: AppState) -> UpstreamStatus:
     return upstream
 
 
-async def _check(probe: Awaitable[object]) -> ComponentStatus:
+async def check_part(probe: Awaitable[object]) -> ComponentStatus:
     """A backend's health: ok when `probe` answers in time; else why not, credentials removed."""
     part = ComponentStatus(ok=False)
     try:
@@ -88,11 +88,11 @@ async def _check(probe: Awaitable[object]) -> ComponentStatus:
 async def status(state: StateDep, admin: Annotated[bool, Depends(_caller_is_admin)]
                  ) -> JSONResponse:
     upstream = await _check_upstream(state)
-    database = await _check(database_ok(state.engine))
+    database = await check_part(database_ok(state.engine))
     if database.ok and state.migrations_pending:
         database = ComponentStatus(ok=False, error="reachable again; the schema is being "
                                    "migrated (the database was down at startup)")
-    redis = await _check(state.limiter.ping()) if state.limiter.shared else None
+    redis = await check_part(state.limiter.ping()) if state.limiter.shared else None
     parts = [("upstream", upstream), ("database", database), ("redis", redis)]
     failing = [name for name, part in parts if part is not None and not part.ok]
     body = StatusResponse(status="degraded" if failing else "ok", failing=failing)

@@ -182,7 +182,7 @@ ROUTES: dict[tuple[str, str], Route] = {
     # -- public: the status probe, the web page, the API's own documentation ------------------
     **{("GET", path): Route("public", path, [another_method("POST")])
        for path in ("/api/llm/status", "/", "/openapi.json", "/docs", "/docs/oauth2-redirect",
-                    "/redoc")},
+                    "/redoc", "/livez", "/readyz")},
     ("MOUNT", "/static"): Route("static", "/static/app.js", [
         Case("a file that is not there", 404, NOT_FOUND, path="/static/missing.js"),
         another_method("POST"),
