@@ -33,9 +33,19 @@ def _load_settings() -> Settings:
     try:
         return get_settings()
     except ValidationError as exc:
-        lines = [f"  {'.'.join(str(p) for p in e['loc']) or 'settings'}: "
-                 f"{e['msg'].removeprefix('Value error, ')}" for e in exc.errors()]
+        lines = [f"  {variable_name(e['loc'])}: {e['msg'].removeprefix('Value error, ')}"
+                 for e in exc.errors()]
         sys.exit("configuration error:\n" + "\n".join(lines))
+
+
+def variable_name(loc: tuple[int | str, ...]) -> str:
+    """The environment variable a settings error is about (`PROXY_PORT`, not `proxy_port`), and
+    the key inside it for a mapping (`PROXY_RATE_LIMIT_ROLES[admin]`). Never the value given:
+    it may be a secret."""
+    if not loc:
+        return "settings"
+    name, *inner = (str(part) for part in loc)
+    return name.upper() + "".join(f"[{part}]" for part in inner)
 
 
 def _serve(args: argparse.Namespace) -> int:
