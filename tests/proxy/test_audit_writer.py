@@ -85,8 +85,10 @@ async def test_a_spool_line_cut_short_by_a_crash_swallows_no_row(tmp_path: Path)
     writer = AuditWriter(engine, settings, metrics)
     await writer.start()
     try:
+        # Replayed (the gauge counts down chunk by chunk), then the file emptied.
         await wait_until_async(
-            lambda: metric_value(metrics.render().decode(), "llm_proxy_audit_spooled_rows") == 0)
+            lambda: metric_value(metrics.render().decode(), "llm_proxy_audit_spooled_rows") == 0
+            and spool.read_text() == "")
         for row_id, expected in ((before.id, 1), (after.id, 1), (cut_short.id, 0)):
             assert await count_rows_async(settings.database_url, ROW, row_id) == expected, row_id
         dead_letter = (tmp_path / "spool.rejected.jsonl").read_text().splitlines()
