@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pulumi
+import yaml
 
 COMPOSE_FILE = "docker-compose.yml"
 GPU_COMPOSE_FILE = "docker-compose.gpu.yml"
@@ -67,6 +68,32 @@ def compose_binary() -> str:
 def compose_files(root: Path, gpu: bool) -> list[Path]:
     """docker-compose.yml, plus the GPU override on GPU hosts: the files `docker compose` uses."""
     return [root / COMPOSE_FILE, *([root / GPU_COMPOSE_FILE] if gpu else [])]
+
+
+class _TagsIgnored(yaml.SafeLoader):
+    """Reads compose files whose values carry compose's tags (`!reset`): with_extended looks at
+    `extends` only, so tagged values are read as nothing."""
+
+
+_TagsIgnored.add_multi_constructor("!", lambda _loader, _tag, _node: None)
+
+
+def with_extended(files: Sequence[Path]) -> list[Path]:
+    """`files` and every file their services extend (`extends: {file: …}`), each once: the files
+    whose variables the stack reads (infra/ollama.yml is the engine's definition)."""
+    found: list[Path] = []
+    pending = list(files)
+    while pending:
+        path = pending.pop(0).resolve()
+        if path in found:
+            continue
+        found.append(path)
+        model = yaml.load(path.read_text(), Loader=_TagsIgnored) or {}
+        for service in (model.get("services") or {}).values():
+            extended = (service or {}).get("extends") or {}
+            if isinstance(extended, dict) and "file" in extended:
+                pending.append(path.parent / extended["file"])
+    return found
 
 
 def run(

@@ -212,8 +212,10 @@ class Settings(BaseSettings):
 
     ollama_url: str = "http://127.0.0.1:11434"
     # Several engines: a YAML file of upstreams, aliases and fallbacks (proxy/upstream/router.py);
-    # unset, the one Ollama at OLLAMA_URL.
+    # unset, the one Ollama at OLLAMA_URL. PROXY_UPSTREAMS holds the same document itself (JSON
+    # on one line in an env file): what Ansible and Pulumi pass to the compose stack.
     proxy_upstreams_file: Path | None = None
+    proxy_upstreams: str | None = None
     proxy_upstream_probe_seconds: float = Field(15.0, gt=0, le=3600)
     proxy_upstream_eject_after: int = Field(3, ge=1, le=1000,
                                             description="Failures in a row that eject one.")

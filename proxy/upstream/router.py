@@ -1,6 +1,7 @@
 """Several engines behind one gateway: which upstream serves a request, and which may not.
 
-Upstreams come from PROXY_UPSTREAMS_FILE (YAML, see `RoutingConfig`), or else one Ollama at
+Upstreams come from PROXY_UPSTREAMS_FILE (YAML, see `RoutingConfig`) or PROXY_UPSTREAMS (the
+same document in the variable itself, as the deployments pass it), or else one Ollama at
 OLLAMA_URL. The router has the Ollama client's interface, so the rest of the proxy does not know
 how many engines there are:
 
@@ -87,8 +88,8 @@ class UpstreamConfig(BaseModel):
 
 
 class RoutingConfig(BaseModel):
-    """PROXY_UPSTREAMS_FILE. Credentials are never in it: `api_key_env` / `api_key_file` name
-    where they are."""
+    """PROXY_UPSTREAMS_FILE or PROXY_UPSTREAMS. Credentials are never in it: `api_key_env` /
+    `api_key_file` name where they are."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -105,16 +106,27 @@ class RoutingConfig(BaseModel):
 
     @classmethod
     def load(cls, settings: Settings) -> RoutingConfig:
-        path = settings.proxy_upstreams_file
+        path, inline = settings.proxy_upstreams_file, settings.proxy_upstreams
+        if path is not None and inline:
+            raise SettingsError(
+                "PROXY_UPSTREAMS and PROXY_UPSTREAMS_FILE are both set: set one of them")
+        if inline:
+            return cls.parse("PROXY_UPSTREAMS", inline)
         if path is None:
             return cls(upstreams=[UpstreamConfig(name="ollama", url=settings.ollama_url)])
         try:
-            raw = yaml.safe_load(Path(path).read_text())
-            return cls.model_validate(raw)
+            text = Path(path).read_text()
         except OSError as exc:
             raise SettingsError(f"PROXY_UPSTREAMS_FILE: cannot read {path}: {exc}") from exc
+        return cls.parse(f"PROXY_UPSTREAMS_FILE ({path})", text)
+
+    @classmethod
+    def parse(cls, where: str, text: str) -> RoutingConfig:
+        """The document in `text` (YAML, so JSON too); SettingsError naming `where` if invalid."""
+        try:
+            return cls.model_validate(yaml.safe_load(text))
         except (yaml.YAMLError, ValidationError) as exc:
-            raise SettingsError(f"PROXY_UPSTREAMS_FILE ({path}): {exc}") from exc
+            raise SettingsError(f"{where}: {exc}") from exc
 
 
 @dataclass

@@ -10,7 +10,7 @@ from collections.abc import Callable
 import pytest
 import yaml
 
-from infra.compose import compose_files
+from infra.compose import compose_files, with_extended
 from infra.config import (
     MIB,
     PULUMI_KEYS,
@@ -51,7 +51,7 @@ def test_a_key_is_the_camel_case_of_its_variable(variable: str, key: str) -> Non
 def test_the_keys_are_composes_variables(keys: dict[str, Key]) -> None:
     variables = {
         name
-        for path in compose_files(REPO_ROOT, gpu=True)
+        for path in with_extended(compose_files(REPO_ROOT, gpu=True))
         for name in re.findall(r"\$\{(\w+)", path.read_text())
     }
     assert set(keys) == {config_key(name) for name in variables}

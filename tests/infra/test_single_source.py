@@ -1,5 +1,6 @@
-"""docker-compose.yml is the one description of the stack: a change made there alone reaches all
-three deployment paths (compose, Pulumi, Ansible), and a change Pulumi cannot carry stops it.
+"""The compose files are the one description of the stack (docker-compose.yml, and the engine's
+definition it extends, infra/ollama.yml): a change made there alone reaches all three deployment
+paths (compose, Pulumi, Ansible), and a change Pulumi cannot carry stops it.
 
 The changes are made in a temporary copy of the repository's files, never in the checkout.
 """
@@ -17,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from infra.compose import COMPOSE_FILE, GPU_COMPOSE_FILE, compose_files, run
+from infra.compose import COMPOSE_FILE, GPU_COMPOSE_FILE, compose_files, run, with_extended
 from infra.stack import UnsupportedCompose
 from tests.infra.pulumi_mocks import Deployment, reveal
 from tests.infra.stack_files import COMPOSE, COMPOSE_SECRETS, GPU_COMPOSE, REPO_ROOT, rendered
@@ -27,6 +28,7 @@ pytestmark = pytest.mark.timeout(300)
 Deploy = Callable[..., Deployment]
 # What the compose files mount or the program runs: enough of the repository for all three paths.
 COPIED = (COMPOSE_FILE, GPU_COMPOSE_FILE, "infra", "dashboards")
+ENGINE_FILE = "infra/ollama.yml"
 
 
 def copy_repository(tmp_path: Path) -> Path:
@@ -50,15 +52,15 @@ def edit(path: Path, old: str, new: str) -> None:
 
 @pytest.fixture
 def changed(tmp_path: Path) -> tuple[Path, dict[str, str]]:
-    """A copy whose docker-compose.yml alone changed: Ollama's image, Grafana's host port, a new
-    Ollama variable and a new Grafana volume."""
+    """A copy whose compose files alone changed: Ollama's image and a new Ollama variable (in its
+    definition, infra/ollama.yml), Grafana's host port and a new Grafana volume."""
     root = copy_repository(tmp_path)
-    compose = root / COMPOSE_FILE
-    ollama_image = yaml.safe_load(compose.read_text())["services"]["ollama"]["image"]
+    compose, engine = root / COMPOSE_FILE, root / ENGINE_FILE
+    ollama_image = yaml.safe_load(engine.read_text())["services"]["ollama"]["image"]
     new_image = ollama_image.rsplit(":", 1)[0] + ":9.9.9"
-    edit(compose, f"image: {ollama_image}\n", f"image: {new_image}\n")
+    edit(engine, f"image: {ollama_image}\n", f"image: {new_image}\n")
     edit(compose, ":3000:3000\n", ":3001:3000\n")
-    edit(compose, "      OLLAMA_HOST: 0.0.0.0:11434\n",
+    edit(engine, "      OLLAMA_HOST: 0.0.0.0:11434\n",
          "      OLLAMA_HOST: 0.0.0.0:11434\n"
          "      OLLAMA_CONTEXT_LENGTH: ${OLLAMA_CONTEXT_LENGTH:-8192}\n")  # fmt: skip
     edit(compose, "      - grafana-data:/var/lib/grafana\n",
@@ -95,7 +97,7 @@ ANSIBLE_PLAYBOOK = """\
 """
 
 
-def test_a_change_to_docker_compose_yml_alone_reaches_every_path(
+def test_a_change_to_the_compose_files_alone_reaches_every_path(
     changed: tuple[Path, dict[str, str]], deploy: Deploy, tmp_path: Path
 ) -> None:
     root, new = changed
@@ -143,7 +145,8 @@ def test_a_change_to_docker_compose_yml_alone_reaches_every_path(
     }
     ansible = run_playbook("-i", "localhost,", playbook, "-e", json.dumps(variables))
     assert ansible.returncode == 0, ansible.summary()
-    assert (deployed / COMPOSE_FILE).read_bytes() == (root / COMPOSE_FILE).read_bytes()
+    for name in (COMPOSE_FILE, ENGINE_FILE):
+        assert (deployed / name).read_bytes() == (root / name).read_bytes()
     assert smoke_image.read_text() == new["image"]
     lines = (deployed / ".env").read_text().splitlines()
     dotenv = dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
@@ -154,6 +157,7 @@ def test_a_change_to_docker_compose_yml_alone_reaches_every_path(
     assert [p["published"] for p in on_host["grafana"]["ports"]] == ["3001"]
 
 
+# Each change, with the file it is made in.
 def _privileged(doc: str) -> str:
     return doc.replace("  cadvisor:\n", "  cadvisor:\n    privileged: true\n")
 
@@ -171,20 +175,22 @@ def _file_secret(doc: str) -> str:
 
 
 @pytest.mark.parametrize(
-    ("change", "message"),
+    ("changed", "change", "message"),
     [
-        (_privileged, "service 'cadvisor': the compose field 'privileged' (true)"),
-        (_cpu_limit, "service 'ollama' deploy.resources.limits: the compose field 'cpus'"),
-        (_secret_in_a_command, "service 'redis': the secret REDIS_PASSWORD is used in 'command'"),
-        (_file_secret, "secret 'proxy_metrics_token': the compose field 'file'"),
+        (COMPOSE_FILE, _privileged, "service 'cadvisor': the compose field 'privileged' (true)"),
+        (ENGINE_FILE, _cpu_limit,
+         "service 'ollama' deploy.resources.limits: the compose field 'cpus'"),
+        (COMPOSE_FILE, _secret_in_a_command,
+         "service 'redis': the secret REDIS_PASSWORD is used in 'command'"),
+        (COMPOSE_FILE, _file_secret, "secret 'proxy_metrics_token': the compose field 'file'"),
     ],
     ids=["service-field", "nested-field", "secret-outside-environment", "secret-from-a-file"],
 )
 def test_a_compose_field_pulumi_cannot_carry_stops_the_program(
-    tmp_path: Path, deploy: Deploy, change: Callable[[str], str], message: str
+    tmp_path: Path, deploy: Deploy, changed: str, change: Callable[[str], str], message: str
 ) -> None:
     root = copy_repository(tmp_path)
-    compose = root / COMPOSE_FILE
+    compose = root / changed
     before = compose.read_text()
     compose.write_text(change(before))
     assert compose.read_text() != before, "the change did not apply"
@@ -215,7 +221,7 @@ def pinned_images() -> set[str]:
     return (images | bases) - {services["proxy"]["image"]}
 
 
-def test_every_image_is_pinned_in_docker_compose_yml_only() -> None:
+def test_every_image_is_pinned_in_one_compose_file_only() -> None:
     listed = subprocess.run(
         ["git", "ls-files"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
     ).stdout.split()
@@ -226,8 +232,10 @@ def test_every_image_is_pinned_in_docker_compose_yml_only() -> None:
         if (REPO_ROOT / name).is_file()
         and not name.startswith(("tests/", "dashboards/prometheus/tests/"))
     }
+    sources = {str(p.relative_to(REPO_ROOT))
+               for p in with_extended(compose_files(REPO_ROOT, gpu=True))}
     images = pinned_images()
     assert len(images) >= 10, images
     for image in images:
         holders = [name for name, text in texts.items() if image in text]
-        assert holders == [COMPOSE_FILE], f"{image} is pinned in {holders}"
+        assert len(holders) == 1 and holders[0] in sources, f"{image} is pinned in {holders}"

@@ -143,15 +143,16 @@ class PlaybookRun:
                         _seconds(duration.get("start"), duration.get("end")),
                     )
 
-    def task(self, name: str, host: str | None = None) -> TaskResult:
-        """The last result of the task `name` (on `host`, when given)."""
+    def task(self, name: str, host: str | None = None, play: str | None = None) -> TaskResult:
+        """The last result of the task `name` (on `host`, in the play `play`, when given)."""
         # Role tasks are reported as "<role> : <name>".
         found = [
             t
             for t in self.tasks()
             if (t.name == name or t.name.endswith(f" : {name}")) and host in (None, t.host)
+            and play in (None, t.play)
         ]
-        where = f" on {host}" if host else ""
+        where = (f" on {host}" if host else "") + (f" in the play {play!r}" if play else "")
         assert found, f"no task named {name!r} ran{where}; tasks were:\n{self.summary(host)}"
         return found[-1]
 

@@ -24,6 +24,8 @@ def test_the_multi_host_example_resolves_with_its_groups_and_variables() -> None
     graph = result.stdout
     for line in (
         "@llm_hosts:",
+        "@llm_engines:",
+        "gpu-3.example.internal",
         "@gpu:",
         "@cpu:",
         "gpu-1.example.internal",

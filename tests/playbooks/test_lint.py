@@ -59,7 +59,8 @@ def test_the_plays_run_in_order_each_with_its_tag() -> None:
     ]
     tags = [play.split("TAGS: [")[1].rstrip("]") for play in plays]
     # First an untagged play gathers the facts every role reads, whatever --tags says.
-    assert tags == ["", "docker", "nvidia", "firewall", "stack", "models", "verify"], plays
+    assert tags == ["", "docker", "nvidia", "firewall", "engine", "stack", "models", "models",
+                    "verify"], plays
 
 
 def test_the_repository_root_stays_free_of_ansible_files() -> None:

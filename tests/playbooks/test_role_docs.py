@@ -37,8 +37,8 @@ def documented(role: str) -> set[str]:
     return set(re.findall(r"^\| `(\w+)` \|", section, re.MULTILINE))
 
 
-def test_the_roles_are_the_six_of_site_yml() -> None:
-    assert ROLE_NAMES == ["docker", "firewall", "models", "nvidia", "stack", "verify"]
+def test_the_roles_are_the_seven_of_site_yml() -> None:
+    assert ROLE_NAMES == ["docker", "engine", "firewall", "models", "nvidia", "stack", "verify"]
 
 
 @pytest.mark.parametrize("role", ROLE_NAMES)

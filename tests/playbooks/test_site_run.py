@@ -6,8 +6,15 @@ models from the Ollama simulator), then again: the second run must change nothin
 below read the host itself (files, iptables, containers, Ollama's models), never only what
 Ansible said, and one proves the firewall from a network namespace acting as an outside host.
 
+The machine is a stack host and an engine host at once (the CI inventory): the proxy routes
+across two engines, the stack's own Ollama and the engine project's, which it reaches through the
+host's address and published port as it would reach another machine. What this does not prove:
+two machines, a network between them, or an engine host's firewall seen by a real proxy host's
+address (the namespace stands in for that address).
+
 Teardown leaves the machine as it found it, so tests/stack (same images, its own project) can
-run before or after in one pytest session: `compose down -v`, /opt/llm-stack and the CI secrets
+run before or after in one pytest session: `compose down -v` (both projects), /opt/llm-stack,
+/opt/llm-engine and the CI secrets
 removed, the firewall rules taken out, daemon.json restored (dockerd keeps the merged settings
 until its next restart), and the Compose plugin the role installed removed.
 
@@ -31,13 +38,18 @@ from typing import Any
 
 import pytest
 
+from proxy.upstream.router import RoutingConfig
 from tests.playbooks.ansible_cli import REPO, PlaybookRun, run_playbook
+from tests.support.proxy_process import metric_value
 from tests.support.timing import scaled, wait_until
+from tests.support.tokens import make_token
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 
 PROJECT = "llm-stack"
 STACK_DIR = Path("/opt/llm-stack")
+ENGINE_PROJECT, ENGINE_NAME, ENGINE_PORT = "llm-engine", "engine-2", 11435
+ENGINE_DIR = Path("/opt/llm-engine")
 CI_STATE_DIR = Path("/var/lib/llm-stack-ci-tests")
 DAEMON_JSON = Path("/etc/docker/daemon.json")
 FIREWALL_SCRIPT = Path("/usr/local/sbin/llm-stack-firewall")
@@ -49,6 +61,9 @@ PROTECTED_PORTS = (11434, 6379, 5432, 9090, 3000)
 # The CI inventory allows 198.51.100.243/32 (TEST-NET-2, RFC 5737); .242 is any other outsider.
 OUTSIDE_NET = "198.51.100.240/28"
 HOST_SIDE, REFUSED_SOURCE, ALLOWED_SOURCE = "198.51.100.241", "198.51.100.242", "198.51.100.243"
+# The stack host's address as an engine host sees it (engine_client_address in the inventory):
+# allowed to the engine's port, and to nothing else.
+PROXY_HOST_SOURCE = "198.51.100.244"
 LOG_DIR = REPO / "test-output" / "playbooks"
 ENV = {"LLM_STACK_CI_STATE": str(CI_STATE_DIR)}
 
@@ -107,30 +122,37 @@ def port_in_use(port: int) -> bool:
 
 def tear_down(daemon_json_before: bytes | None, plugin_before: bool, venv_before: bool) -> None:
     """Everything the playbook (and these tests) put on the machine, taken out again."""
-    if (STACK_DIR / "docker-compose.yml").exists():
-        files = ["docker-compose.yml", "docker-compose.ci.yml", "docker-compose.gpu.yml"]
-        args = [arg for name in files if (STACK_DIR / name).exists() for arg in ("-f", name)]
-        subprocess.run(
-            ["docker", "compose", "--project-directory", str(STACK_DIR), *args,
-             "down", "--volumes", "--remove-orphans", "--timeout", "10"],
-            cwd=STACK_DIR, capture_output=True, timeout=scaled(180),
-        )  # fmt: skip
-    # Anything of the project left (a half-finished run): by label.
-    for kind in ("container", "network", "volume"):
-        listing = [
-            "docker",
-            kind,
-            "ls",
-            "-q",
-            "--filter",
-            f"label=com.docker.compose.project={PROJECT}",
-        ]
-        if kind == "container":
-            listing.insert(3, "-a")
-        ids = sh(*listing, check=False).stdout.split()
-        if ids:
-            sh("docker", kind, "rm", *(["-f"] if kind != "network" else []), *ids, check=False)
-    shutil.rmtree(STACK_DIR, ignore_errors=True)
+    projects = {
+        PROJECT: (STACK_DIR, ["docker-compose.yml", "docker-compose.ci.yml",
+                              "docker-compose.gpu.yml"]),
+        ENGINE_PROJECT: (ENGINE_DIR, ["docker-compose.engine.yml",
+                                      "docker-compose.engine.ci.yml"]),
+    }  # fmt: skip
+    for project, (directory, files) in projects.items():
+        if (directory / files[0]).exists():
+            args = [arg for name in files if (directory / name).exists() for arg in ("-f", name)]
+            subprocess.run(
+                ["docker", "compose", "--project-directory", str(directory), "-p", project,
+                 *args, "down", "--volumes", "--remove-orphans", "--timeout", "10"],
+                cwd=directory, capture_output=True, timeout=scaled(180),
+            )  # fmt: skip
+        # Anything of the project left (a half-finished run): by label.
+        for kind in ("container", "network", "volume"):
+            listing = [
+                "docker",
+                kind,
+                "ls",
+                "-q",
+                "--filter",
+                f"label=com.docker.compose.project={project}",
+            ]
+            if kind == "container":
+                listing.insert(3, "-a")
+            ids = sh(*listing, check=False).stdout.split()
+            if ids:
+                sh("docker", kind, "rm", *(["-f"] if kind != "network" else []), *ids,
+                   check=False)
+        shutil.rmtree(directory, ignore_errors=True)
     shutil.rmtree(CI_STATE_DIR, ignore_errors=True)
     if FIREWALL_SCRIPT.exists():
         sh(str(FIREWALL_SCRIPT), "remove", check=False)
@@ -179,7 +201,7 @@ def deployment() -> Iterator[Deployment]:
             f" keys into daemon.json), which would stop them: {others}",
             pytrace=False,
         )
-    busy = [port for port in (PROXY_PORT, 9090, 3000, 11434) if port_in_use(port)]
+    busy = [port for port in (PROXY_PORT, 9090, 3000, 11434, ENGINE_PORT) if port_in_use(port)]
     if busy:
         pytest.fail(f"ports the stack or the firewall check need are in use: {busy}", pytrace=False)
 
@@ -255,21 +277,28 @@ def test_the_deployed_compose_file_is_the_repositorys_byte_for_byte(deployment: 
     ).read_bytes()
     # No GPU here: no GPU override.
     assert not (STACK_DIR / "docker-compose.gpu.yml").exists()
+    # The engine's definition, which both projects extend, and the engine project's own file.
+    for directory, name in ((STACK_DIR, "infra/ollama.yml"), (ENGINE_DIR, "infra/ollama.yml"),
+                            (ENGINE_DIR, "docker-compose.engine.yml")):
+        assert (directory / name).read_bytes() == (REPO / name).read_bytes(), directory / name
     assert (STACK_DIR / "dashboards" / "prometheus" / "prometheus.yml").read_bytes() == (
         REPO / "dashboards" / "prometheus" / "prometheus.yml"
     ).read_bytes()
 
 
-def test_the_env_file_holds_the_secrets_readable_by_root_only(deployment: Deployment) -> None:
-    env_file = STACK_DIR / ".env"
-    mode = env_file.stat().st_mode & 0o777
-    values = dict(
+def env_file(directory: Path) -> dict[str, str]:
+    return dict(
         line.split("=", 1)
-        for line in env_file.read_text().splitlines()
+        for line in (directory / ".env").read_text().splitlines()
         if "=" in line and not line.startswith("#")
     )
 
-    assert mode == 0o600 and env_file.stat().st_uid == 0
+
+def test_the_env_file_holds_the_secrets_readable_by_root_only(deployment: Deployment) -> None:
+    mode = (STACK_DIR / ".env").stat().st_mode & 0o777
+    values = env_file(STACK_DIR)
+
+    assert mode == 0o600 and (STACK_DIR / ".env").stat().st_uid == 0
     for key in ("JWT_SECRET", "POSTGRES_PASSWORD", "PROXY_METRICS_TOKEN", "GRAFANA_ADMIN_PASSWORD"):
         assert len(values[key]) >= 32, key
     assert values["JWT_SECRET"] == (CI_STATE_DIR / "jwt_secret").read_text().strip()
@@ -296,26 +325,76 @@ def test_the_stack_is_up_healthy_and_answers(deployment: Deployment) -> None:
         assert json.load(answer)
 
 
-def ollama_models() -> list[str]:
+def proxy_get(path: str, token: str) -> Any:
+    request = urllib.request.Request(f"http://127.0.0.1:{PROXY_PORT}{path}",
+                                     headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(request, timeout=scaled(30)) as answer:
+        body = answer.read().decode()
+    return json.loads(body) if path.startswith("/api/") else body
+
+
+def test_the_proxy_routes_across_both_engines(deployment: Deployment) -> None:
+    dotenv = env_file(STACK_DIR)
+    routing = RoutingConfig.parse("PROXY_UPSTREAMS", dotenv["PROXY_UPSTREAMS"])
+    assert [(u.name, u.url) for u in routing.upstreams] == [
+        ("local", "http://ollama:11434"), (ENGINE_NAME, engine_url())]
+    assert (ENGINE_DIR / ".env").stat().st_mode & 0o777 == 0o600
+    assert f"ENGINE_PORT={ENGINE_PORT}" in (ENGINE_DIR / ".env").read_text().splitlines()
+    secret = dotenv["JWT_SECRET"]
+
+    status = proxy_get("/api/llm/status", make_token("ops", "admin", secret=secret))
+    states = {u["name"]: u["healthy"] for u in status["details"]["upstreams"]}
+    assert states == {"local": True, ENGINE_NAME: True}, status
+
+    # Twenty users (the rate limit is per user), one request each: with equal weights, one
+    # engine getting none of them has a chance of 2 in 2^20.
+    for number in range(20):
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{PROXY_PORT}/api/llm/generate",
+            data=json.dumps({"model": "llama3.2", "prompt": f"hello {number}",
+                             "stream": False}).encode(),
+            headers={"Authorization": f"Bearer {make_token(f'user-{number}', secret=secret)}",
+                     "Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=scaled(30)) as answer:
+            assert answer.status == 200 and json.load(answer)["response"]
+    metrics = proxy_get("/metrics", dotenv["PROXY_METRICS_TOKEN"])
+    served = {name: metric_value(metrics, "llm_proxy_upstream_requests_total", upstream=name)
+              for name in states}
+    assert sum(served.values()) >= 20 and min(served.values()) > 0, served
+
+
+def ollama_models(url: str = "http://ollama:11434") -> list[str]:
+    """The models of the Ollama at `url`, as the proxy container reaches it."""
     program = (
-        "import json, urllib.request;"
+        "import json, sys, urllib.request;"
         "print(json.dumps([m['name'] for m in json.load(urllib.request.urlopen("
-        "'http://ollama:11434/api/tags'))['models']]))"
+        "sys.argv[1] + '/api/tags'))['models']]))"
     )
     output = sh(
-        "docker", "exec", f"{PROJECT}-proxy-1", "/opt/venv/bin/python", "-c", program
+        "docker", "exec", f"{PROJECT}-proxy-1", "/opt/venv/bin/python", "-c", program, url
     ).stdout
     return sorted(json.loads(output))
 
 
-def test_the_missing_model_was_pulled_once_and_the_rest_skipped(deployment: Deployment) -> None:
-    assert "gemma3:270m" in ollama_models()
-    pulls = deployment.first.task("Pull each missing model through Ollama's API").result["results"]
+def engine_url() -> str:
+    """The engine host's Ollama as the stack's proxy reaches it (from the deployed routing)."""
+    routing = json.loads(env_file(STACK_DIR)["PROXY_UPSTREAMS"])
+    return next(u["url"] for u in routing["upstreams"] if u["name"] == ENGINE_NAME)
+
+
+@pytest.mark.parametrize(("play", "url"), [
+    ("Pull the models into Ollama", None),
+    ("Pull the models into the engine hosts' Ollama", "engine"),
+])
+def test_the_missing_model_was_pulled_once_and_the_rest_skipped(
+    deployment: Deployment, play: str, url: str | None
+) -> None:
+    assert "gemma3:270m" in ollama_models(*([engine_url()] if url else []))
+    task = "Pull each missing model through Ollama's API"
+    pulls = deployment.first.task(task, play=play).result["results"]
     assert [(p["item"], p["rc"]) for p in pulls] == [("gemma3:270m", 0)]
     assert "gemma3:270m: success" in pulls[0]["stdout"]
-    assert (
-        deployment.second.task("Pull each missing model through Ollama's API").status == "skipped"
-    )
+    assert deployment.second.task(task, play=play).status == "skipped"
 
 
 def test_a_model_the_registry_does_not_have_fails_the_play_naming_it(
@@ -358,10 +437,12 @@ def test_docker_user_jumps_first_to_the_stacks_rules(deployment: Deployment) -> 
         f"-A {FIREWALL_CHAIN} -i docker0 -j RETURN",
         f"-A {FIREWALL_CHAIN} -i br-+ -j RETURN",
         f"-A {FIREWALL_CHAIN} -s {ALLOWED_SOURCE}/32 -j RETURN",
+        f"-A {FIREWALL_CHAIN} -s {PROXY_HOST_SOURCE}/32 -p tcp -m conntrack"
+        f" --ctorigdstport {ENGINE_PORT} --ctdir ORIGINAL -j RETURN",
         *(
             f"-A {FIREWALL_CHAIN} -p tcp -m conntrack --ctorigdstport {port}"
             " --ctdir ORIGINAL -j DROP"
-            for port in PROTECTED_PORTS
+            for port in (*PROTECTED_PORTS, ENGINE_PORT)
         ),
     ], rules
     assert sh(str(FIREWALL_SCRIPT), "check").stdout.strip() == "in place"
@@ -389,7 +470,7 @@ def outside_host(deployment: Deployment) -> Iterator[str]:
         )
         sh("ip", "addr", "add", f"{HOST_SIDE}/28", "dev", host_if)
         sh("ip", "link", "set", host_if, "up")
-        for address in (REFUSED_SOURCE, ALLOWED_SOURCE):
+        for address in (REFUSED_SOURCE, ALLOWED_SOURCE, PROXY_HOST_SOURCE):
             sh(
                 "ip",
                 "netns",
@@ -459,3 +540,13 @@ def test_an_outside_host_is_dropped_on_a_protected_port_unless_allowed(
     assert connect_from(outside_host, REFUSED_SOURCE, 11434) == "timeout"
     # ...except for the allowed source.
     assert connect_from(outside_host, ALLOWED_SOURCE, 11434) == "open"
+
+
+def test_only_the_proxy_host_reaches_the_engine_port(
+    outside_host: str, published_everywhere: None
+) -> None:
+    # The engine project publishes Ollama on 0.0.0.0:11435 for the stack hosts' proxies.
+    assert connect_from(outside_host, PROXY_HOST_SOURCE, ENGINE_PORT) == "open"
+    assert connect_from(outside_host, REFUSED_SOURCE, ENGINE_PORT) == "timeout"
+    # The proxy host is let through to the engine's port only, not to the other protected ones.
+    assert connect_from(outside_host, PROXY_HOST_SOURCE, 11434) == "timeout"
