@@ -22,6 +22,10 @@ import yaml
 
 COMPOSE_FILE = "docker-compose.yml"
 GPU_COMPOSE_FILE = "docker-compose.gpu.yml"
+# An engine host: Ollama alone, published for the proxies; on a GPU, the engine's GPU override.
+ENGINE_COMPOSE_FILE = "docker-compose.engine.yml"
+ENGINE_GPU_FILE = "infra/ollama.gpu.yml"
+ENGINE_PROJECT = "llm-engine"
 # Where the Docker CLI looks for its Compose v2 plugin (user, then system-wide).
 PLUGIN_DIRS = (
     Path.home() / ".docker" / "cli-plugins",
@@ -76,6 +80,11 @@ class _TagsIgnored(yaml.SafeLoader):
 
 
 _TagsIgnored.add_multi_constructor("!", lambda _loader, _tag, _node: None)
+
+
+def engine_files(root: Path, gpu: bool) -> list[Path]:
+    """What an engine host runs: docker-compose.engine.yml, plus the GPU reservation on a GPU."""
+    return [root / ENGINE_COMPOSE_FILE, *([root / ENGINE_GPU_FILE] if gpu else [])]
 
 
 def with_extended(files: Sequence[Path]) -> list[Path]:

@@ -4,8 +4,8 @@ Each variable the compose files interpolate is one key, its camelCase name (OLLA
 is `ollamaMemoryLimit`); unset, compose's own default applies. A variable is a secret key when
 compose requires it (`${NAME:?…}`), when a compose `secrets:` entry reads it, when its name says
 so (…_PASSWORD, …_SECRET, …_TOKEN, …_KEY) or when the operator set it with `--secret`. Pulumi's
-own keys are `gpu`, `models` and `namePrefix`; any other key is refused, so a stale or misspelt
-one cannot be silently ignored.
+own keys are `gpu`, `models`, `namePrefix`, `engines` and `localEngineWeight`; any other key is
+refused, so a stale or misspelt one cannot be silently ignored.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 import pulumi
 from pulumi.config import ConfigMissingError
@@ -25,9 +27,11 @@ from pulumi.runtime.config import (
 )
 
 from infra.compose import Variable, compose_files, uninterpolated, variables
+from infra.engines import EngineError, upstreams_document
 from proxy.core.settings import comma_list, trusted_proxy_entries
 
-PULUMI_KEYS = ("gpu", "models", "namePrefix")
+PULUMI_KEYS = ("gpu", "models", "namePrefix", "engines", "localEngineWeight")
+ENGINE_FIELDS = {"name", "url", "weight", "dockerHost", "gpu", "publishAddress"}
 # Keys renamed when the keys became derived from compose's variables: old name -> new name.
 RENAMED = {"metricsToken": "proxyMetricsToken"}
 SECRET_SUFFIXES = ("_PASSWORD", "_SECRET", "_TOKEN", "_KEY")
@@ -146,6 +150,50 @@ def compose_keys(root: Path, files: list[Path]) -> ComposeKeys:
 
 
 @dataclass(frozen=True)
+class EngineConfig:
+    """One entry of `engines`: an engine host the proxy routes to, deployed by this program on
+    its Docker host when `docker_host` is set (else deployed some other way, e.g. Ansible)."""
+
+    name: str
+    url: str
+    weight: float
+    docker_host: str | None
+    gpu: bool
+    publish_address: str | None
+
+    @property
+    def port(self) -> int:
+        """The published port: the url's, else Ollama's 11434."""
+        return urlsplit(self.url).port or 11434
+
+    def upstream(self) -> dict[str, Any]:
+        return {"name": self.name, "url": self.url, "weight": self.weight}
+
+
+def engines_config(value: Any) -> tuple[EngineConfig, ...]:
+    """The `engines` key: a list of {name, url, weight?, dockerHost?, gpu?, publishAddress?}."""
+    example = ('e.g. [{"name": "gpu-3", "url": "http://10.0.0.13:11434", '
+               '"dockerHost": "ssh://deploy@gpu-3"}]')
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(e, dict) for e in value):
+        raise ConfigError(f"engines: expected a list of engines, {example}")
+    engines = []
+    for number, entry in enumerate(value, 1):
+        unknown = sorted(set(entry) - ENGINE_FIELDS)
+        if unknown:
+            raise ConfigError(f"engines[{number}]: unknown fields {', '.join(unknown)}; the "
+                              f"fields are {', '.join(sorted(ENGINE_FIELDS))}")
+        if not isinstance(entry.get("gpu", False), bool):
+            raise ConfigError(f"engines[{number}]: gpu must be true or false")
+        engines.append(EngineConfig(
+            name=str(entry.get("name", "")), url=str(entry.get("url", "")),
+            weight=entry.get("weight", 1), docker_host=entry.get("dockerHost"),
+            gpu=entry.get("gpu", False), publish_address=entry.get("publishAddress")))
+    return tuple(engines)
+
+
+@dataclass(frozen=True)
 class StackConfig:
     name_prefix: str
     gpu: bool
@@ -156,6 +204,16 @@ class StackConfig:
     # defaults). Plain values only; the secret ones are in `secrets`.
     settings: dict[str, str]
     secrets: dict[str, pulumi.Output[str]]
+    # The engine hosts the proxy routes to besides the stack's own Ollama.
+    engines: tuple[EngineConfig, ...] = ()
+
+    def engine_environment(self, engine: EngineConfig) -> dict[str, str]:
+        """The variables docker-compose.engine.yml renders with for `engine`: the stack's Ollama
+        settings, its port and address."""
+        ollama = {k: v for k, v in self.settings.items() if k.startswith("OLLAMA_")}
+        address = {"ENGINE_PUBLISH_ADDRESS": engine.publish_address} if engine.publish_address \
+            else {}
+        return {**ollama, "ENGINE_PORT": str(engine.port), **address}
 
     def compose_environment(self) -> dict[str, str]:
         """The variables compose renders the stack with: secrets as placeholders."""
@@ -230,6 +288,17 @@ def load_config(root: Path) -> StackConfig:
         if not secret:
             # Compose applies its default to an unset or empty variable (`${NAME:-default}`).
             check_setting(name, value or key.variable.default)
+    engines = engines_config(config.get_object("engines"))
+    if engines:
+        if settings.get("PROXY_UPSTREAMS"):
+            raise ConfigError("engines and proxyUpstreams are both set: `engines` builds "
+                              "PROXY_UPSTREAMS; set one of them")
+        local_weight = config.get_float("localEngineWeight")
+        try:
+            settings["PROXY_UPSTREAMS"] = upstreams_document(
+                [e.upstream() for e in engines], 1 if local_weight is None else local_weight)
+        except EngineError as refused:
+            raise ConfigError(f"engines: {refused}") from None
     return StackConfig(
         name_prefix=config.get("namePrefix") or declared.project,
         gpu=gpu,
@@ -237,4 +306,5 @@ def load_config(root: Path) -> StackConfig:
         files=tuple(files),
         settings=settings,
         secrets=secrets,
+        engines=engines,
     )

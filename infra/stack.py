@@ -177,6 +177,7 @@ class _Service:
         self.root = args.root
         self.secrets = Secrets(args.secrets)
         self.child = pulumi.ResourceOptions(parent=project)
+        self.resource_name = args.resource_prefix + name
         self.uploads: list[pulumi.Input[docker.ContainerUploadArgs]] = []
         self.upload_dirs: set[str] = set()
         self.volume_paths: set[str] = set()
@@ -218,14 +219,15 @@ class _Service:
     def image(self, s: Mapping[str, Any]) -> pulumi.Output[str]:
         name = s.get("image") or f"{self.rendered['name']}-{self.name}"
         if "build" not in s:
-            remote = docker.RemoteImage(self.name, name=name, keep_locally=True, opts=self.child)
+            remote = docker.RemoteImage(
+                self.resource_name, name=name, keep_locally=True, opts=self.child)
             return remote.image_id
         build = _fields(f"{self.where} build", s["build"], {"context", "dockerfile", "args"})
         # Relative to where `pulumi` runs (the repository root), so that the state does not
         # record the path of one operator's checkout.
         context = os.path.relpath(build["context"], Path.cwd())
         built = docker.Image(
-            self.name,
+            self.resource_name,
             image_name=name,
             build=docker.DockerBuildArgs(
                 context=context,
@@ -415,6 +417,9 @@ class ComposeStackArgs:
     root: Path
     # Compose variable -> its secret value, put where compose rendered its placeholder.
     secrets: Mapping[str, pulumi.Output[str]]
+    # Before each child resource's name: "" for the stack (names as they always were), the
+    # engine's name for an engine host's project, so that both can be in one Pulumi stack.
+    resource_prefix: str = ""
 
 
 class ComposeStack(pulumi.ComponentResource):
@@ -432,13 +437,15 @@ class ComposeStack(pulumi.ComponentResource):
         for net, network in top.get("networks", {}).items():
             n = _fields(f"network {net!r}", network, {"name", "internal"})
             self.networks[net] = docker.Network(
-                net, name=n["name"], internal=n.get("internal", False), opts=child
+                args.resource_prefix + net, name=n["name"], internal=n.get("internal", False),
+                opts=child,
             )
         for vol, volume in top.get("volumes", {}).items():
             v = _fields(f"volume {vol!r}", volume, {"name"})
             # Kept on delete, as `docker compose down` keeps volumes: the models, the database.
             self.volumes[vol] = docker.Volume(
-                vol, name=v["name"], opts=pulumi.ResourceOptions(parent=self, retain_on_delete=True)
+                args.resource_prefix + vol, name=v["name"],
+                opts=pulumi.ResourceOptions(parent=self, retain_on_delete=True),
             )
 
         services: Mapping[str, Any] = top["services"]
@@ -456,7 +463,8 @@ class ComposeStack(pulumi.ComponentResource):
                 container.update(wait=True, wait_timeout=wait)
             after = [self.containers[dep] for dep in depends[name]]
             self.containers[name] = docker.Container(
-                name, **container, opts=pulumi.ResourceOptions(parent=self, depends_on=after)
+                args.resource_prefix + name, **container,
+                opts=pulumi.ResourceOptions(parent=self, depends_on=after),
             )
         self.register_outputs(
             {

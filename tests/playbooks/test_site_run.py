@@ -212,6 +212,7 @@ def deployment() -> Iterator[Deployment]:
     seeded = {**before, **OPERATOR_DAEMON_KEY}
     DAEMON_JSON.parent.mkdir(parents=True, exist_ok=True)
     DAEMON_JSON.write_text(json.dumps(seeded, indent=4) + "\n")
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
     try:
         env = {**ENV, "LLM_STACK_SKIP_PREPARE": "1"}
         first = run_playbook("ci", via_script=True, env=env, timeout=900)
