@@ -165,4 +165,4 @@ def model_info(raw: dict[str, Any]) -> ModelInfo:
 
 @router.get("/models", response_model=ModelList, responses=ERRORS, summary="Models upstream has")
 async def models(state: StateDep, user: CurrentUser) -> ModelList:
-    return ModelList(models=[model_info(m) for m in await allowed_tags(state)])
+    return ModelList(models=[model_info(m) for m in await allowed_tags(state, user)])
