@@ -215,6 +215,14 @@ class ModelList(BaseModel):
     models: list[ModelInfo]
 
 
+class Caller(BaseModel):
+    """Who a credential is, as the proxy reads it."""
+
+    user: str
+    role: Literal["user", "admin"]
+    api_key_id: str | None = Field(description="The API key used; absent for a JWT.")
+
+
 class ConversationSummary(BaseModel):
     id: str
     model: str

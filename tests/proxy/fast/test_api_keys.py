@@ -226,6 +226,15 @@ async def test_an_expired_key_is_refused(replicas: tuple[InProcessProxy, InProce
     assert response.json()["error"].startswith("API key expired at ")
 
 
+async def test_me_says_who_a_key_is(replicas: tuple[InProcessProxy, InProcessProxy]) -> None:
+    a, _ = replicas
+    created = await create_key(a, owner="ops", role="admin")
+    me = await a.client.get("/api/llm/me", headers=bearer(created["secret"]))
+    assert me.json() == {"user": "ops", "role": "admin", "api_key_id": created["id"]}
+    me = await a.client.get("/api/llm/me", headers=auth("kim"))
+    assert me.json() == {"user": "kim", "role": "user", "api_key_id": None}
+
+
 async def test_a_made_up_key_is_refused(replicas: tuple[InProcessProxy, InProcessProxy]
                                         ) -> None:
     a, _ = replicas

@@ -271,6 +271,7 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("GET", "/api/llm/models"): Route("user", "/api/llm/models", [
         another_method("POST"),
     ]),
+    ("GET", "/api/llm/me"): Route("user", "/api/llm/me", [another_method("POST")]),
     ("GET", "/api/llm/conversations"): Route("user", "/api/llm/conversations", [
         limit_zero("/api/llm/conversations"),
         another_method("POST"),

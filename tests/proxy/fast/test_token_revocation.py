@@ -153,6 +153,9 @@ async def admin_route(proxy: InProcessProxy, **claims: Any) -> int:
 async def test_the_role_comes_from_a_list_claim(make_proxy: MakeProxy) -> None:
     proxy = await make_proxy(jwt_role_claim="groups", jwt_admin_role="llm-admins")
     assert await admin_route(proxy, groups=["staff", "llm-admins"]) == 200
+    token = make_token("grace", role=None, groups=["llm-admins"])
+    me = await proxy.client.get("/api/llm/me", headers={"Authorization": f"Bearer {token}"})
+    assert me.json() == {"user": "grace", "role": "admin", "api_key_id": None}
     assert await admin_route(proxy, groups=["staff"]) == 403
     assert await admin_route(proxy) == 403  # no claim: a user
     # The `role` claim means nothing any more: only the configured claim counts.
