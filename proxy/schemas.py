@@ -378,6 +378,15 @@ class KeyIn(OwnKeyIn):
         return None if value is None else _printable(value, "owner")
 
 
+class KeyRotation(BaseModel):
+    """Optional settings of a rotation: the new secret may get a new expiry."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    expires_at: datetime | None = Field(
+        None, description="A new expiry, in the future; absent: the key's expiry is kept.")
+
+
 class KeyOut(BaseModel):
     """An API key as it is listed: never its secret, nor the secret's hash."""
 

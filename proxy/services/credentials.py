@@ -73,14 +73,18 @@ async def _one_key(session: AsyncSession, key_id: str, owner: str | None) -> Api
     return row
 
 
-async def rotate_key(state: AppState, key_id: str, owner: str | None) -> tuple[ApiKey, str]:
-    """A new secret for the key (same id and settings); the old secret stops working."""
+async def rotate_key(state: AppState, key_id: str, owner: str | None,
+                     expires_at: datetime | None = None) -> tuple[ApiKey, str]:
+    """A new secret for the key (same id and settings, and a new expiry if one is given); the
+    old secret stops working."""
     secret = new_secret()
     async with state.sessions() as session, session.begin():
         row = await _one_key(session, key_id, owner)
         if row.revoked_at is not None:
             raise KeyRevoked(f"API key '{key_id}' is revoked; a revoked key cannot be rotated")
         row.prefix, row.secret_sha256 = shown_prefix(secret), secret_digest(secret)
+        if expires_at is not None:
+            row.expires_at = expires_at
     state.verifier.keys.forget(key_id)
     return row, secret
 

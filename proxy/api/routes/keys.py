@@ -26,6 +26,7 @@ from proxy.schemas import (
     KeyIn,
     KeyList,
     KeyOut,
+    KeyRotation,
     OwnKeyIn,
     TokenDenialIn,
     TokenDenialList,
@@ -69,11 +70,15 @@ def _as_utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def _spec(body: OwnKeyIn, owner: str, role: str) -> KeySpec:
-    expires_at = _as_utc(body.expires_at) if body.expires_at is not None else None
+def _expiry(value: datetime | None) -> datetime | None:
+    expires_at = _as_utc(value) if value is not None else None
     if expires_at is not None and expires_at <= datetime.now(UTC):
         raise RequestInvalid("expires_at must be in the future")
-    return KeySpec(owner=owner, name=body.name, role=role, expires_at=expires_at,
+    return expires_at
+
+
+def _spec(body: OwnKeyIn, owner: str, role: str) -> KeySpec:
+    return KeySpec(owner=owner, name=body.name, role=role, expires_at=_expiry(body.expires_at),
                    allowed_models=body.allowed_models,
                    rate_limit_per_minute=body.rate_limit_per_minute,
                    concurrency_limit=body.concurrency_limit)
@@ -105,8 +110,10 @@ async def create_any_key(body: KeyIn, state: StateDep, admin: KeyAdmin) -> KeyCr
 
 @admin_router.post("/{key_id}/rotate", response_model=KeyCreated, responses=KEY_ERRORS,
                    summary="Give a key a new secret; the old one stops working")
-async def rotate_any_key(key_id: KeyId, state: StateDep, admin: KeyAdmin) -> KeyCreated:
-    return _created(*await credentials.rotate_key(state, key_id, None))
+async def rotate_any_key(key_id: KeyId, state: StateDep, admin: KeyAdmin,
+                         body: KeyRotation | None = None) -> KeyCreated:
+    expires_at = _expiry(body.expires_at) if body is not None else None
+    return _created(*await credentials.rotate_key(state, key_id, None, expires_at))
 
 
 @admin_router.delete("/{key_id}", response_model=KeyOut, responses=ADMIN_ERRORS,
@@ -158,8 +165,10 @@ async def create_own_key(body: OwnKeyIn, state: StateDep, user: KeyOwner) -> Key
 
 @user_router.post("/{key_id}/rotate", response_model=KeyCreated, responses=KEY_ERRORS,
                   summary="Give one of your keys a new secret; the old one stops working")
-async def rotate_own_key(key_id: KeyId, state: StateDep, user: KeyOwner) -> KeyCreated:
-    return _created(*await credentials.rotate_key(state, key_id, user.sub))
+async def rotate_own_key(key_id: KeyId, state: StateDep, user: KeyOwner,
+                         body: KeyRotation | None = None) -> KeyCreated:
+    expires_at = _expiry(body.expires_at) if body is not None else None
+    return _created(*await credentials.rotate_key(state, key_id, user.sub, expires_at))
 
 
 @user_router.delete("/{key_id}", response_model=KeyOut, responses=ADMIN_ERRORS,

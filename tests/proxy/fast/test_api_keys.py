@@ -197,11 +197,13 @@ async def test_a_rotated_keys_old_secret_is_refused_and_the_new_one_works(
     a, b = replicas
     created = await create_key(a, allowed_models=["llama3.2"], concurrency_limit=3)
     assert (await generate(b, created["secret"])).status_code == 200
+    later = datetime(2099, 1, 1, tzinfo=UTC)
     rotated = await a.client.post(f"/api/admin/keys/{created['id']}/rotate",
-                                  headers=admin_auth())
+                                  headers=admin_auth(), json={"expires_at": later.isoformat()})
     assert rotated.status_code == 200
     fresh = rotated.json()
     assert fresh["id"] == created["id"] and fresh["secret"] != created["secret"]
+    assert datetime.fromisoformat(fresh["expires_at"]) == later
     assert fresh["allowed_models"] == ["llama3.2"] and fresh["concurrency_limit"] == 3
     response, _ = await refused_within(b, created["secret"], REVOCATION_BUDGET)
     assert response.json()["reason"] == "unknown_key"

@@ -193,11 +193,19 @@ def one_key(path: str) -> list[Case]:
     ]
 
 
+ROTATION_CASES = [
+    Case("malformed JSON", 400, malformed_json("Expecting value"), content=b'{"expires_at": '),
+    Case("a new expiry in the past", 422, {"error": "expires_at must be in the future"},
+         json={"expires_at": "2020-01-01T00:00:00Z"}),
+]
+
+
 def one_key_routes(access: str, prefix: str) -> dict[tuple[str, str], Route]:
     """The routes about one API key under `prefix`: rotate and revoke."""
     return {
         ("POST", f"{prefix}/{{key_id}}/rotate"): Route(
-            access, f"{prefix}/{NO_KEY}/rotate", one_key(f"{prefix}/{{id}}/rotate")),
+            access, f"{prefix}/{NO_KEY}/rotate",
+            [*one_key(f"{prefix}/{{id}}/rotate"), *ROTATION_CASES]),
         ("DELETE", f"{prefix}/{{key_id}}"): Route(
             access, f"{prefix}/{NO_KEY}", one_key(f"{prefix}/{{id}}")),
     }
