@@ -91,6 +91,12 @@ def _token(args: argparse.Namespace) -> int:
         print("JWT_SECRET is not set; a token signed with a random secret would be useless.",
               file=sys.stderr)
         return 2
+    longest = settings.jwt_max_lifetime
+    if longest and args.ttl > longest:
+        print(f"--ttl {args.ttl} is longer than JWT_MAX_LIFETIME ({longest} s): the proxy would "
+              "refuse the token. For a long-lived credential create an API key "
+              "(POST /api/admin/keys).", file=sys.stderr)
+        return 2
     print(mint_token(settings, sub=args.sub, role=args.role, ttl_seconds=args.ttl))
     return 0
 

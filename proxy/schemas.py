@@ -215,6 +215,14 @@ class ModelList(BaseModel):
     models: list[ModelInfo]
 
 
+class Caller(BaseModel):
+    """Who a credential is, as the proxy reads it."""
+
+    user: str
+    role: Literal["user", "admin"]
+    api_key_id: str | None = Field(description="The API key used; absent for a JWT.")
+
+
 class ConversationSummary(BaseModel):
     id: str
     model: str
@@ -319,3 +327,128 @@ class TemplateOut(TemplateIn):
 
 class TemplateList(BaseModel):
     templates: list[TemplateOut]
+
+
+KEY_ID_PATTERN = r"^[0-9a-f]{16}$"
+
+
+def _printable(value: str, what: str) -> str:
+    if not value.strip() or not value.isprintable():
+        raise ValueError(f"{what} must be printable and not blank")
+    return value
+
+
+class OwnKeyIn(BaseModel):
+    """A new API key of the caller's own (`/api/llm/keys`): it acts as the caller, with the
+    `user` role, within the limits given here as well as the caller's."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(..., min_length=1, max_length=100, description="To tell keys apart.")
+    expires_at: datetime | None = Field(
+        None, description="ISO 8601, in the future; a time without an offset is UTC. "
+                          "Absent: the key does not expire.")
+    allowed_models: list[ModelName] | None = Field(
+        None, max_length=100, description="Only these models (name or name:tag), within "
+                                          "PROXY_MODEL_ALLOWLIST. Absent: every model allowed.")
+    rate_limit_per_minute: int | None = Field(
+        None, ge=1, le=1_000_000, description="Requests per minute for this key, besides its "
+                                              "owner's limit. Absent: the owner's limit alone.")
+    concurrency_limit: int | None = Field(
+        None, ge=1, le=1000, description="Generations at once for this key, besides its "
+                                         "owner's limit. Absent: the owner's limit alone.")
+
+    @field_validator("name")
+    @classmethod
+    def _name_printable(cls, value: str) -> str:
+        return _printable(value, "name")
+
+
+class KeyIn(OwnKeyIn):
+    """A new API key made by an admin (`/api/admin/keys`), for any user."""
+
+    owner: str | None = Field(None, min_length=1, max_length=255,
+                              description="The user (`sub`) the key acts as; absent: the admin.")
+    role: Literal["user", "admin"] = Field(
+        "user", description="`admin` only when asked for: a key is a `user` by default.")
+
+    @field_validator("owner")
+    @classmethod
+    def _owner_printable(cls, value: str | None) -> str | None:
+        return None if value is None else _printable(value, "owner")
+
+
+class KeyRotation(BaseModel):
+    """Optional settings of a rotation: the new secret may get a new expiry."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    expires_at: datetime | None = Field(
+        None, description="A new expiry, in the future; absent: the key's expiry is kept.")
+
+
+class KeyOut(BaseModel):
+    """An API key as it is listed: never its secret, nor the secret's hash."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    owner: str
+    name: str
+    role: str
+    prefix: str = Field(description="The secret's first characters, to recognise it.")
+    created_by: str
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    last_used_at: datetime | None = Field(description="Updated at most once a minute.")
+    allowed_models: list[str] | None
+    rate_limit_per_minute: int | None
+    concurrency_limit: int | None
+
+
+class KeyCreated(KeyOut):
+    secret: str = Field(description="The key itself (`sk-llm-…`): shown this once, never again.")
+
+
+class KeyList(BaseModel):
+    keys: list[KeyOut]
+
+
+class TokenDenialIn(BaseModel):
+    """Refuse one token (`jti`), or every token of a user (`subject`) issued before a time."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    jti: str | None = Field(None, min_length=1, max_length=255)
+    subject: str | None = Field(None, min_length=1, max_length=255)
+    issued_before: datetime | None = Field(
+        None, description="With `subject`: tokens whose `iat` is earlier are refused (and those "
+                          "without `iat`). Absent: now. Not in the future.")
+    reason: str = Field("", max_length=500)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> TokenDenialIn:
+        if (self.jti is None) == (self.subject is None):
+            raise ValueError("give either `jti` (one token) or `subject` (a user's tokens)")
+        if self.jti is not None and self.issued_before is not None:
+            raise ValueError("`issued_before` goes with `subject`, not with `jti`")
+        return self
+
+
+class TokenDenialOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    jti: str | None
+    subject: str | None
+    issued_before: datetime | None
+    expires_at: datetime | None = Field(description="When no token it matches can still be "
+                                                    "valid; absent: never.")
+    reason: str
+    created_by: str
+    created_at: datetime
+
+
+class TokenDenialList(BaseModel):
+    denials: list[TokenDenialOut]

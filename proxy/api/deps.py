@@ -33,8 +33,7 @@ async def current_user(
     # Usually verified already, before the body was read (EarlyAuthMiddleware); otherwise an
     # AuthError propagates to its handler, which answers 401 with WWW-Authenticate.
     user = verified_early(request.scope, token) or await state.verifier.verify(token)
-    record = audit_record(request.scope)
-    record.user, record.role = user.sub, user.role
+    audit_record(request.scope).identify(user)
     return user
 
 

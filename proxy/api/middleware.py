@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from proxy.api.accounting import audit_record, note_auth_failure
 from proxy.api.refusals import send_refusal
 from proxy.core.dialects import is_api_path
+from proxy.core.errors import ProxyError
 from proxy.core.security import AuthError, Principal
 
 if TYPE_CHECKING:
@@ -119,6 +120,13 @@ class EarlyAuthMiddleware:
         token = bearer_token(scope)
         try:
             principal = await state.verifier.verify(token)
+        except ProxyError as exc:  # API keys are read from the database, which may be down
+            audit_record(scope).error = exc.message[:500]
+            await send_refusal(scope, send, exc.status_code, exc.message,
+                               [(k.lower().encode(), v.encode())
+                                for k, v in exc.headers().items()],
+                               code=exc.code, close=_declares_body(scope))
+            return
         except AuthError as exc:
             note_auth_failure(state, audit_record(scope), exc)
             await send_refusal(
@@ -130,8 +138,7 @@ class EarlyAuthMiddleware:
         scope_state = scope.setdefault("state", {})
         scope_state[_EARLY_PRINCIPAL] = (token, principal)
         # Refusals before the route runs (413, 408) are then audited with their user.
-        record = audit_record(scope)
-        record.user, record.role = principal.sub, principal.role
+        audit_record(scope).identify(principal)
         await self.app(scope, receive, send)
 
 

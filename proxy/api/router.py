@@ -5,6 +5,7 @@ from fastapi import APIRouter
 from proxy.api.routes import (
     admin,
     conversations,
+    keys,
     llm,
     ollama,
     openai,
@@ -15,8 +16,9 @@ from proxy.api.routes import (
     ws,
 )
 
-ROUTERS = (probes.router, status.router, llm.router, conversations.router, admin.router,
-           usage.router, templates.router, ws.router, ollama.router, openai.router)
+ROUTERS = (probes.router, status.router, llm.router, conversations.router, keys.user_router,
+           admin.router, keys.admin_router, keys.denials_router, usage.router, templates.router,
+           ws.router, ollama.router, openai.router)
 
 api_router = APIRouter()
 for router in ROUTERS:

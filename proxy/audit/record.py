@@ -9,9 +9,12 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from proxy.core.security import Principal
+
 # String columns of `audit_log` and their sizes (proxy/core/models.py).
 COLUMN_LIMITS = {"id": 64, "correlation_id": 64, "user": 255, "role": 16, "client": 64,
-                 "endpoint": 100, "dialect": 16, "model": 200, "prompt_sha256": 64, "error": 500}
+                 "endpoint": 100, "dialect": 16, "api_key_id": 32, "model": 200,
+                 "prompt_sha256": 64, "error": 500}
 
 
 @dataclass
@@ -39,12 +42,19 @@ class AuditRecord:
     cached: bool = False
     # The API dialect the request was made in: llm (the proxy's own), openai or ollama.
     dialect: str = "llm"
+    # The proxy-managed API key the request was made with: its id, never its secret.
+    api_key_id: str | None = None
     # Not stored: bookkeeping for the request in progress.
     started: float = field(default_factory=time.perf_counter, repr=False)
     status_override: int | None = field(default=None, repr=False)
     on_finish: list[Callable[[], Awaitable[None]]] = field(default_factory=list, repr=False)
     response_headers: dict[str, str] = field(default_factory=dict, repr=False)
     tokens_per_second: float | None = field(default=None, repr=False)
+
+    def identify(self, caller: Principal) -> None:
+        """Name the caller: the user, their role, and the API key they used, if any."""
+        self.user, self.role = caller.sub, caller.role
+        self.api_key_id = caller.key.id if caller.key is not None else None
 
     def set_prompt(self, text: str, keep_text: bool) -> None:
         self.prompt_chars = len(text)

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.engine.default import DefaultExecutionContext
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -114,11 +124,14 @@ class AuditEntry(Base):
     cached: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     dialect: Mapped[str] = mapped_column(String(16), nullable=False, default="llm",
                                          server_default="llm")
+    # The proxy-managed API key the request was made with (its id, never the secret).
+    api_key_id: Mapped[str | None] = mapped_column(String(32))
 
     __table_args__ = (
         Index("ix_audit_log_user_at", "user", "at"),
         Index("ix_audit_log_at", "at"),
         Index("ix_audit_log_correlation_id", "correlation_id"),
+        Index("ix_audit_log_api_key_id", "api_key_id"),
     )
 
 
@@ -131,3 +144,48 @@ class PromptTemplate(Base):
     created_by: Mapped[str] = mapped_column(String(255), nullable=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class ApiKey(Base):
+    """A proxy-managed API key (`sk-llm-…`): it acts as its owner, within its own limits.
+
+    Only the secret's SHA-256 is stored; `prefix` (the secret's first characters, no use to an
+    attacker) lets people tell their keys apart. `role` is fixed when the key is made: `user`,
+    unless an admin made it `admin`. NULL limits mean the owner's own.
+    """
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(255), nullable=False)
+    name: Mapped[str] = mapped_column(String(100), nullable=False)
+    role: Mapped[str] = mapped_column(String(16), nullable=False, default="user")
+    prefix: Mapped[str] = mapped_column(String(32), nullable=False)
+    secret_sha256: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
+    created_by: Mapped[str] = mapped_column(String(255), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    allowed_models: Mapped[list[str] | None] = mapped_column(JSON)
+    rate_limit_per_minute: Mapped[int | None] = mapped_column(Integer)
+    concurrency_limit: Mapped[int | None] = mapped_column(Integer)
+
+    __table_args__ = (Index("ix_api_keys_owner", "owner"),)
+
+
+class TokenDenial(Base):
+    """A JWT deny-list entry: one token by its `jti`, or every token of `subject` issued before
+    `issued_before`. `expires_at`: when the entry can no longer match a valid token (NULL:
+    never), after which it is ignored."""
+
+    __tablename__ = "token_denials"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    jti: Mapped[str | None] = mapped_column(String(255))
+    subject: Mapped[str | None] = mapped_column(String(255))
+    issued_before: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    reason: Mapped[str] = mapped_column(String(500), nullable=False, default="")
+    created_by: Mapped[str] = mapped_column(String(255), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -1,5 +1,6 @@
 """Per-user limits on generation: a request rate (moving window) and a cap on concurrent
-generations.
+generations. A request made with an API key that has limits of its own is held to those too,
+in buckets of the key's own, besides its owner's (a key never lifts its owner's limits).
 
 The rate uses the `limits` library: in-process memory by default, Redis when `REDIS_URL` is set,
 so that every proxy replica on one Redis shares the same window. `limits` has no concurrency
@@ -28,7 +29,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from limits import RateLimitItem, parse_many
+from limits import RateLimitItem, RateLimitItemPerMinute, parse_many
 from limits.aio.storage import MemoryStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.storage import storage_from_string
@@ -125,11 +126,16 @@ class Limiter:
         if self._redis is not None:
             await self._redis.aclose()
 
-    def _rate_items(self, user: Principal) -> list[RateLimitItem]:
+    def _rate_items(self, user: Principal) -> list[tuple[RateLimitItem, str, str]]:
+        """Each window the request counts in: (limit, namespace, whose)."""
         s = self._settings
         spec = s.proxy_rate_limit_users.get(user.sub) or s.proxy_rate_limit_roles.get(
             user.role) or s.proxy_rate_limit
-        return parse_many(spec)
+        items = [(item, "user", user.sub) for item in parse_many(spec)]
+        if user.key is not None and user.key.rate_limit_per_minute is not None:
+            items.append((RateLimitItemPerMinute(user.key.rate_limit_per_minute), "key",
+                          user.key.id))
+        return items
 
     def concurrency_for(self, user: Principal) -> int:
         s = self._settings
@@ -149,15 +155,16 @@ class Limiter:
         """Count one request; raise RateLimitExceeded when over. None if admitted blind."""
         decision: RateDecision | None = None
         try:
-            for item in self._rate_items(user):
-                allowed = await self._window.hit(item, "user", user.sub)
-                stats = await self._window.get_window_stats(item, "user", user.sub)
+            for item, namespace, whose in self._rate_items(user):
+                allowed = await self._window.hit(item, namespace, whose)
+                stats = await self._window.get_window_stats(item, namespace, whose)
                 if not allowed:
                     self._metrics.rate_limited.labels(limit="rate").inc()
                     per = (f"{item.multiples} {item.GRANULARITY.name}s" if item.multiples > 1
                            else item.GRANULARITY.name)
+                    of_key = " for this API key" if namespace == "key" else ""
                     raise RateLimitExceeded(
-                        f"rate limit exceeded: {item.amount} requests per {per}",
+                        f"rate limit exceeded{of_key}: {item.amount} requests per {per}",
                         item.amount, stats.remaining, stats.reset_time)
                 if decision is None or stats.remaining < decision.remaining:
                     decision = RateDecision(item.amount, stats.remaining, stats.reset_time)
@@ -169,24 +176,45 @@ class Limiter:
         return decision
 
     async def acquire(self, user: Principal, request_id: str) -> Release:
-        """Take a concurrency slot; the returned coroutine function gives it back.
+        """Take a concurrency slot (and one of the API key's, if it has a cap of its own); the
+        returned coroutine function gives them back.
 
         `request_id` only labels the slot (for diagnostics): the slot's name is unique even if
         two callers pass the same id, because a set member added twice is one slot.
         """
-        cap = self.concurrency_for(user)
         slot = f"{request_id}:{secrets.token_hex(8)}"
+        release_user = await self._acquire_one(f"llm-proxy:slots:{user.sub}",
+                                               self.concurrency_for(user), slot, "per user")
+        if user.key is None or user.key.concurrency_limit is None:
+            return release_user
+        try:
+            release_key = await self._acquire_one(f"llm-proxy:key-slots:{user.key.id}",
+                                                  user.key.concurrency_limit, slot,
+                                                  "for this API key")
+        except BaseException:
+            await release_user()
+            raise
+
+        async def release_both() -> None:
+            try:
+                await release_key()
+            finally:
+                await release_user()
+
+        return release_both
+
+    async def _acquire_one(self, key: str, cap: int, slot: str, per: str) -> Release:
+        """One slot in the set `key` (in Redis, or its namesake in memory)."""
         if self._slots is None:
-            slots = self._local_slots.setdefault(user.sub, set())
+            slots = self._local_slots.setdefault(key, set())
             if len(slots) >= cap:
-                self._concurrency_refused(cap, LOCAL_RETRY_SECONDS)
+                self._concurrency_refused(cap, LOCAL_RETRY_SECONDS, per)
             slots.add(slot)
 
             async def release_local() -> None:
                 slots.discard(slot)
 
             return release_local
-        key = f"llm-proxy:slots:{user.sub}"
         shared = self._slots
         try:
             wait = await shared.acquire(key, slot, cap)
@@ -198,17 +226,17 @@ class Limiter:
 
             return nothing
         if wait is not None:
-            self._concurrency_refused(cap, wait)
+            self._concurrency_refused(cap, wait, per)
 
         async def release_shared() -> None:
             await shared.release(key, slot)
 
         return release_shared
 
-    def _concurrency_refused(self, cap: int, retry_after: float) -> None:
+    def _concurrency_refused(self, cap: int, retry_after: float, per: str) -> None:
         self._metrics.rate_limited.labels(limit="concurrency").inc()
         raise RateLimitExceeded(
-            f"too many generations at once: at most {cap} per user; wait for one to finish",
+            f"too many generations at once: at most {cap} {per}; wait for one to finish",
             cap, 0, time.time() + retry_after)
 
     async def ping(self) -> None:

@@ -6,7 +6,10 @@ Rules enforced here (each one a known way JWT gateways have been broken):
   against `JWT_SECRET`, an RS*/ES* token only against the public key or JWKS, so a public key can
   never be used as an HMAC secret (the HS/RS confusion);
 - `exp` is required, `iss`/`aud` are checked when configured, with a small leeway for clock skew;
-- the claims the proxy relies on (`sub`, `role`) must be present and well-formed;
+- the claims the proxy relies on (`sub`, and the role claim `JWT_ROLE_CLAIM`) must be
+  present and well-formed;
+- a token may live at most `JWT_MAX_LIFETIME` (`exp - iat`), so a token minted for a year is
+  refused even with a valid signature; while that is set a token without `iat` is refused too;
 - the token is untrusted input until its signature is checked, and the header is read before
   that: a token longer than `JWT_MAX_TOKEN_BYTES`, a header that is not a JSON object, a
   non-string `kid`/`typ`/`cty`, any `crit` (this proxy implements no critical extension) or
@@ -81,20 +84,39 @@ class AuthError(Exception):
 
 
 @dataclass(frozen=True)
+class KeyGrant:
+    """What a proxy-managed API key narrows its owner's rights to (`core/api_keys.py`)."""
+
+    id: str
+    # None: the models the proxy allows anyone; otherwise only these (names or name:tag).
+    allowed_models: tuple[str, ...] | None = None
+    # None: the owner's limits alone; otherwise a bucket of the key's own, besides the owner's.
+    rate_limit_per_minute: int | None = None
+    concurrency_limit: int | None = None
+    # Epoch seconds; None: the key does not expire.
+    expires_at: float | None = None
+
+
+@dataclass(frozen=True)
 class Principal:
-    """The caller, as the verified token describes them."""
+    """The caller, as the verified token or API key describes them. A key acts as its owner
+    (`sub`) with the role it was given, narrowed by its `key` grant."""
 
     sub: str
     role: Role
     claims: dict[str, Any]
+    key: KeyGrant | None = None
 
     @property
     def is_admin(self) -> bool:
         return self.role == "admin"
 
     @property
-    def expires_at(self) -> float:
-        """When the token stops being valid, in epoch seconds (`exp`, required and checked)."""
+    def expires_at(self) -> float | None:
+        """When the credential stops being valid, in epoch seconds: a token's `exp` (required
+        and checked), a key's expiry, or None for a key that does not expire."""
+        if self.key is not None:
+            return self.key.expires_at
         return float(int(self.claims["exp"]))
 
 
@@ -159,7 +181,21 @@ class TokenVerifier:
         except (ValueError, TypeError, OverflowError, RecursionError) as exc:
             # Whatever else the library trips over in a token is still the token's fault.
             raise AuthError("malformed", "malformed token: it cannot be decoded") from exc
-        return _principal_from(claims)
+        self._check_lifetime(claims)
+        return _principal_from(claims, self._settings)
+
+    def _check_lifetime(self, claims: dict[str, Any]) -> None:
+        longest = self._settings.jwt_max_lifetime
+        if not longest:
+            return
+        if "iat" not in claims:
+            raise AuthError("lifetime", "token has no 'iat' claim: it is required while "
+                                        "JWT_MAX_LIFETIME is set, to know the token's lifetime")
+        # PyJWT has checked that `exp` and `iat` are numbers.
+        lifetime = float(claims["exp"]) - float(claims["iat"])
+        if lifetime > longest:
+            raise AuthError("lifetime", f"token lifetime ({lifetime:.0f} s from 'iat' to 'exp') "
+                                        f"exceeds JWT_MAX_LIFETIME ({longest} s)")
 
     async def _key_for(self, alg: str, token: str) -> Any:
         if alg in SYMMETRIC_ALGORITHMS:
@@ -220,15 +256,45 @@ def _unverified_header(token: str) -> dict[str, Any]:
     return header
 
 
-def _principal_from(claims: dict[str, Any]) -> Principal:
+def _principal_from(claims: dict[str, Any], settings: Settings) -> Principal:
     sub = claims.get("sub")
     if not isinstance(sub, str) or not sub.strip() or len(sub) > 255 or not sub.isprintable():
         raise AuthError("claims", "token 'sub' must be a printable, non-empty string of at most "
                                   "255 characters")
-    role = claims.get("role", "user")
-    if role not in ROLES:
-        raise AuthError("claims", f"token 'role' must be one of {list(ROLES)}")
-    return Principal(sub=sub, role=role, claims=claims)
+    return Principal(sub=sub, role=role_from(claims, settings), claims=claims)
+
+
+def _claim_at(claims: dict[str, Any], path: str) -> Any:
+    """The claim at a dotted path (`realm_access.roles`), or None where the path ends early."""
+    value: Any = claims
+    for part in path.split("."):
+        if not isinstance(value, dict):
+            return None
+        value = value.get(part)
+    return value
+
+
+def role_from(claims: dict[str, Any], settings: Settings) -> Role:
+    """The role a token's claims give (`JWT_ROLE_CLAIM`, `JWT_ADMIN_ROLE`): absent, `user`; a
+    string, `user` or the admin role's name and nothing else; a list of role or group names
+    (what identity providers put in `roles` or `groups`), admin when the admin role's name is
+    among them, else `user`."""
+    name, admin = settings.jwt_role_claim, settings.jwt_admin_role
+    value = _claim_at(claims, name)
+    if value is None:
+        return "user"
+    if isinstance(value, str):
+        if value == admin:
+            return "admin"
+        if value == "user":
+            return "user"
+        allowed = ["user", admin]
+        raise AuthError("claims", f"token {_quoted(name)} must be one of {allowed} "
+                                  f"(JWT_ROLE_CLAIM, JWT_ADMIN_ROLE)")
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return "admin" if admin in value else "user"
+    raise AuthError("claims", f"token {_quoted(name)} must be a string or a list of strings, "
+                              f"not {_json_kind(value)} (JWT_ROLE_CLAIM)")
 
 
 def mint_token(

@@ -250,6 +250,22 @@ class Settings(BaseSettings):
     jwt_leeway_seconds: int = Field(30, ge=0, le=300)
     # Tokens are untrusted input until verified: longer ones are refused unread (401).
     jwt_max_token_bytes: int = Field(8192, ge=1024, le=1_048_576)
+    # A token may live at most this long (`exp - iat`); one without `iat` is then refused too,
+    # since its lifetime cannot be known. A day bounds what a leaked token is worth without
+    # making people sign in more than once a working day. 0 turns the check off.
+    jwt_max_lifetime: int = Field(86_400, ge=0, le=31_536_000)
+    # The claim that carries the role: a string (`user` or JWT_ADMIN_ROLE) or a list of role or
+    # group names (admin when JWT_ADMIN_ROLE is among them); a dotted path reaches into an
+    # object (`realm_access.roles`). Absent: the role is `user`.
+    jwt_role_claim: str = Field("role", min_length=1, max_length=200)
+    jwt_admin_role: str = Field("admin", min_length=1, max_length=200)
+
+    # Proxy-managed API keys (`sk-llm-…`): users may create and revoke their own at
+    # /api/llm/keys when true; admins always can at /api/admin/keys.
+    proxy_user_keys: bool = False
+    # How stale a replica's view of API keys and the JWT deny-list may be: a revocation on one
+    # replica is in force on every other within this long. At most 1 s, as promised.
+    proxy_revocation_refresh_seconds: float = Field(0.5, gt=0, le=1.0)
 
     @field_validator("jwt_algorithms", "proxy_model_allowlist", "proxy_trusted_proxies",
                      mode="before")

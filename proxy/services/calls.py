@@ -30,6 +30,7 @@ from proxy.services.validation import (
     check_ask,
     check_chat_context,
     check_generate_context,
+    check_key_models,
 )
 
 AfterCompletion = Callable[[Completion], Awaitable[None]]
@@ -131,6 +132,7 @@ async def prepare(state: AppState, user: Principal, ask: Ask, record: AuditRecor
     account_request(record, state.settings, ask.model,
                     None if ask.kind == "generate" and ask.prompt is None else ask.audit_text())
     check_ask(ask, state.settings)
+    check_key_models(ask.model, user)
     await admit(state, user, record)
     await check_num_ctx(state, ask.model, ask.options)
 

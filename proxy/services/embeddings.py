@@ -16,7 +16,12 @@ from proxy.core.security import Principal
 from proxy.schemas import GenerationOptions
 from proxy.services.calls import account_request, admit
 from proxy.services.state import AppState
-from proxy.services.validation import check_embed_inputs, check_keep_alive, check_model
+from proxy.services.validation import (
+    check_embed_inputs,
+    check_keep_alive,
+    check_key_models,
+    check_model,
+)
 
 
 @dataclass
@@ -52,6 +57,7 @@ async def embed(state: AppState, user: Principal, ask: EmbedAsk,
     """Check, admit (rate limit and slot), then ask Ollama for the vectors."""
     account_request(record, state.settings, ask.model, "\n".join(ask.inputs))
     check_model(ask.model, state.settings)
+    check_key_models(ask.model, user)
     check_embed_inputs(ask.inputs, state.settings)
     check_keep_alive(ask.keep_alive, state.settings)
     await admit(state, user, record)

@@ -12,11 +12,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from proxy.audit.writer import AuditWriter
 from proxy.core.cache import ResponseCache
+from proxy.core.credentials import CredentialVerifier
 from proxy.core.db import create_engine, session_factory
 from proxy.core.metrics import ProxyMetrics
 from proxy.core.model_names import KnownModels
 from proxy.core.ratelimit import Limiter
-from proxy.core.security import TokenVerifier
 from proxy.core.settings import Settings
 from proxy.services.context_lengths import ContextLengths
 from proxy.services.template_runner import TemplateRunner
@@ -29,7 +29,7 @@ class AppState:
     upstream: Router
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
-    verifier: TokenVerifier
+    verifier: CredentialVerifier
     metrics: ProxyMetrics
     limiter: Limiter
     audit: AuditWriter
@@ -44,12 +44,13 @@ class AppState:
     def build(cls, settings: Settings) -> AppState:
         engine = create_engine(settings)
         metrics = ProxyMetrics()
+        sessions = session_factory(engine)
         return cls(
             settings=settings,
             upstream=Router(settings, metrics),
             engine=engine,
-            sessions=session_factory(engine),
-            verifier=TokenVerifier(settings),
+            sessions=sessions,
+            verifier=CredentialVerifier(settings, sessions),
             metrics=metrics,
             limiter=Limiter(settings, metrics),
             audit=AuditWriter(engine, settings, metrics),
@@ -58,6 +59,7 @@ class AppState:
         )
 
     async def aclose(self) -> None:
+        await self.verifier.aclose()
         await self.audit.close()
         await self.upstream.aclose()
         await self.limiter.aclose()

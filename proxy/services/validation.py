@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from proxy.core.errors import Forbidden, RequestInvalid
 from proxy.core.model_names import full_model_name
+from proxy.core.security import Principal
 from proxy.core.settings import Settings
 from proxy.schemas import GenerationOptions
 
@@ -42,6 +43,15 @@ def check_model(model: str, settings: Settings) -> None:
     if not is_allowed(model, settings):
         raise Forbidden(f"model '{model}' is not allowed on this proxy "
                         f"(allowed: {', '.join(allowed)})")
+
+
+def check_key_models(model: str, caller: Principal) -> None:
+    """An API key with a model allowlist of its own narrows the proxy's to it."""
+    allowed = caller.key.allowed_models if caller.key is not None else None
+    if allowed is not None and full_model_name(model) not in {full_model_name(m)
+                                                               for m in allowed}:
+        raise Forbidden(f"model '{model}' is not allowed for this API key "
+                        f"(allowed: {', '.join(allowed) or 'none'})")
 
 
 def check_text(field: str, text: str) -> None:

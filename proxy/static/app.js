@@ -8,7 +8,7 @@
   const $ = (id) => document.getElementById(id);
   const state = {
     token: null,
-    claims: null,
+    caller: null,
     socket: null,
     socketReady: null,
     conversationId: null,
@@ -40,15 +40,6 @@
   }
 
   // ---- auth ---------------------------------------------------------------------------------
-  function decodeClaims(token) {
-    try {
-      const part = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
-      return JSON.parse(atob(part + "===".slice((part.length + 3) % 4)));
-    } catch (e) {
-      return null;
-    }
-  }
-
   async function api(path, options) {
     const opts = Object.assign({ headers: {} }, options || {});
     opts.headers = Object.assign({ Authorization: "Bearer " + state.token }, opts.headers);
@@ -73,8 +64,10 @@
 
   async function signIn(token) {
     state.token = token.trim();
-    state.claims = decodeClaims(state.token);
     try {
+      // Who the credential is, as the proxy reads it: a JWT (whatever claim carries its role)
+      // or an API key, which has no claims to read here.
+      state.caller = await (await api("/api/llm/me")).json();
       await api("/api/llm/models");
     } catch (e) {
       state.token = null;
@@ -103,8 +96,8 @@
   }
 
   function showSignedIn() {
-    const role = state.claims && state.claims.role === "admin" ? "admin" : "user";
-    $("who").textContent = (state.claims && state.claims.sub ? state.claims.sub : "") + " (" + role + ")";
+    const role = state.caller && state.caller.role === "admin" ? "admin" : "user";
+    $("who").textContent = (state.caller ? state.caller.user : "") + " (" + role + ")";
     $("signin-view").hidden = true;
     $("tabs").hidden = false;
     $("sign-out").hidden = false;

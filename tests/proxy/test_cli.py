@@ -42,6 +42,14 @@ def test_token_is_minted_with_the_configured_secret(tmp_path: Path) -> None:
     assert 100 < claims["exp"] - time.time() <= 120
 
 
+def test_a_token_the_proxy_would_refuse_for_its_lifetime_is_not_minted(tmp_path: Path) -> None:
+    result = run(["token", "--sub", "alice", "--ttl", "3601"], tmp_path, JWT_SECRET=SECRET,
+                 JWT_MAX_LIFETIME="3600")
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert "--ttl 3601 is longer than JWT_MAX_LIFETIME (3600 s)" in result.stderr
+
+
 def test_token_without_a_secret_is_refused(tmp_path: Path) -> None:
     result = run(["token", "--sub", "alice"], tmp_path)
     assert result.returncode == 2

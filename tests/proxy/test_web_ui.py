@@ -15,7 +15,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from tests.proxy.conftest import REPO_ROOT
 from tests.support.proxy_process import ProxyProcess, sim_stats
 from tests.support.timing import scaled, scaled_ms, wait_until
-from tests.support.tokens import make_token
+from tests.support.tokens import admin_auth, make_token
 
 SCREENSHOTS = Path(os.environ.get("TEST_OUTPUT_DIR", REPO_ROOT / "test-output")) / "screenshots"
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
@@ -195,6 +195,26 @@ def test_non_admin_sees_no_admin_tab_and_gets_403(page: Page, web_proxy: ProxyPr
                {headers: {Authorization: 'Bearer ' + token}})).status""",
         make_token("gus", ttl=3600))
     assert status == 403
+
+
+@pytest.mark.parametrize("role", ["user", "admin"])
+def test_an_api_key_signs_in_as_its_owner(page: Page, web_proxy: ProxyProcess, sim,
+                                          role: str) -> None:
+    with web_proxy.client() as client:
+        made = client.post("/api/admin/keys", headers=admin_auth(),
+                           json={"name": "web", "owner": f"keyed-{role}", "role": role})
+        assert made.status_code == 201, made.text
+    page.goto(web_proxy.url + "/")
+    page.fill("#token-input", made.json()["secret"])
+    page.click("#signin-button")
+    expect(page.locator("#chat-view")).to_be_visible()
+    expect(page.locator("#who")).to_have_text(f"keyed-{role} ({role})")
+    if role == "admin":
+        expect(page.locator("#tab-admin")).to_be_visible()
+    else:
+        expect(page.locator("#tab-admin")).to_be_hidden()
+    ask(page, "hello")
+    expect(last_answer(page)).to_have_attribute("data-state", "done")
 
 
 def test_model_output_cannot_inject_html(page: Page, web_proxy: ProxyProcess) -> None:

@@ -18,7 +18,7 @@ from tests.proxy.forged_tokens import MALFORMED_TOKENS
 from tests.support.database import count_rows
 from tests.support.proxy_process import ProxyProcess, metric, sim_stats
 from tests.support.timing import scaled, wait_until
-from tests.support.tokens import make_token
+from tests.support.tokens import admin_auth, make_token
 
 pytestmark = pytest.mark.usefixtures("sim")
 
@@ -388,3 +388,37 @@ def test_refused_frames_are_audited_and_counted_like_http(audited_proxy: ProxyPr
     for status in statuses:
         expected = sum(1 for f in refusals if str(f["status"]) == status)
         wait_until(lambda s=status, n=expected: requests_counted(proxy, s) == before[s] + n)
+
+
+@pytest.mark.parametrize("how", ["query", "auth frame"])
+def test_an_api_key_opens_the_socket_and_its_revocation_closes_it(
+        proxy_server: ProxyProcess, how: str) -> None:
+    owner = f"keyed-{uuid.uuid4().hex[:8]}"
+    with proxy_server.client() as client:
+        made = client.post("/api/admin/keys", headers=admin_auth(),
+                           json={"name": "ws", "owner": owner})
+        assert made.status_code == 201, made.text
+        key = made.json()
+        url = ws_url(proxy_server, key["secret"]) if how == "query" else ws_url(proxy_server)
+        with connect(url, open_timeout=scaled(10)) as ws:
+            if how == "auth frame":
+                ws.send(json.dumps({"type": "auth", "token": key["secret"]}))
+            assert receive(ws) == {"type": "ready", "user": owner, "role": "user"}
+            ws.send(json.dumps({"type": "generate", "id": "g", "model": "llama3.2",
+                                "prompt": "hi", "options": {"num_predict": 2}}))
+            assert until_done(ws, {"g"})["g"][-1]["type"] == "done"
+            revoked = client.delete(f"/api/admin/keys/{key['id']}", headers=admin_auth())
+            assert revoked.status_code == 200
+            # The next request on the open socket finds the key revoked (this replica revoked
+            # it, so at once): the socket is closed, as for a refused token.
+            ws.send(json.dumps({"type": "generate", "id": "h", "model": "llama3.2",
+                                "prompt": "hi", "options": {"num_predict": 2}}))
+            close = closed_by_server(ws)
+    assert close.code == 1008
+    assert close.reason == "API key has been revoked"
+    database = proxy_server.env["DATABASE_URL"]
+    wait_until(lambda: count_rows(database, "SELECT count(*) FROM audit_log WHERE api_key_id = "
+                                  "$1 AND status = 200 AND endpoint = '/api/llm/ws'",
+                                  key["id"]) == 1)
+    wait_until(lambda: count_rows(database, "SELECT count(*) FROM audit_log WHERE api_key_id = "
+                                  "$1 AND status = 401", key["id"]) == 1)

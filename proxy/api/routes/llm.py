@@ -13,6 +13,7 @@ from proxy.api.generation import answer
 from proxy.api.streaming import NDJSON, error_line, ndjson_line, until_disconnected
 from proxy.core.errors import ProxyError
 from proxy.schemas import (
+    Caller,
     ChatMessage,
     ChatRequest,
     ChatResponse,
@@ -165,4 +166,11 @@ def model_info(raw: dict[str, Any]) -> ModelInfo:
 
 @router.get("/models", response_model=ModelList, responses=ERRORS, summary="Models upstream has")
 async def models(state: StateDep, user: CurrentUser) -> ModelList:
-    return ModelList(models=[model_info(m) for m in await allowed_tags(state)])
+    return ModelList(models=[model_info(m) for m in await allowed_tags(state, user)])
+
+
+@router.get("/me", response_model=Caller, responses=ERRORS,
+            summary="Who the credential is: user, role, and the API key if one was used")
+async def me(user: CurrentUser) -> Caller:
+    return Caller(user=user.sub, role=user.role,
+                  api_key_id=user.key.id if user.key is not None else None)

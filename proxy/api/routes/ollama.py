@@ -180,17 +180,17 @@ async def embed_route(body: OllamaEmbedRequest, request: Request, state: StateDe
 
 @router.get("/tags", summary="Ollama's /api/tags: the models users may use")
 async def tags(state: StateDep, user: CurrentUser) -> dict[str, Any]:
-    return {"models": await catalog.allowed_tags(state)}
+    return {"models": await catalog.allowed_tags(state, user)}
 
 
 @router.get("/ps", summary="Ollama's /api/ps: the models users may use that are loaded")
 async def ps(state: StateDep, user: CurrentUser) -> dict[str, Any]:
-    return {"models": await catalog.allowed_running(state)}
+    return {"models": await catalog.allowed_running(state, user)}
 
 
 @router.post("/show", summary="Ollama's /api/show")
 async def show(body: ShowRequest, state: StateDep, user: CurrentUser) -> dict[str, Any]:
-    return await catalog.show(state, body.model)
+    return await catalog.show(state, body.model, user)
 
 
 @router.get("/version", summary="Ollama's /api/version: the engine's version")

@@ -244,13 +244,13 @@ def _model(entry: dict[str, Any]) -> dict[str, Any]:
 
 @router.get("/models", summary="OpenAI's model list: the models users may use")
 async def models(state: StateDep, user: CurrentUser) -> dict[str, Any]:
-    return {"object": "list", "data": [_model(m) for m in await catalog.allowed_tags(state)]}
+    return {"object": "list", "data": [_model(m) for m in await catalog.allowed_tags(state, user)]}
 
 
 @router.get("/models/{model:path}", summary="One model, as OpenAI describes a model")
 async def model(model: Annotated[str, Path()], state: StateDep,
                 user: CurrentUser) -> dict[str, Any]:
-    for entry in await catalog.allowed_tags(state):
+    for entry in await catalog.allowed_tags(state, user):
         if full_model_name(model) == full_model_name(str(entry.get("name", ""))):
             return {**_model(entry), "id": model}
     raise ModelNotFound(model)

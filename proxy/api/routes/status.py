@@ -44,7 +44,7 @@ async def _caller_is_admin(
         return False
     try:
         user = await state.verifier.verify(credentials.credentials)
-    except AuthError:
+    except (AuthError, ProxyError):  # a key that cannot be looked up now: the public answer
         return False
     return user.is_admin
 

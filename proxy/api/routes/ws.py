@@ -16,8 +16,11 @@ Protocol (JSON text frames):
 A bad frame gets an error frame and the socket stays open; a refused request frame is audited
 and counted like a refused HTTP request (endpoint /api/llm/ws). Failed auth (a bad token, a bad
 first frame) closes the socket with 1008, audited and counted like a 401. So does the token's
-expiry: at `exp` + JWT_LEEWAY_SECONDS the generations still running are cancelled (each gets an
-error frame with status 401 and is accounted) and the socket is closed with 1008.
+expiry: at `exp` + JWT_LEEWAY_SECONDS (an API key: at its expiry) the generations still running
+are cancelled (each gets an error frame with status 401 and is accounted) and the socket is
+closed with 1008. The credential is checked again before each generation starts, so a revoked
+API key or a deny-listed token closes the socket (1008) at its next request frame; generations
+already running finish.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ AUTH_FRAME_TIMEOUT_SECONDS = 10.0
 MAX_IN_FLIGHT_PER_SOCKET = 8
 MAX_FRAME_BYTES = 1_048_576
 POLICY_VIOLATION = 1008
+TRY_AGAIN_LATER = 1013
 # RFC 6455: a close frame's reason is at most 123 bytes of UTF-8.
 MAX_CLOSE_REASON_BYTES = 123
 ENDPOINT = "/api/llm/ws"
@@ -86,11 +90,14 @@ def _first_error(exc: ValidationError) -> str:
 class Session:
     """One authenticated socket and the generations running on it."""
 
-    def __init__(self, websocket: WebSocket, state: AppState, user: Principal) -> None:
+    def __init__(self, websocket: WebSocket, state: AppState, user: Principal,
+                 credential: str) -> None:
         self.websocket = websocket
         self.client = websocket.client.host if websocket.client else None
         self.state = state
         self.user = user
+        self.credential = credential
+        self.revoked = False
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.expired = False
         self._send_lock = asyncio.Lock()
@@ -111,8 +118,9 @@ class Session:
         """Answer a frame that will not run, accounted as a refused HTTP request is: one audit
         row and one count in the requests metric, then the error frame."""
         record = AuditRecord(id=str(uuid.uuid4()), endpoint=ENDPOINT, client=self.client,
-                             user=self.user.sub, role=self.user.role, error=message[:500],
+                             error=message[:500],
                              model=full_model_name(model) if model else None)
+        record.identify(self.user)
         await finish(self.state, record, status)
         await self.error(message, client_id, status)
 
@@ -176,8 +184,10 @@ class Session:
             await self.refuse(f"at most {MAX_IN_FLIGHT_PER_SOCKET} requests in flight per "
                               f"socket", request.id, 429, request.model)
             return
-        record = AuditRecord(id=str(uuid.uuid4()), endpoint="/api/llm/ws", client=self.client,
-                             user=self.user.sub, role=self.user.role)
+        if not await self._still_valid(request.id, request.model):
+            return
+        record = AuditRecord(id=str(uuid.uuid4()), endpoint="/api/llm/ws", client=self.client)
+        record.identify(self.user)
         try:
             # Planning admits (rate limit, slot) before it renders or reads anything.
             planned = (
@@ -200,6 +210,25 @@ class Session:
             raise
         task = asyncio.create_task(self._run(request.id, planned, record))
         self.tasks[request.id] = task
+
+    async def _still_valid(self, client_id: str, model: str) -> bool:
+        """Check the credential again (a revoked key or a deny-listed token must not start
+        anything more); if it is refused, close the socket with 1008, accounted as a 401."""
+        try:
+            self.user = await self.state.verifier.verify(self.credential)
+        except ProxyError as exc:  # the database behind API keys cannot be reached
+            await self.refuse(exc.message, client_id, exc.status_code, model)
+            return False
+        except AuthError as exc:
+            record = AuditRecord(id=str(uuid.uuid4()), endpoint=ENDPOINT, client=self.client,
+                                 model=full_model_name(model))
+            record.identify(self.user)
+            note_auth_failure(self.state, record, exc)
+            await finish(self.state, record, 401)
+            self.revoked = True
+            await self.websocket.close(POLICY_VIOLATION, _close_reason(exc.message))
+            return False
+        return True
 
     async def _run(self, client_id: str, planned: PlannedCall, record: AuditRecord) -> None:
         request_id = record.id
@@ -250,8 +279,11 @@ class Session:
         await self.close()
         await self.websocket.close(POLICY_VIOLATION, "token expired")
 
-    async def receive_until_expiry(self, expires_at: float) -> Message | None:
-        """The next message, or None once the token has expired (`expires_at`: loop time)."""
+    async def receive_until_expiry(self, expires_at: float | None) -> Message | None:
+        """The next message, or None once the credential has expired (`expires_at`: loop time;
+        None: never)."""
+        if expires_at is None:
+            return await self.websocket.receive()
         loop = asyncio.get_running_loop()
         while True:
             remaining = expires_at - loop.time()
@@ -262,13 +294,18 @@ class Session:
                     return await self.websocket.receive()
 
 
-async def _authenticate(websocket: WebSocket, state: AppState) -> Principal | None:
-    """The caller, or None after closing the socket with 1008 (and auditing the failure)."""
+async def _authenticate(websocket: WebSocket, state: AppState
+                        ) -> tuple[Principal, str] | None:
+    """The caller and the credential they gave, or None after closing the socket with 1008
+    (and auditing the failure), or 1013 (try again later) when API keys cannot be read."""
     token = websocket.query_params.get("token")
     try:
         if token is None:
             token = await _auth_frame_token(websocket)
-        return await state.verifier.verify(token)
+        return await state.verifier.verify(token), token
+    except ProxyError as exc:
+        await websocket.close(TRY_AGAIN_LATER, _close_reason(exc.message))
+        return None
     except AuthError as exc:
         client = websocket.client.host if websocket.client else None
         record = AuditRecord(id=str(uuid.uuid4()), endpoint=ENDPOINT, client=client)
@@ -299,15 +336,18 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
     state: AppState = websocket.app.state.proxy
     await websocket.accept()
     try:
-        user = await _authenticate(websocket, state)
+        authenticated = await _authenticate(websocket, state)
     except WebSocketDisconnect:
         return
-    if user is None:
+    if authenticated is None:
         return
-    session = Session(websocket, state, user)
+    user, credential = authenticated
+    session = Session(websocket, state, user, credential)
     # The token's `exp` is wall-clock time; the wait for it runs on the loop's monotonic clock.
-    expires_at = (asyncio.get_running_loop().time() + user.expires_at
-                  + state.settings.jwt_leeway_seconds - time.time())
+    # A token gets the leeway its verification allows; a key's expiry is the proxy's own clock.
+    leeway = state.settings.jwt_leeway_seconds if user.key is None else 0
+    expires_at = (None if user.expires_at is None else
+                  asyncio.get_running_loop().time() + user.expires_at + leeway - time.time())
     try:
         await session.send({"type": "ready", "user": user.sub, "role": user.role})
         while True:
@@ -321,6 +361,8 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
                 await session.handle(message["text"])
             else:
                 await session.refuse("frames must be JSON text, not binary")
+            if session.revoked:
+                break
     except WebSocketDisconnect:
         pass
     finally:

@@ -21,7 +21,12 @@ from fastapi import FastAPI
 from fastapi.routing import APIWebSocketRoute, iter_route_contexts
 from starlette.routing import Mount, WebSocketRoute
 
-from proxy.schemas import CONTEXT_ID_PATTERN, MODEL_NAME_PATTERN, TEMPLATE_NAME_PATTERN
+from proxy.schemas import (
+    CONTEXT_ID_PATTERN,
+    KEY_ID_PATTERN,
+    MODEL_NAME_PATTERN,
+    TEMPLATE_NAME_PATTERN,
+)
 from tests.support.proxy_app import InProcessProxy, MakeProxy
 from tests.support.tokens import admin_auth, auth, make_token
 
@@ -174,6 +179,46 @@ ONE_TEMPLATE = [
         ("path", "name"), "string_pattern_mismatch", pattern(TEMPLATE_NAME_PATTERN)),
         path="/api/admin/templates/Bad_Name"),
 ]
+NO_KEY = "0123456789abcdef"
+
+
+def one_key(path: str) -> list[Case]:
+    """The cases of a route about one API key; `path` has `{id}` where the key's id goes."""
+    return [
+        Case("a key that is not there", 404, {"error": f"API key '{NO_KEY}' not found"},
+             path=path.format(id=NO_KEY)),
+        Case("an id that is not a key id", 422, invalid(
+            ("path", "key_id"), "string_pattern_mismatch", pattern(KEY_ID_PATTERN)),
+            path=path.format(id="Not-An-Id")),
+    ]
+
+
+ROTATION_CASES = [
+    Case("malformed JSON", 400, malformed_json("Expecting value"), content=b'{"expires_at": '),
+    Case("a new expiry in the past", 422, {"error": "expires_at must be in the future"},
+         json={"expires_at": "2020-01-01T00:00:00Z"}),
+]
+
+
+def one_key_routes(access: str, prefix: str) -> dict[tuple[str, str], Route]:
+    """The routes about one API key under `prefix`: rotate and revoke."""
+    return {
+        ("POST", f"{prefix}/{{key_id}}/rotate"): Route(
+            access, f"{prefix}/{NO_KEY}/rotate",
+            [*one_key(f"{prefix}/{{id}}/rotate"), *ROTATION_CASES]),
+        ("DELETE", f"{prefix}/{{key_id}}"): Route(
+            access, f"{prefix}/{NO_KEY}", one_key(f"{prefix}/{{id}}")),
+    }
+
+
+NEITHER_JTI_NOR_SUBJECT = ("Value error, give either `jti` (one token) or `subject` (a user's "
+                           "tokens)")
+NEW_KEY_CASES = [
+    *UNREADABLE_BODIES,
+    Case("no name", 422, invalid(("body", "name"), "missing", "Field required"), json={}),
+    Case("an expiry in the past", 422, {"error": "expires_at must be in the future"},
+         json={"name": "k", "expires_at": "2020-01-01T00:00:00Z"}),
+]
 GENERATE_BODY = {"model": "ghost", "prompt": "x", "stream": False}
 CHAT_MESSAGES = [{"role": "user", "content": "x"}]
 BIG_BODY = b'{"model": "llama3.2", "prompt": "' + b"x" * 1_100_000 + b'"}'
@@ -234,6 +279,7 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("GET", "/api/llm/models"): Route("user", "/api/llm/models", [
         another_method("POST"),
     ]),
+    ("GET", "/api/llm/me"): Route("user", "/api/llm/me", [another_method("POST")]),
     ("GET", "/api/llm/conversations"): Route("user", "/api/llm/conversations", [
         limit_zero("/api/llm/conversations"),
         another_method("POST"),
@@ -247,7 +293,33 @@ ROUTES: dict[tuple[str, str], Route] = {
         "user", "/api/llm/conversations/nothing-here", [
             *ONE_CONVERSATION,
         ]),
+    ("GET", "/api/llm/keys"): Route("user", "/api/llm/keys", [another_method("PUT")]),
+    ("POST", "/api/llm/keys"): Route("user", "/api/llm/keys", [
+        *NEW_KEY_CASES,
+        Case("an admin key asked for", 422, invalid(
+            ("body", "role"), "extra_forbidden", "Extra inputs are not permitted"),
+            json={"name": "k", "role": "admin"}),
+    ]),
+    **one_key_routes("user", "/api/llm/keys"),
     # -- admins ----------------------------------------------------------------------------------
+    ("GET", "/api/admin/keys"): Route("admin", "/api/admin/keys", [another_method("PUT")]),
+    ("POST", "/api/admin/keys"): Route("admin", "/api/admin/keys", [
+        *NEW_KEY_CASES,
+        Case("a role that is not one", 422, invalid(
+            ("body", "role"), "literal_error", "Input should be 'user' or 'admin'"),
+            json={"name": "k", "role": "root"}),
+    ]),
+    **one_key_routes("admin", "/api/admin/keys"),
+    ("GET", "/api/admin/token-denials"): Route("admin", "/api/admin/token-denials", [
+        another_method("PUT"),
+    ]),
+    ("POST", "/api/admin/token-denials"): Route("admin", "/api/admin/token-denials", [
+        *UNREADABLE_BODIES,
+        Case("neither a jti nor a subject", 422, {
+            "error": f"invalid request: {NEITHER_JTI_NOR_SUBJECT}",
+            "detail": [{"loc": ["body"], "msg": NEITHER_JTI_NOR_SUBJECT,
+                        "type": "value_error"}]}, json={}),
+    ]),
     ("POST", "/api/admin/models/pull"): Route("admin", "/api/admin/models/pull", [
         *UNREADABLE_BODIES,
         Case("a name that is not a model name", 422, invalid(
@@ -420,7 +492,7 @@ def all_cases() -> list[Any]:
 
 @pytest.fixture(scope="module")
 async def routes_proxy(make_proxy: MakeProxy) -> InProcessProxy:
-    proxy = await make_proxy(proxy_metrics_token=SCRAPE_TOKEN)
+    proxy = await make_proxy(proxy_metrics_token=SCRAPE_TOKEN, proxy_user_keys=True)
     created = await proxy.client.post("/api/admin/templates", headers=admin_auth(),
                                       json={"name": EXISTING_TEMPLATE, "template": "{{ x }}"})
     assert created.status_code == 201, created.text
