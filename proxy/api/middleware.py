@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from proxy.api.accounting import audit_record, note_auth_failure
 from proxy.api.refusals import send_refusal
 from proxy.core.dialects import is_api_path
+from proxy.core.logs import request_id_var
 from proxy.core.security import AuthError, Principal
 
 if TYPE_CHECKING:
@@ -34,7 +35,8 @@ class RequestIdMiddleware:
     (hiding usage and cost) and share one slot among many generations. A caller's own id
     (`X-Correlation-ID`, else `X-Request-ID`, as load balancers set it) is kept as the audit row's
     non-unique `correlation_id`. Answers carry the server's id in `X-Request-ID` and echo the
-    caller's in `X-Correlation-ID`.
+    caller's in `X-Correlation-ID`. Every log line written while the request is served carries
+    the server's id too (`request_id_var`, proxy/core/logs.py).
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -64,7 +66,11 @@ class RequestIdMiddleware:
                 ]
             await send(message)
 
-        await self.app(scope, receive, send_with_id)
+        reset = request_id_var.set(request_id)
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            request_id_var.reset(reset)
 
 
 # The only API route that answers without a token (a health check, polled, bodyless).
