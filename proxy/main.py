@@ -16,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from proxy import __version__
@@ -26,6 +27,7 @@ from proxy.api.accounting import (
     note_auth_failure,
 )
 from proxy.api.middleware import (
+    DOCS_ASSETS_PATH,
     BodySizeLimitMiddleware,
     EarlyAuthMiddleware,
     JsonBodyMiddleware,
@@ -171,8 +173,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     await task
             await state.aclose()
 
-    app = FastAPI(
-        title="LLM proxy", version=__version__, description=DESCRIPTION, lifespan=lifespan
+    # /docs (Swagger UI) and /redoc load their scripts and styles from the proxy itself, from
+    # the copies fastapi-offline packages, so that they work on a host without internet.
+    app = FastAPIOffline(
+        title="LLM proxy", version=__version__, description=DESCRIPTION, lifespan=lifespan,
+        static_url=DOCS_ASSETS_PATH,
     )
     _install_error_handlers(app)
     app.include_router(api_router)

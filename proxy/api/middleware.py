@@ -234,12 +234,21 @@ class JsonBodyMiddleware:
 
 
 # The web page loads only its own files; model output is never HTML (markdown.js builds DOM
-# nodes from text), so no inline script or style is ever needed. /docs is left out of the strict
-# policy because FastAPI's Swagger UI loads its assets from a CDN.
+# nodes from text), so no inline script or style is ever needed.
 PAGE_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
     "frame-ancestors 'none'"
+)
+# Where /docs and /redoc load Swagger UI's and ReDoc's files from (proxy/main.py).
+DOCS_ASSETS_PATH = "/docs-assets"
+# The API documentation pages: FastAPI writes each one with an inline script that starts Swagger
+# UI or ReDoc (and they style themselves inline; ReDoc runs a worker from a blob), but every
+# file comes from the proxy itself: nothing from elsewhere can load, a CDN included.
+DOCS_POLICY = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; worker-src 'self' blob:; connect-src 'self'; object-src 'none'; "
+    "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
 COMMON_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
@@ -259,15 +268,16 @@ class SecurityHeadersMiddleware:
             await self.app(scope, receive, send)
             return
         path = scope.get("path", "")
-        strict = not path.startswith(("/docs", "/redoc"))
+        docs = path.startswith(("/docs", "/redoc", DOCS_ASSETS_PATH))
+        policy = DOCS_POLICY if docs else PAGE_POLICY
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
                 present = {k.lower() for k, _ in headers}
                 headers += [(k, v) for k, v in COMMON_HEADERS if k not in present]
-                if strict and b"content-security-policy" not in present:
-                    headers.append((b"content-security-policy", PAGE_POLICY.encode()))
+                if b"content-security-policy" not in present:
+                    headers.append((b"content-security-policy", policy.encode()))
                 if path == "/" or path.startswith("/static/"):
                     headers.append((b"cache-control", b"no-cache"))
                 message["headers"] = headers
