@@ -10,6 +10,7 @@ import uuid
 from typing import TYPE_CHECKING
 
 from fastapi.security.utils import get_authorization_scheme_param
+from opentelemetry import trace
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from proxy.api.accounting import audit_record, note_auth_failure
@@ -66,6 +67,8 @@ class RequestIdMiddleware:
                 ]
             await send(message)
 
+        # The id on the request's trace span too (a no-op when tracing is off).
+        trace.get_current_span().set_attribute("llm_proxy.request_id", request_id)
         reset = request_id_var.set(request_id)
         try:
             await self.app(scope, receive, send_with_id)

@@ -127,6 +127,8 @@ class Settings(BaseSettings):
         "info", description="Level of the proxy's loggers (proxy.*) and uvicorn's.")
     proxy_log_format: LogFormat = Field(
         "text", description="text: lines for a terminal; json: one JSON object per line.")
+    # Spans to an OTLP collector, configured by the standard OTEL_* variables (core/tracing.py).
+    proxy_otel_enabled: bool = Field(False, description="Trace requests with OpenTelemetry.")
     proxy_max_body_bytes: int = Field(1_048_576, ge=1024, description="Larger bodies get 413.")
     proxy_body_read_timeout_seconds: float = Field(
         30.0, gt=0, le=3600, description="A whole request body must arrive within this; else 408.")
