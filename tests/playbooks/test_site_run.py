@@ -310,9 +310,10 @@ def ollama_models() -> list[str]:
 
 def test_the_missing_model_was_pulled_once_and_the_rest_skipped(deployment: Deployment) -> None:
     assert "gemma3:270m" in ollama_models()
-    pulls = deployment.first.task("Pull each missing model through Ollama's API").result["results"]
-    assert [(p["item"], p["rc"]) for p in pulls] == [("gemma3:270m", 0)]
-    assert "gemma3:270m: success" in pulls[0]["stdout"]
+    follow = "Follow, printing its progress at every poll, the pull of "
+    pulls = [t for t in deployment.first.tasks() if f" : {follow}" in t.name]
+    assert [(p.name.split(follow)[1], p.result["rc"]) for p in pulls] == [("gemma3:270m", 0)]
+    assert "gemma3:270m: success" in pulls[0].result["output"]
     assert (
         deployment.second.task("Pull each missing model through Ollama's API").status == "skipped"
     )
