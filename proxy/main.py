@@ -16,6 +16,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
+from fastapi.telemetry import TelemetryConfig
+from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from proxy import __version__
@@ -26,6 +28,7 @@ from proxy.api.accounting import (
     note_auth_failure,
 )
 from proxy.api.middleware import (
+    DOCS_ASSETS_PATH,
     BodySizeLimitMiddleware,
     EarlyAuthMiddleware,
     JsonBodyMiddleware,
@@ -38,6 +41,7 @@ from proxy.core.db import migrate_database
 from proxy.core.errors import DatabaseUnavailable, ProxyError
 from proxy.core.security import AuthError
 from proxy.core.settings import Settings, get_settings
+from proxy.core.tracing import start_tracing, trace_app
 from proxy.schemas import StreamChunk, StreamDone, StreamError
 from proxy.services.state import AppState
 
@@ -54,6 +58,10 @@ conversation), 408 (body too slow to arrive), 413 (body too large), 400/422 (bad
 on a route that needs it; with Retry-After), 504 (Ollama timed out), 502 (other upstream
 failures).
 """
+
+
+NO_NATIVE_TELEMETRY: TelemetryConfig = {
+    "tracing": False, "metrics": False, "logs": False, "operation_spans": False}
 
 
 def _validation_refusal(request: Request, exc: RequestValidationError) -> tuple[str, JSONResponse]:
@@ -172,8 +180,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     await task
             await state.aclose()
 
-    app = FastAPI(
-        title="LLM proxy", version=__version__, description=DESCRIPTION, lifespan=lifespan
+    # /docs (Swagger UI) and /redoc load their scripts and styles from the proxy itself, from
+    # the copies fastapi-offline packages, so that they work on a host without internet.
+    # FastAPI's own telemetry is off: PROXY_OTEL_ENABLED alone decides whether the proxy is
+    # traced (core/tracing.py), however the process's OpenTelemetry providers are set up.
+    app = FastAPIOffline(
+        title="LLM proxy", version=__version__, description=DESCRIPTION, lifespan=lifespan,
+        static_url=DOCS_ASSETS_PATH, telemetry=NO_NATIVE_TELEMETRY,
     )
     _install_error_handlers(app)
     app.include_router(api_router)
@@ -186,6 +199,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(AccountingMiddleware, route_labels=RouteLabels(ROUTERS))
     app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(RequestIdMiddleware)
+    start_tracing(settings.proxy_otel_enabled)
+    trace_app(app, settings.proxy_otel_enabled)
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics(request: Request) -> PlainTextResponse:

@@ -23,7 +23,7 @@ HOST_FOLDERS = (TESTS / "stack", TESTS / "playbooks")
 # In those folders, modules that only read files and may run beside anything.
 NOT_HOST = {TESTS / "playbooks" / name for name in (
     "test_lint.py", "test_role_docs.py", "test_inventories.py", "test_gpu_facts.py",
-    "test_ollama_names.py")}
+    "test_ollama_names.py", "test_models_pull.py")}
 
 
 def uses_the_host(path: Path) -> bool:

@@ -1,4 +1,5 @@
-"""Every API request, accounted once: an audit row, metrics, and its limit slot given back.
+"""Every API request, accounted once: an audit row, metrics, its limit slot given back, and
+its log line (every other HTTP request gets its log line here too).
 
 The middleware opens an AuditRecord for every HTTP request before anything else can refuse it
 (so 401, 413, 422 and 429 are audited too); routes fill in who, which model, tokens and timings;
@@ -21,6 +22,7 @@ from fastapi import APIRouter
 from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from proxy.api.access_log import log_request, request_target
 from proxy.audit.record import AuditRecord
 from proxy.core.dialects import dialect_of
 from proxy.core.model_names import full_model_name
@@ -84,6 +86,7 @@ async def finish(state: AppState, record: AuditRecord, status: int) -> None:
         if record.tokens_per_second is not None:
             m.tokens_per_second.labels(model=model).observe(record.tokens_per_second)
     state.audit.submit(record)
+    log_request(record)
 
 
 class RouteLabels:
@@ -126,15 +129,9 @@ class AccountingMiddleware:
         record = AuditRecord(id=scope_state.get("request_id") or str(uuid.uuid4()),
                              endpoint=path, client=client[0] if client else None,
                              correlation_id=scope_state.get("correlation_id"),
-                             dialect=dialect or "llm")
+                             dialect=dialect or "llm", method=scope.get("method"),
+                             target=request_target(scope))
         scope_state[_RECORD] = record
-        if dialect is None or path in NOT_AUDITED:
-            try:
-                await self.app(scope, receive, send)
-            finally:
-                await _release_slots(record)
-            return
-        state: AppState = scope["app"].state.proxy
         status = 500
 
         async def send_accounted(message: Message) -> None:
@@ -148,6 +145,17 @@ class AccountingMiddleware:
                           for k, v in record.response_headers.items()),
                     ]
             await send(message)
+
+        if dialect is None or path in NOT_AUDITED:
+            try:
+                await self.app(scope, receive, send_accounted)
+            finally:
+                await _release_slots(record)
+                record.status = status
+                record.duration_ms = (time.perf_counter() - record.started) * 1000
+                log_request(record)
+            return
+        state: AppState = scope["app"].state.proxy
 
         label = self.route_labels(path)
         endpoint_gauge = state.metrics.in_flight.labels(endpoint=label)

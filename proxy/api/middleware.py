@@ -10,12 +10,14 @@ import uuid
 from typing import TYPE_CHECKING
 
 from fastapi.security.utils import get_authorization_scheme_param
+from opentelemetry import trace
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from proxy.api.accounting import audit_record, note_auth_failure
 from proxy.api.refusals import send_refusal
 from proxy.core.dialects import is_api_path
 from proxy.core.errors import ProxyError
+from proxy.core.logs import request_id_var
 from proxy.core.security import AuthError, Principal
 
 if TYPE_CHECKING:
@@ -35,7 +37,8 @@ class RequestIdMiddleware:
     (hiding usage and cost) and share one slot among many generations. A caller's own id
     (`X-Correlation-ID`, else `X-Request-ID`, as load balancers set it) is kept as the audit row's
     non-unique `correlation_id`. Answers carry the server's id in `X-Request-ID` and echo the
-    caller's in `X-Correlation-ID`.
+    caller's in `X-Correlation-ID`. Every log line written while the request is served carries
+    the server's id too (`request_id_var`, proxy/core/logs.py).
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -65,7 +68,13 @@ class RequestIdMiddleware:
                 ]
             await send(message)
 
-        await self.app(scope, receive, send_with_id)
+        # The id on the request's trace span too (a no-op when tracing is off).
+        trace.get_current_span().set_attribute("llm_proxy.request_id", request_id)
+        reset = request_id_var.set(request_id)
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            request_id_var.reset(reset)
 
 
 # The only API route that answers without a token (a health check, polled, bodyless).
@@ -235,12 +244,21 @@ class JsonBodyMiddleware:
 
 
 # The web page loads only its own files; model output is never HTML (markdown.js builds DOM
-# nodes from text), so no inline script or style is ever needed. /docs is left out of the strict
-# policy because FastAPI's Swagger UI loads its assets from a CDN.
+# nodes from text), so no inline script or style is ever needed.
 PAGE_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
     "frame-ancestors 'none'"
+)
+# Where /docs and /redoc load Swagger UI's and ReDoc's files from (proxy/main.py).
+DOCS_ASSETS_PATH = "/docs-assets"
+# The API documentation pages: FastAPI writes each one with an inline script that starts Swagger
+# UI or ReDoc (and they style themselves inline; ReDoc runs a worker from a blob), but every
+# file comes from the proxy itself: nothing from elsewhere can load, a CDN included.
+DOCS_POLICY = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; worker-src 'self' blob:; connect-src 'self'; object-src 'none'; "
+    "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
 COMMON_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
@@ -260,15 +278,16 @@ class SecurityHeadersMiddleware:
             await self.app(scope, receive, send)
             return
         path = scope.get("path", "")
-        strict = not path.startswith(("/docs", "/redoc"))
+        docs = path.startswith(("/docs", "/redoc", DOCS_ASSETS_PATH))
+        policy = DOCS_POLICY if docs else PAGE_POLICY
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
                 present = {k.lower() for k, _ in headers}
                 headers += [(k, v) for k, v in COMMON_HEADERS if k not in present]
-                if strict and b"content-security-policy" not in present:
-                    headers.append((b"content-security-policy", PAGE_POLICY.encode()))
+                if b"content-security-policy" not in present:
+                    headers.append((b"content-security-policy", policy.encode()))
                 if path == "/" or path.startswith("/static/"):
                     headers.append((b"cache-control", b"no-cache"))
                 message["headers"] = headers

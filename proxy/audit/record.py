@@ -50,6 +50,10 @@ class AuditRecord:
     on_finish: list[Callable[[], Awaitable[None]]] = field(default_factory=list, repr=False)
     response_headers: dict[str, str] = field(default_factory=dict, repr=False)
     tokens_per_second: float | None = field(default=None, repr=False)
+    # For the request's log line: the HTTP method and the path with its query (credentials
+    # masked); None for a WebSocket generation, which is one frame of a connection.
+    method: str | None = field(default=None, repr=False)
+    target: str | None = field(default=None, repr=False)
 
     def identify(self, caller: Principal) -> None:
         """Name the caller: the user, their role, and the API key they used, if any."""
@@ -69,7 +73,7 @@ class AuditRecord:
     def row(self) -> dict[str, Any]:
         data = asdict(self)
         for key in ("started", "status_override", "on_finish", "response_headers",
-                    "tokens_per_second"):
+                    "tokens_per_second", "method", "target"):
             data.pop(key)
         # Whatever a caller managed to put into a field, the row must fit its column: a row
         # the database refuses would otherwise be retried forever.

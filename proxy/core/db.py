@@ -29,6 +29,7 @@ from sqlalchemy.pool import ConnectionPoolEntry
 
 from proxy.core.errors import DatabaseUnavailable
 from proxy.core.settings import Settings
+from proxy.core.tracing import trace_database
 
 log = logging.getLogger("proxy.db")
 
@@ -60,6 +61,7 @@ def create_engine(settings: Settings, *, for_migrations: bool = False) -> AsyncE
         engine = create_async_engine(settings.database_url, pool_pre_ping=True, pool_size=10,
                                      pool_timeout=bound, connect_args=connect_args)
     _report_outages(engine)
+    trace_database(engine, settings.proxy_otel_enabled)
     return engine
 
 

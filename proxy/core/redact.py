@@ -18,6 +18,8 @@ import logging
 import re
 from collections.abc import Mapping
 
+from proxy.core.logs import extra_fields
+
 MASK = "***"
 
 # Greedy up to the last "@" before the path: a password with an unencoded "@" is still removed.
@@ -51,7 +53,8 @@ def _redacted_arg(value: object) -> object:
 
 
 class RedactingFilter(logging.Filter):
-    """Cleans a record's message, arguments and traceback before any handler formats it.
+    """Cleans a record's message, arguments, structured fields (`extra=`, the JSON keys) and
+    traceback before any handler formats it.
 
     The arguments are cleaned one by one rather than the formatted message replaced, because
     uvicorn's access-log formatter reads them back as a tuple (client, method, path, …).
@@ -66,6 +69,9 @@ class RedactingFilter(logging.Filter):
             record.args = tuple(_redacted_arg(arg) for arg in record.args)
         elif isinstance(record.args, Mapping):
             record.args = {key: _redacted_arg(arg) for key, arg in record.args.items()}
+        for key, value in extra_fields(record).items():
+            if isinstance(value, str):
+                setattr(record, key, redact_secrets(value))
         if record.exc_info and not record.exc_text:
             record.exc_text = redact_secrets(self._formatter.formatException(record.exc_info))
         return True

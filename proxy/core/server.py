@@ -16,16 +16,13 @@ decided here, from the settings, so that it can be read (and tested) in one plac
 from __future__ import annotations
 
 import asyncio
-import copy
 from typing import Any, cast
 
 import h11
-from uvicorn.config import LOGGING_CONFIG
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from proxy.core.logs import logging_config
 from proxy.core.settings import Settings
-
-REDACTING_FILTER = "proxy.core.redact.RedactingFilter"
 
 
 class HeadDeadlineH11Protocol(H11Protocol):
@@ -87,25 +84,13 @@ def http_protocol(header_timeout: float) -> type[HeadDeadlineH11Protocol]:
                      {"header_timeout": header_timeout}))
 
 
-def logging_config() -> dict[str, Any]:
-    """uvicorn's own logging setup, with every handler cleaning credentials out of each line.
-
-    The root logger gets the same (filtered) handler at WARNING, which is what Python printed
-    for the proxy's own loggers before (its last-resort handler), so their lines are cleaned too.
-    """
-    config: dict[str, Any] = copy.deepcopy(LOGGING_CONFIG)
-    config.setdefault("filters", {})["redact"] = {"()": REDACTING_FILTER}
-    for handler in config["handlers"].values():
-        handler["filters"] = [*handler.get("filters", []), "redact"]
-    config["root"] = {"handlers": ["default"], "level": "WARNING"}
-    return config
-
-
 def server_options(settings: Settings) -> dict[str, Any]:
     """The keyword arguments for `uvicorn.run`, other than the app, host and port."""
     return {
         "log_level": settings.proxy_log_level,
-        "log_config": logging_config(),
+        "log_config": logging_config(settings.proxy_log_format, settings.proxy_log_level),
+        # The proxy writes its own line per request (proxy/api/access_log.py).
+        "access_log": False,
         # Forwarding headers are believed only from the configured proxies; uvicorn's own
         # default would trust 127.0.0.1, i.e. anything reaching the proxy through a local hop.
         "proxy_headers": bool(settings.proxy_trusted_proxies),

@@ -25,6 +25,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from proxy.core.logs import LogFormat, LogLevel
 from proxy.core.redact import redact_secrets
 
 MIN_SECRET_BYTES = 32
@@ -122,7 +123,12 @@ class Settings(BaseSettings):
     )
     proxy_host: str = "127.0.0.1"
     proxy_port: int = Field(8000, ge=1, le=65535)
-    proxy_log_level: str = "info"
+    proxy_log_level: LogLevel = Field(
+        "info", description="Level of the proxy's loggers (proxy.*) and uvicorn's.")
+    proxy_log_format: LogFormat = Field(
+        "text", description="text: lines for a terminal; json: one JSON object per line.")
+    # Spans to an OTLP collector, configured by the standard OTEL_* variables (core/tracing.py).
+    proxy_otel_enabled: bool = Field(False, description="Trace requests with OpenTelemetry.")
     proxy_max_body_bytes: int = Field(1_048_576, ge=1024, description="Larger bodies get 413.")
     proxy_body_read_timeout_seconds: float = Field(
         30.0, gt=0, le=3600, description="A whole request body must arrive within this; else 408.")
@@ -280,6 +286,11 @@ class Settings(BaseSettings):
         if isinstance(value, str) and not value.strip():
             return None
         return value
+
+    @field_validator("proxy_log_level", "proxy_log_format", mode="before")
+    @classmethod
+    def _lower_case(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("proxy_rate_limit")
     @classmethod

@@ -14,7 +14,11 @@ from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from opentelemetry import trace
+from opentelemetry.trace import StatusCode
+
 from proxy.core.errors import UpstreamFailed
+from proxy.core.tracing import end_generation, generation_span
 from proxy.schemas import Timings, Usage
 from proxy.upstream.router import Engine
 
@@ -115,44 +119,67 @@ async def relay(upstream: Engine, call: UpstreamCall) -> AsyncIterator[Piece | C
 
     Errors surface as the UpstreamError subclasses raised by the client. A stream that ends
     without Ollama's final `done` object is an UpstreamFailed: the answer would be truncated.
+
+    The generation is one trace span (core/tracing.py), the engine's HTTP calls its children:
+    the span is made current only while the engine is awaited, never across a `yield`, so that
+    the consumer's own context is never changed under it. It ends when the final object has
+    come, not when this generator is closed: a caller that stops at the Completion
+    (`collect`) may never close it.
     """
+    span = generation_span(call.kind, call.model)
+    lines = aiter(upstream.stream_lines(call.path, call.payload, model=call.model))
     first_token_at: float | None = None
     parts: list[str] = []
     thoughts: list[str] = []
     tool_calls: list[dict[str, Any]] = []
-    async for obj in upstream.stream_lines(call.path, call.payload, model=call.model):
-        piece = _piece(call.kind, obj)
-        done = obj.get("done") is True
-        if piece.content or piece.thinking or piece.tool_calls:
-            if first_token_at is None:
-                first_token_at = time.perf_counter()
-            parts.append(piece.content)
-            thoughts.append(piece.thinking)
-            tool_calls.extend(piece.tool_calls)
-            if not done:
-                yield piece
-        if done:
-            ended = time.perf_counter()
-            eval_count = _int(obj, "eval_count")
-            eval_ns = _int(obj, "eval_duration")
-            reason = obj.get("done_reason")
-            yield Completion(
-                text="".join(parts),
-                done_reason=reason if isinstance(reason, str) else None,
-                prompt_tokens=_int(obj, "prompt_eval_count"),
-                completion_tokens=eval_count,
-                total_ms=(ended - call.started) * 1000,
-                first_token_ms=(
-                    None if first_token_at is None else (first_token_at - call.started) * 1000
-                ),
-                tokens_per_second=eval_count / eval_ns * 1e9 if eval_ns > 0 else None,
-                upstream_ms=_int(obj, "total_duration") / 1e6,
-                thinking="".join(thoughts),
-                tool_calls=tool_calls,
-                final=obj,
-            )
-            return
-    raise UpstreamFailed("upstream stream ended before the final object")
+    try:
+        while True:
+            with trace.use_span(span, record_exception=False, set_status_on_exception=False):
+                try:
+                    obj = await anext(lines)
+                except StopAsyncIteration:
+                    break
+            piece = _piece(call.kind, obj)
+            done = obj.get("done") is True
+            if piece.content or piece.thinking or piece.tool_calls:
+                if first_token_at is None:
+                    first_token_at = time.perf_counter()
+                parts.append(piece.content)
+                thoughts.append(piece.thinking)
+                tool_calls.extend(piece.tool_calls)
+                if not done:
+                    yield piece
+            if done:
+                ended = time.perf_counter()
+                eval_count = _int(obj, "eval_count")
+                eval_ns = _int(obj, "eval_duration")
+                reason = obj.get("done_reason")
+                first_token_ms = (
+                    None if first_token_at is None else (first_token_at - call.started) * 1000)
+                end_generation(span, obj, first_token_ms)
+                yield Completion(
+                    text="".join(parts),
+                    done_reason=reason if isinstance(reason, str) else None,
+                    prompt_tokens=_int(obj, "prompt_eval_count"),
+                    completion_tokens=eval_count,
+                    total_ms=(ended - call.started) * 1000,
+                    first_token_ms=first_token_ms,
+                    tokens_per_second=eval_count / eval_ns * 1e9 if eval_ns > 0 else None,
+                    upstream_ms=_int(obj, "total_duration") / 1e6,
+                    thinking="".join(thoughts),
+                    tool_calls=tool_calls,
+                    final=obj,
+                )
+                return
+        raise UpstreamFailed("upstream stream ended before the final object")
+    except Exception as exc:
+        span.record_exception(exc)
+        span.set_status(StatusCode.ERROR, type(exc).__name__)
+        raise
+    finally:
+        # Ended at the final object already, unless the generation ended otherwise.
+        if span.is_recording():
+            span.end()
 
 
 async def collect(upstream: Engine, call: UpstreamCall) -> Completion:

@@ -24,11 +24,12 @@ from proxy.core.errors import (
     map_transport_error,
 )
 from proxy.core.settings import Settings
+from proxy.core.tracing import trace_http_client
 
 
 def engine_client(settings: Settings, base_url: str, headers: dict[str, str] | None = None,
                   transport: httpx.AsyncBaseTransport | None = None) -> httpx.AsyncClient:
-    return httpx.AsyncClient(
+    client = httpx.AsyncClient(
         base_url=base_url,
         headers=headers,
         timeout=httpx.Timeout(
@@ -45,6 +46,8 @@ def engine_client(settings: Settings, base_url: str, headers: dict[str, str] | N
         # Engines are on a private network; never pick up a host-wide proxy for them.
         trust_env=False,
     )
+    trace_http_client(client, settings.proxy_otel_enabled)
+    return client
 
 
 async def json_request(http: httpx.AsyncClient, method: str, path: str,

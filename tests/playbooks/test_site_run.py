@@ -391,10 +391,11 @@ def test_the_missing_model_was_pulled_once_and_the_rest_skipped(
     deployment: Deployment, play: str, url: str | None
 ) -> None:
     assert "gemma3:270m" in ollama_models(*([engine_url()] if url else []))
+    follow = "Follow, printing its progress at every poll, the pull of "
+    pulls = [t for t in deployment.first.tasks() if f" : {follow}" in t.name and t.play == play]
+    assert [(p.name.split(follow)[1], p.result["rc"]) for p in pulls] == [("gemma3:270m", 0)]
+    assert "gemma3:270m: success" in pulls[0].result["output"]
     task = "Pull each missing model through Ollama's API"
-    pulls = deployment.first.task(task, play=play).result["results"]
-    assert [(p["item"], p["rc"]) for p in pulls] == [("gemma3:270m", 0)]
-    assert "gemma3:270m: success" in pulls[0]["stdout"]
     assert deployment.second.task(task, play=play).status == "skipped"
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
+from types import ModuleType
 
 import httpx
 import jwt
@@ -192,3 +194,51 @@ def test_dev_serve_with_a_configured_secret_prints_no_token(tmp_path: Path) -> N
     output = serve_output(tmp_path, JWT_SECRET=SECRET, OLLAMA_URL="http://127.0.0.1:9")
     assert "eyJ" not in output
     assert "python -m proxy token" in output
+
+
+def _launcher() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("dev_server", REPO_ROOT / "scripts" /
+                                                  "dev_server.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(("dotenv", "simulator"), [
+    ("", True),
+    ("PROXY_ENV=dev\n", True),
+    ("OLLAMA_URL=http://gpu-host:11434\n", False),
+    # A production configuration that is valid on its own: the answer is not an error's.
+    ("PROXY_ENV=production\nDATABASE_URL=postgresql://llm@db:5432/llm\n"
+     "REDIS_URL=redis://redis:6379/0\nJWT_SECRET=" + "3f9a1c7e5b2d8046" * 4 + "\n", False),
+])
+def test_the_launcher_reads_dotenv_as_the_proxy_does(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dotenv: str, simulator: bool) -> None:
+    """`scripts/run` starts the simulator only when the proxy, reading the same environment
+    and `./.env`, would run in dev mode with no OLLAMA_URL; what `.env` says counts."""
+    for name in list(os.environ):
+        if name.startswith(("JWT_", "PROXY_", "OLLAMA_", "DATABASE_", "REDIS_")):
+            monkeypatch.delenv(name)
+    (tmp_path / ".env").write_text(dotenv)
+    monkeypatch.chdir(tmp_path)
+    assert _launcher().wants_simulator() is simulator
+    # The proxy's own command line reads the same file, through the same settings.
+    shown = run(["check-config"], tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    upstream = "http://gpu-host:11434" if "OLLAMA_URL" in dotenv else "http://127.0.0.1:11434"
+    assert f"upstream: {upstream}" in shown.stdout
+    assert f"mode: {'production' if 'production' in dotenv else 'dev'}" in shown.stdout
+
+
+def test_the_environment_wins_over_dotenv_for_the_launcher_too(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / ".env").write_text("OLLAMA_URL=http://gpu-host:11434\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PROXY_ENV", "dev")
+    monkeypatch.setenv("OLLAMA_URL", "http://other-host:11434")
+    assert _launcher().wants_simulator() is False
+    (tmp_path / ".env").write_text("PROXY_ENV=production\n")
+    monkeypatch.delenv("OLLAMA_URL")
+    # The environment's PROXY_ENV=dev overrides the file's production.
+    assert _launcher().wants_simulator() is True

@@ -8,9 +8,10 @@ import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
 
 from tests.proxy.conftest import REPO_ROOT
 from tests.support.proxy_process import ProxyProcess, sim_stats
@@ -251,3 +252,51 @@ def test_works_on_a_phone_sized_screen(browser: Browser, web_proxy: ProxyProcess
         page.screenshot(path=str(SCREENSHOTS / "chat-phone.png"), full_page=True)
     finally:
         context.close()
+
+
+@pytest.fixture
+def offline_page(browser: Browser) -> Iterator[tuple[Page, list[str], list[str]]]:
+    """A page whose every request for anything but the proxy on 127.0.0.1 is aborted (as on an
+    air-gapped host), with the URLs it tried to reach elsewhere and the console's errors."""
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    context.set_default_timeout(scaled_ms(30))
+    elsewhere: list[str] = []
+    errors: list[str] = []
+
+    def only_the_proxy(route: Route) -> None:
+        if urlsplit(route.request.url).hostname == "127.0.0.1":
+            route.continue_()
+        else:
+            elsewhere.append(route.request.url)
+            route.abort("internetdisconnected")
+
+    context.route("**/*", only_the_proxy)
+    page = context.new_page()
+    page.on("console", lambda message: errors.append(message.text)
+            if message.type == "error" else None)
+    yield page, elsewhere, errors
+    context.close()
+
+
+def test_the_api_documentation_works_without_internet(
+        offline_page: tuple[Page, list[str], list[str]], web_proxy: ProxyProcess) -> None:
+    page, elsewhere, errors = offline_page
+    page.goto(web_proxy.url + "/docs")
+    # Swagger UI has drawn the operations from /openapi.json.
+    expect(page.locator(".opblock-summary-path").filter(has_text="/api/llm/generate")
+           ).to_be_visible()
+    assert page.locator(".opblock").count() >= 10
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "docs-offline.png"))
+
+    page.goto(web_proxy.url + "/redoc")
+    # ReDoc has drawn its menu and the operations.
+    expect(page.locator("h2", has_text="Generate").first).to_be_visible()
+    expect(page.locator("[role=menuitem]").first).to_be_visible()
+    page.screenshot(path=str(SCREENSHOTS / "redoc-offline.png"))
+
+    assert elsewhere == [], f"the documentation reached out of the host: {elsewhere}"
+    # ReDoc's "API docs by Redocly" footer asks for its logo from Redocly's CDN; the page's
+    # policy stops it before any request is made. Nothing else may be refused.
+    refused = [e for e in errors if "Content Security Policy" in e]
+    assert all("https://cdn.redoc.ly/redoc/logo-mini.svg" in e for e in refused), refused

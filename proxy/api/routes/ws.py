@@ -39,6 +39,7 @@ from starlette.types import Message
 from proxy.api.accounting import finish, note_auth_failure
 from proxy.audit.record import AuditRecord
 from proxy.core.errors import ProxyError
+from proxy.core.logs import request_id_var
 from proxy.core.model_names import full_model_name
 from proxy.core.security import AuthError, Principal, printable
 from proxy.schemas import ChatRequest, GenerateRequest
@@ -232,6 +233,8 @@ class Session:
 
     async def _run(self, client_id: str, planned: PlannedCall, record: AuditRecord) -> None:
         request_id = record.id
+        # This task's log lines are this generation's, not the connection's.
+        request_id_var.set(request_id)
         status = 200
         in_flight = self.state.metrics.in_flight.labels(endpoint=ENDPOINT)
         in_flight.inc()

@@ -232,6 +232,10 @@ ROUTES: dict[tuple[str, str], Route] = {
         Case("a file that is not there", 404, NOT_FOUND, path="/static/missing.js"),
         another_method("POST"),
     ]),
+    ("MOUNT", "/docs-assets"): Route("static", "/docs-assets/swagger-ui.css", [
+        Case("a file that is not there", 404, NOT_FOUND, path="/docs-assets/missing.js"),
+        another_method("POST"),
+    ]),
     # -- the scrape token (set on this module's app) ---------------------------------------------
     ("GET", "/metrics"): Route("scrape", "/metrics", [
         Case("no scrape token", 401, "a valid scrape token is required", headers=no_headers),

@@ -2,7 +2,8 @@
 role (stdin is this file, so nothing is installed in the container).
 
     python - tags URL          print the names of the models Ollama has, as a JSON list
-    python - pull URL MODEL    pull MODEL, printing progress; exit 1 naming MODEL on failure
+    python - pull URL MODEL    pull MODEL, printing progress ("MODEL: pulling DIGEST 40% of 2.0 GB");
+                               exit 1 naming MODEL on failure
 
 Only the standard library: the proxy image has nothing else that can be relied on here.
 """
@@ -62,9 +63,10 @@ def pull(url: str, model: str) -> None:
                 if digest and total:
                     layers[digest] = int(total)
                     percent = int(line.get("completed", 0)) * 100 // max(1, int(total))
-                    # One line per layer per quarter: enough to follow, not a wall of text.
-                    if percent // 25 != shown.get(digest, -1):
-                        shown[digest] = percent // 25
+                    # A line per layer per tenth: the role shows the last one at each poll;
+                    # enough to follow, and the output stays small.
+                    if percent // 10 != shown.get(digest, -1):
+                        shown[digest] = percent // 10
                         print(f"{model}: {status} {percent}% of {human(int(total))}", flush=True)
                 elif status:
                     print(f"{model}: {status}", flush=True)
