@@ -153,11 +153,3 @@ async def relay(upstream: Engine, call: UpstreamCall) -> AsyncIterator[Piece | C
             )
             return
     raise UpstreamFailed("upstream stream ended before the final object")
-
-
-async def collect(upstream: Engine, call: UpstreamCall) -> Completion:
-    """Run a generation to its end and return the whole answer."""
-    async for item in relay(upstream, call):
-        if isinstance(item, Completion):
-            return item
-    raise UpstreamFailed("upstream stream ended before the final object")
