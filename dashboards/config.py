@@ -79,6 +79,16 @@ class Abuse:
 
 
 @dataclass(frozen=True)
+class Budgets:
+    """When spend is worth someone's attention before the hard limit refuses requests."""
+
+    team_budget_ratio: float = 0.90  # of a team's budget for its period
+
+
+BUDGETS = Budgets()
+
+
+@dataclass(frozen=True)
 class Windows:
     """Rate windows of the recording rules, and how long a condition must hold to alert."""
 

@@ -252,3 +252,15 @@ def node_memory_used_ratio() -> str:
 def exporter_up() -> str:
     return select("up", f'job=~"{S.exporter_jobs}"')
 
+
+
+def team_budget_ratio() -> str:
+    """Spend over budget per team and period. Every replica reports the same value from Redis
+    (or, without Redis, its own share): the largest is the truest."""
+    labels = ("team", "period")
+    return (f"max{by(labels)} ({select('llm_proxy_team_budget_spend', S.proxy)})\n"
+            f"/ max{by(labels)} ({select('llm_proxy_team_budget_limit', S.proxy)})")
+
+
+def keys_near_limit() -> str:
+    return f"max by (limit) ({select('llm_proxy_api_keys_near_limit', S.proxy)})"

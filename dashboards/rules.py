@@ -16,7 +16,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from dashboards import queries as q
-from dashboards.config import ABUSE, LIMITS, RUNBOOK_BASE, SELECTORS, TARGETS, WINDOWS
+from dashboards.config import (
+    ABUSE,
+    BUDGETS,
+    LIMITS,
+    RUNBOOK_BASE,
+    SELECTORS,
+    TARGETS,
+    WINDOWS,
+)
 
 S = SELECTORS
 
@@ -31,6 +39,7 @@ RATE_LIMITED_RATIO = f"llm_proxy:rate_limited_ratio:rate{WINDOWS.long}"
 GPU_MEMORY_RATIO = "llm_stack:gpu_memory_used:ratio"
 OLLAMA_MEMORY_RATIO = "llm_stack:ollama_memory_working_set:ratio"
 MODELS_DISK_RATIO = "llm_stack:models_filesystem_used:ratio"
+TEAM_BUDGET_RATIO = "team:llm_proxy_team_budget_spend:ratio"
 
 RECORDING_RULES: list[tuple[str, str]] = [
     (GENERATION_P95, q.latency_quantile(0.95, WINDOWS.short)),
@@ -42,6 +51,7 @@ RECORDING_RULES: list[tuple[str, str]] = [
     (GPU_MEMORY_RATIO, q.gpu_memory_ratio()),
     (OLLAMA_MEMORY_RATIO, q.ollama_memory_ratio()),
     (MODELS_DISK_RATIO, q.models_filesystem_used_ratio()),
+    (TEAM_BUDGET_RATIO, q.team_budget_ratio()),
 ]
 
 
@@ -209,6 +219,16 @@ ALERTS: list[Alert] = [
         "The proxy cannot reach Redis for its limits",
         "Limit checks fail against Redis in mode {{ $labels.mode }}: 'closed' refuses "
         "generations with 503, 'open' admits them without limits.",
+    ),
+    Alert(
+        "TeamBudgetNearlySpent",
+        f"{TEAM_BUDGET_RATIO} >= {BUDGETS.team_budget_ratio:g}",
+        "5m", "ticket",
+        "Team {{ $labels.team }} has spent "
+        f"{pct(BUDGETS.team_budget_ratio)} of its {{{{ $labels.period }}}}ly budget",
+        "Team {{ $labels.team }} has spent {{ $value | humanizePercentage }} of its budget for "
+        "this {{ $labels.period }}: at 100% its members' requests are refused (429 "
+        "budget_exceeded) until the period resets.",
     ),
     Alert(
         "ExporterDown",

@@ -170,6 +170,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 tasks.append(asyncio.create_task(_migrate_when_reachable(state),
                                                  name="migrate-when-reachable"))
             tasks.append(asyncio.create_task(_probe_upstream(state), name="upstream-probe"))
+            tasks.append(asyncio.create_task(state.budgets.keep_fresh(), name="budgets"))
             state.verifier.start()
             app.state.proxy = state
             yield

@@ -330,6 +330,7 @@ class TemplateList(BaseModel):
 
 
 KEY_ID_PATTERN = r"^[0-9a-f]{16}$"
+TEAM_NAME_PATTERN = r"^[a-z0-9][a-z0-9._\-]{0,63}$"
 
 
 def _printable(value: str, what: str) -> str:
@@ -357,6 +358,12 @@ class OwnKeyIn(BaseModel):
     concurrency_limit: int | None = Field(
         None, ge=1, le=1000, description="Generations at once for this key, besides its "
                                          "owner's limit. Absent: the owner's limit alone.")
+    token_limit_per_minute: int | None = Field(
+        None, ge=1, le=1_000_000_000, description="Tokens (prompt and generated) per UTC "
+        "minute for this key, besides its owner's limits. Absent: the owner's alone.")
+    token_limit_per_day: int | None = Field(
+        None, ge=1, le=1_000_000_000_000, description="Tokens per UTC day for this key, "
+                                                      "besides its owner's limits.")
 
     @field_validator("name")
     @classmethod
@@ -405,6 +412,8 @@ class KeyOut(BaseModel):
     allowed_models: list[str] | None
     rate_limit_per_minute: int | None
     concurrency_limit: int | None
+    token_limit_per_minute: int | None
+    token_limit_per_day: int | None
 
 
 class KeyCreated(KeyOut):
@@ -452,3 +461,64 @@ class TokenDenialOut(BaseModel):
 
 class TokenDenialList(BaseModel):
     denials: list[TokenDenialOut]
+
+
+class TeamIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(..., pattern=TEAM_NAME_PATTERN,
+                      description="Lower-case letters, digits, '.', '_', '-'; up to 64.")
+    description: str = Field("", max_length=500)
+
+
+class MemberIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    user: str = Field(..., min_length=1, max_length=255, description="A user id (`sub`).")
+
+
+class TeamOut(BaseModel):
+    name: str
+    description: str
+    created_by: str
+    created_at: datetime
+    members: list[str] = Field(description="User ids (`sub`); a user is in one team at most.")
+
+
+class TeamList(BaseModel):
+    teams: list[TeamOut]
+
+
+class BudgetIn(BaseModel):
+    """A budget in the cost model's money (PROXY_COST_MODE, PROXY_COST_CURRENCY)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    amount: float = Field(..., gt=0, le=1e12, description="The hard limit: requests are "
+                          "refused (429 `budget_exceeded`) once it is spent, until the period "
+                          "resets.")
+    soft_limit: float | None = Field(None, gt=0, le=1e12, description="Past it the proxy "
+                                     "warns (a metric, an alert) but still admits.")
+
+    @model_validator(mode="after")
+    def _soft_below_hard(self) -> BudgetIn:
+        if self.soft_limit is not None and self.soft_limit > self.amount:
+            raise ValueError("soft_limit must not be above amount")
+        return self
+
+
+class BudgetOut(BaseModel):
+    scope: Literal["user", "key", "team"]
+    subject: str = Field(description="A user id, an API key id or a team name.")
+    period: Literal["day", "week", "month"] = Field(description="UTC calendar periods; a "
+                                                    "week starts on Monday.")
+    amount: float
+    soft_limit: float | None
+    spent: float = Field(description="Spent in the current period.")
+    resets_at: datetime
+
+
+class BudgetList(BaseModel):
+    currency: str
+    cost_mode: str
+    budgets: list[BudgetOut]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dashboards import panels as p
 from dashboards import queries as q
-from dashboards.config import DASHBOARD_UIDS, SELECTORS, TARGETS
+from dashboards.config import BUDGETS, DASHBOARD_UIDS, SELECTORS, TARGETS
 from dashboards.panels import Json
 from dashboards.queries import DASHBOARD_WINDOW as W
 from dashboards.queries import MODEL_VARIABLE as M
@@ -150,6 +150,19 @@ def overview() -> Json:
                 "Audit rows written", "Audit rows stored in Postgres per second: one per API "
                 "request, so it follows the request rate.", "suffix: rows/s",
                 [p.prometheus(q.audit_rows_written_rate(W), "written")])),
+        ]),
+        (8, [
+            (12, p.timeseries(
+                "Team spend vs budget", f"What each team has spent of its budget in the "
+                f"current period (day, week or month; the cost model's currency); dashed: "
+                f"{BUDGETS.team_budget_ratio:.0%}, where TeamBudgetNearlySpent fires. At 100% "
+                f"its members' requests are refused until the period resets.",
+                "percentunit", [p.prometheus(q.team_budget_ratio(), "{{team}} ({{period}})")],
+                thresholds=p.below_is_good(BUDGETS.team_budget_ratio))),
+            (12, p.timeseries(
+                "API keys near their limit", "API keys at 90% or more of a limit of their own: "
+                "tokens per minute, tokens per day, or their budget.",
+                "short", [p.prometheus(q.keys_near_limit(), "{{limit}}")])),
         ]),
     ]
     return p.dashboard(

@@ -20,7 +20,7 @@ from proxy.core.cache import cache_key, is_deterministic
 from proxy.core.errors import ProxyError
 from proxy.core.security import Principal
 from proxy.services.calls import PlannedCall
-from proxy.services.relay import Completion, Piece, collect, relay
+from proxy.services.relay import Completion, Piece
 from proxy.services.state import AppState
 
 
@@ -63,7 +63,7 @@ def cacheable(request: Request, state: AppState, user: Principal, planned: Plann
 async def _frames(state: AppState, planned: PlannedCall, request: Request,
                   writer: Writer) -> AsyncIterator[bytes]:
     record = audit_record(request.scope)
-    async for item in relay(state.upstream, planned.call):
+    async for item in planned.relay(state.upstream):
         if isinstance(item, Completion):
             planned.account_completion(record, item)
             if planned.after is not None:
@@ -97,7 +97,7 @@ async def answer(request: Request, state: AppState, user: Principal, planned: Pl
         return await stream_response(request, _frames(state, planned, request, writer),
                                      writer.media_type, {"X-Request-ID": request_id},
                                      writer.error)
-    completion = await until_disconnected(request, collect(state.upstream, planned.call))
+    completion = await until_disconnected(request, planned.collect(state.upstream))
     planned.account_completion(record, completion)
     if planned.after is not None:
         await planned.after(completion)

@@ -4,6 +4,7 @@ from fastapi import APIRouter
 
 from proxy.api.routes import (
     admin,
+    budgets,
     conversations,
     keys,
     llm,
@@ -17,7 +18,8 @@ from proxy.api.routes import (
 )
 
 ROUTERS = (probes.router, status.router, llm.router, conversations.router, keys.user_router,
-           admin.router, keys.admin_router, keys.denials_router, usage.router, templates.router,
+           admin.router, keys.admin_router, keys.denials_router, budgets.teams_router,
+           budgets.budgets_router, usage.router, templates.router,
            ws.router, ollama.router, openai.router)
 
 api_router = APIRouter()

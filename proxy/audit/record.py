@@ -13,7 +13,7 @@ from proxy.core.security import Principal
 
 # String columns of `audit_log` and their sizes (proxy/core/models.py).
 COLUMN_LIMITS = {"id": 64, "correlation_id": 64, "user": 255, "role": 16, "client": 64,
-                 "endpoint": 100, "dialect": 16, "api_key_id": 32, "model": 200,
+                 "endpoint": 100, "dialect": 16, "api_key_id": 32, "team": 64, "model": 200,
                  "prompt_sha256": 64, "error": 500}
 
 
@@ -44,6 +44,8 @@ class AuditRecord:
     dialect: str = "llm"
     # The proxy-managed API key the request was made with: its id, never its secret.
     api_key_id: str | None = None
+    # The team the caller belonged to when the request was admitted (its budget was charged).
+    team: str | None = None
     # Not stored: bookkeeping for the request in progress.
     started: float = field(default_factory=time.perf_counter, repr=False)
     status_override: int | None = field(default=None, repr=False)

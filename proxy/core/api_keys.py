@@ -78,7 +78,10 @@ class KeyFound:
                    revoked=row.revoked_at is not None,
                    grant=KeyGrant(id=row.id, allowed_models=models,
                                   rate_limit_per_minute=row.rate_limit_per_minute,
-                                  concurrency_limit=row.concurrency_limit, expires_at=expires))
+                                  concurrency_limit=row.concurrency_limit,
+                                  token_limit_per_minute=row.token_limit_per_minute,
+                                  token_limit_per_day=row.token_limit_per_day,
+                                  expires_at=expires))
 
 
 class ApiKeyVerifier:

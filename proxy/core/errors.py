@@ -3,7 +3,9 @@
     ProxyError                      status, message -> {"error": message}
     ├── NotFound                    404  (a conversation that is not yours, an unknown id)
     ├── Forbidden                   403  (a user calling an admin route)
+    ├── Conflict                    409  (a name taken, a user already in another team)
     ├── RequestInvalid              422  (limits that depend on settings)
+    ├── QuotaExceeded               429  a token limit or a budget is spent until its reset
     ├── DatabaseUnavailable         503  the database cannot be reached or did not answer in
     │                                    time (raised by proxy/core/db.py's engine)
     └── UpstreamError               something went wrong talking to Ollama
@@ -23,6 +25,9 @@ httpx's exceptions and Ollama's error bodies; a test proves each branch. The dat
 from __future__ import annotations
 
 import json
+import math
+import time
+from datetime import UTC, datetime
 
 import httpx
 
@@ -51,8 +56,33 @@ class Forbidden(ProxyError):
     status_code = 403
 
 
+class Conflict(ProxyError):
+    status_code = 409
+
+
 class RequestInvalid(ProxyError):
     status_code = 422
+
+
+class QuotaExceeded(ProxyError):
+    """A token limit or a budget is spent until `reset_at` (epoch seconds).
+
+    429 rather than 402: every client treats 429 as "come back later" and reads Retry-After
+    (OpenAI itself answers a spent quota with 429 `insufficient_quota`), while 402 is reserved
+    by HTTP and clients take it as a failure of their own.
+    """
+
+    status_code = 429
+
+    def __init__(self, message: str, reset_at: float, code: str) -> None:
+        resets = datetime.fromtimestamp(reset_at, UTC).isoformat(timespec="seconds")
+        super().__init__(f"{message}; it resets at {resets}")
+        self.reset_at = reset_at
+        self.code = code
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(max(1, math.ceil(self.reset_at - time.time()))),
+                "X-Quota-Reset": str(math.ceil(self.reset_at))}
 
 
 class DatabaseUnavailable(ProxyError):

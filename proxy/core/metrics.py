@@ -80,6 +80,24 @@ class ProxyMetrics:
             f"{PREFIX}_upstream_ejections",
             "Times an upstream was taken out of rotation after failures in a row.",
             ["upstream"], registry=r)
+        # Teams are few and named by admins, so a team label is bounded; users and keys are
+        # not, so they are counted, never labelled.
+        self.team_budget_spend = Gauge(
+            f"{PREFIX}_team_budget_spend", "What a team has spent in its budget's current "
+            "period (cost model's currency).", ["team", "period"], registry=r)
+        self.team_budget_limit = Gauge(
+            f"{PREFIX}_team_budget_limit", "A team's budget per period (hard limit).",
+            ["team", "period"], registry=r)
+        self.team_budget_soft_limit = Gauge(
+            f"{PREFIX}_team_budget_soft_limit", "A team's soft limit per period (a warning).",
+            ["team", "period"], registry=r)
+        self.budget_soft_limit_crossed = Counter(
+            f"{PREFIX}_budget_soft_limit_crossings",
+            "Budgets that went past their soft limit, by scope (user, key, team).", ["scope"],
+            registry=r)
+        self.keys_near_limit = Gauge(
+            f"{PREFIX}_api_keys_near_limit", "API keys at 90% or more of a limit of their own "
+            "(tokens_per_minute, tokens_per_day, budget).", ["limit"], registry=r)
         self.audit_queue_depth = Gauge(
             f"{PREFIX}_audit_queue_depth", "Audit rows waiting to be written.", registry=r)
         self.audit_spooled_rows = Gauge(

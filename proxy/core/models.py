@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Float,
@@ -126,9 +127,12 @@ class AuditEntry(Base):
                                          server_default="llm")
     # The proxy-managed API key the request was made with (its id, never the secret).
     api_key_id: Mapped[str | None] = mapped_column(String(32))
+    # The caller's team when the request was admitted: what rebuilds a team's spend.
+    team: Mapped[str | None] = mapped_column(String(64))
 
     __table_args__ = (
         Index("ix_audit_log_user_at", "user", "at"),
+        Index("ix_audit_log_team_at", "team", "at"),
         Index("ix_audit_log_at", "at"),
         Index("ix_audit_log_correlation_id", "correlation_id"),
         Index("ix_audit_log_api_key_id", "api_key_id"),
@@ -170,6 +174,8 @@ class ApiKey(Base):
     allowed_models: Mapped[list[str] | None] = mapped_column(JSON)
     rate_limit_per_minute: Mapped[int | None] = mapped_column(Integer)
     concurrency_limit: Mapped[int | None] = mapped_column(Integer)
+    token_limit_per_minute: Mapped[int | None] = mapped_column(Integer)
+    token_limit_per_day: Mapped[int | None] = mapped_column(BigInteger)
 
     __table_args__ = (Index("ix_api_keys_owner", "owner"),)
 
@@ -189,3 +195,45 @@ class TokenDenial(Base):
     reason: Mapped[str] = mapped_column(String(500), nullable=False, default="")
     created_by: Mapped[str] = mapped_column(String(255), nullable=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class Team(Base):
+    """A named group of users that shares a budget. A user is in at most one team, so that a
+    request is charged to one team and the audit row can say which."""
+
+    __tablename__ = "teams"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    description: Mapped[str] = mapped_column(String(500), nullable=False, default="")
+    created_by: Mapped[str] = mapped_column(String(255), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class TeamMember(Base):
+    __tablename__ = "team_members"
+
+    user: Mapped[str] = mapped_column(String(255), primary_key=True)
+    team: Mapped[str] = mapped_column(
+        String(64), ForeignKey("teams.name", ondelete="CASCADE"), nullable=False, index=True)
+    added_by: Mapped[str] = mapped_column(String(255), nullable=False)
+    added_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class BudgetRow(Base):
+    """What a user, an API key or a team may spend per day, week or month, in the cost
+    model's money (PROXY_COST_MODE); past `soft_limit` the proxy warns, at `amount` it refuses."""
+
+    __tablename__ = "budgets"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    scope: Mapped[str] = mapped_column(String(8), nullable=False)
+    subject: Mapped[str] = mapped_column(String(255), nullable=False)
+    period: Mapped[str] = mapped_column(String(8), nullable=False)
+    amount: Mapped[float] = mapped_column(Float, nullable=False)
+    soft_limit: Mapped[float | None] = mapped_column(Float)
+    updated_by: Mapped[str] = mapped_column(String(255), nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    __table_args__ = (
+        Index("ix_budgets_scope_subject_period", "scope", "subject", "period", unique=True),
+    )

@@ -41,6 +41,8 @@ from proxy.core.redis_client import redis_client
 from proxy.core.security import Principal
 from proxy.core.settings import Settings
 from proxy.core.slots import SharedSlots
+from proxy.core.spend import SpendLedger
+from proxy.core.token_limits import TokenCounter, TokenMeter, token_windows
 
 log = logging.getLogger("proxy.limits")
 
@@ -114,6 +116,9 @@ class Limiter:
         else:
             self._storage = MemoryStorage()
         self._window = MovingWindowRateLimiter(self._storage)
+        self.tokens = TokenCounter(self._redis)
+        self.spend = SpendLedger(self._redis, self._slots,
+                                 settings.proxy_concurrency_lease_seconds)
         self._local_slots: dict[str, set[str]] = {}
 
     @property
@@ -142,7 +147,7 @@ class Limiter:
         return s.proxy_concurrency_limit_users.get(user.sub) or \
             s.proxy_concurrency_limit_roles.get(user.role) or s.proxy_concurrency_limit
 
-    def _backend_failed(self, exc: Exception, what: str) -> None:
+    def backend_failed(self, exc: Exception, what: str) -> None:
         mode = self._settings.proxy_limiter_failure_mode
         self._metrics.limiter_errors.labels(mode=mode).inc()
         log.warning("%s check could not reach Redis (%s: %s); failing %s", what,
@@ -171,9 +176,35 @@ class Limiter:
         except ProxyError:
             raise
         except Exception as exc:
-            self._backend_failed(exc, "rate limit")
+            self.backend_failed(exc, "rate limit")
             return None
         return decision
+
+    async def check_tokens(self, user: Principal) -> TokenMeter:
+        """Refuse (QuotaExceeded) if one of the user's token windows is spent; otherwise the
+        meter that counts the generation into them (`core/token_limits.py`)."""
+        windows = token_windows(self._settings, user)
+        meter = TokenMeter(self.tokens, windows, self._settings.proxy_token_count_every,
+                           self._count_failed)
+        if not windows:
+            return meter
+        now = time.time()
+        try:
+            totals = await self.tokens.totals(windows, now)
+        except Exception as exc:
+            self.backend_failed(exc, "token limit")
+            return meter
+        for window, total in zip(windows, totals, strict=True):
+            if total >= window.limit:
+                self._metrics.rate_limited.labels(limit="tokens").inc()
+                raise window.spent(now)
+        return meter
+
+    def _count_failed(self, exc: Exception) -> None:
+        # Mid-stream: counted, logged, and the generation goes on whatever the failure mode.
+        self._metrics.limiter_errors.labels(mode="open").inc()
+        log.warning("could not count tokens in Redis (%s: %s); the stream goes on",
+                    type(exc).__name__, exc)
 
     async def acquire(self, user: Principal, request_id: str) -> Release:
         """Take a concurrency slot (and one of the API key's, if it has a cap of its own); the
@@ -219,7 +250,7 @@ class Limiter:
         try:
             wait = await shared.acquire(key, slot, cap)
         except Exception as exc:
-            self._backend_failed(exc, "concurrency")
+            self.backend_failed(exc, "concurrency")
 
             async def nothing() -> None:
                 return None

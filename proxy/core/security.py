@@ -93,6 +93,9 @@ class KeyGrant:
     # None: the owner's limits alone; otherwise a bucket of the key's own, besides the owner's.
     rate_limit_per_minute: int | None = None
     concurrency_limit: int | None = None
+    # None: the owner's token limits alone; otherwise windows of the key's own, besides them.
+    token_limit_per_minute: int | None = None
+    token_limit_per_day: int | None = None
     # Epoch seconds; None: the key does not expire.
     expires_at: float | None = None
 

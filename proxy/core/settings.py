@@ -22,7 +22,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from proxy.core.logs import LogFormat, LogLevel
@@ -39,6 +39,16 @@ SYMMETRIC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
 ASYMMETRIC_ALGORITHMS = frozenset(
     {"RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "PS256", "PS384", "PS512", "EdDSA"}
 )
+
+
+class TokenLimits(BaseModel):
+    """A role's or a user's token limits (PROXY_TOKEN_LIMIT_ROLES/_USERS): a field left out
+    falls back; 0 means no limit."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    per_minute: int | None = Field(None, ge=0)
+    per_day: int | None = Field(None, ge=0)
 
 
 class SettingsError(ValueError):
@@ -167,6 +177,20 @@ class Settings(BaseSettings):
     proxy_concurrency_lease_seconds: int = Field(15, ge=2, le=3600)
     # What to do when Redis (limits, cache) cannot be reached: refuse (503) or admit and count.
     proxy_limiter_failure_mode: Literal["closed", "open"] = "closed"
+
+    # Tokens (prompt and generated) per user, in fixed UTC windows (a minute, a day); 0: none.
+    # Streams are counted as they flow, every PROXY_TOKEN_COUNT_EVERY chunks: the most a stream
+    # can run past a limit (core/token_limits.py).
+    proxy_token_limit_per_minute: int = Field(0, ge=0, le=1_000_000_000)
+    proxy_token_limit_per_day: int = Field(0, ge=0, le=1_000_000_000_000)
+    # JSON overrides by role and by user, e.g. {"admin": {"per_minute": 0, "per_day": 0}}; a
+    # field left out falls back to the role's, then to the global value.
+    proxy_token_limit_roles: dict[str, TokenLimits] = Field(default_factory=dict)
+    proxy_token_limit_users: dict[str, TokenLimits] = Field(default_factory=dict)
+    proxy_token_count_every: int = Field(8, ge=1, le=1000)
+    # How stale a replica's view of budgets and team members may be (they change on the
+    # replica that changes them at once); the budget gauges are refreshed on the same period.
+    proxy_budget_refresh_seconds: float = Field(5.0, gt=0, le=300)
 
     proxy_metrics_token: str | None = None
 

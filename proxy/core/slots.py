@@ -91,18 +91,29 @@ class SharedSlots:
         taken, wait_ms = await self._acquire(keys=[key], args=[cap, self.lease, slot])
         if not taken:
             return max(0.0, int(wait_ms) / 1000)
+        self.track(key, slot, asked)
+        return None
+
+    def track(self, key: str, slot: str, asked: float) -> None:
+        """Renew `slot` of `key` until it is released: taken here, or by another script that
+        takes leases in the same shape (a budget's hold, `core/spend.py`) at `asked`
+        (monotonic)."""
         self._held.setdefault(key, {})[slot] = asked + self.lease
         if self._renewer is None or self._renewer.done():
             self._renewer = asyncio.create_task(self._renew_while_open(),
                                                 name="concurrency slot renewal")
-        return None
+
+    def untrack(self, key: str, slot: str) -> None:
+        """Stop renewing `slot`: a script has removed it from Redis itself."""
+        slots = self._held.get(key, {})
+        slots.pop(slot, None)
+        if not slots:
+            self._held.pop(key, None)
 
     async def release(self, key: str, slot: str) -> None:
         """Give `slot` back; if Redis cannot be reached, keep trying in the background."""
-        slots = self._held.get(key, {})
-        lapses_at = slots.pop(slot, None)
-        if not slots:
-            self._held.pop(key, None)
+        lapses_at = self._held.get(key, {}).get(slot)
+        self.untrack(key, slot)
         try:
             await self._redis.zrem(key, slot)
         except Exception as exc:

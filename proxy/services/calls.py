@@ -12,19 +12,20 @@ learn anything from how it fails.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from proxy.audit.record import AuditRecord
-from proxy.core.errors import RequestInvalid
+from proxy.core.errors import RequestInvalid, UpstreamFailed
 from proxy.core.model_names import full_model_name
 from proxy.core.security import Principal
 from proxy.core.settings import Settings
+from proxy.core.token_limits import TokenMeter
 from proxy.schemas import ChatMessage, ChatRequest, GenerateRequest, GenerationOptions
 from proxy.services import conversations, templates
 from proxy.services.context_lengths import DEFAULT_NUM_CTX_CAP
-from proxy.services.relay import Completion, Kind, UpstreamCall
+from proxy.services.relay import Completion, Kind, Piece, UpstreamCall, relay
 from proxy.services.state import AppState
 from proxy.services.validation import (
     check_ask,
@@ -32,6 +33,7 @@ from proxy.services.validation import (
     check_generate_context,
     check_key_models,
 )
+from proxy.upstream.router import Engine
 
 AfterCompletion = Callable[[Completion], Awaitable[None]]
 
@@ -76,8 +78,26 @@ class Ask:
 @dataclass
 class PlannedCall:
     call: UpstreamCall
+    meter: TokenMeter
     after: AfterCompletion | None = None
     context_id: str | None = None
+
+    async def relay(self, upstream: Engine) -> AsyncIterator[Piece | Completion]:
+        """The generation, piece by piece, counted into the caller's token windows as it
+        flows: a piece that takes one past its limit is not yielded (QuotaExceeded)."""
+        async for item in relay(upstream, self.call):
+            if isinstance(item, Completion):
+                await self.meter.settle(item.prompt_tokens + item.completion_tokens)
+            else:
+                await self.meter.chunk()
+            yield item
+
+    async def collect(self, upstream: Engine) -> Completion:
+        """The whole answer, counted as `relay` counts it."""
+        async for item in self.relay(upstream):
+            if isinstance(item, Completion):
+                return item
+        raise UpstreamFailed("upstream stream ended before the final object")
 
     @staticmethod
     def account_completion(record: AuditRecord, completion: Completion) -> None:
@@ -88,13 +108,19 @@ class PlannedCall:
         record.tokens_per_second = completion.tokens_per_second
 
 
-async def admit(state: AppState, user: Principal, record: AuditRecord) -> None:
-    """Apply the user's rate limit and take a concurrency slot, released by `finish`."""
+async def admit(state: AppState, user: Principal, record: AuditRecord) -> TokenMeter:
+    """Check the user's token limits, hold their budgets (charged by `finish`), apply their
+    rate limit and take a concurrency slot (released by `finish`); the meter counts the
+    generation's tokens."""
+    meter = await state.limiter.check_tokens(user)
+    await state.budgets.admit(user, record)
     decision = await state.limiter.hit(user)
     release = await state.limiter.acquire(user, record.id)
     record.on_finish.append(release)
+    record.on_finish.append(meter.close)
     if decision is not None:
         record.response_headers.update(decision.headers())
+    return meter
 
 
 async def check_num_ctx(state: AppState, model: str, options: GenerationOptions | None) -> None:
@@ -126,42 +152,44 @@ def account_request(record: AuditRecord, settings: Settings, model: str,
         record.set_prompt(prompt, settings.proxy_audit_store_prompts)
 
 
-async def prepare(state: AppState, user: Principal, ask: Ask, record: AuditRecord) -> None:
+async def prepare(state: AppState, user: Principal, ask: Ask, record: AuditRecord
+                  ) -> TokenMeter:
     """What every generation goes through before it may cost anything: accounted, checked,
     rate-limited and given a concurrency slot, `num_ctx` bounded."""
     account_request(record, state.settings, ask.model,
                     None if ask.kind == "generate" and ask.prompt is None else ask.audit_text())
     check_ask(ask, state.settings)
     check_key_models(ask.model, user)
-    await admit(state, user, record)
+    meter = await admit(state, user, record)
     await check_num_ctx(state, ask.model, ask.options)
+    return meter
 
 
 async def plan(state: AppState, user: Principal, ask: Ask, record: AuditRecord) -> PlannedCall:
     """A generation asked in the OpenAI or Ollama dialect: no templates, no stored history."""
-    await prepare(state, user, ask, record)
-    return PlannedCall(ask.call())
+    meter = await prepare(state, user, ask, record)
+    return PlannedCall(ask.call(), meter)
 
 
 async def plan_generate(state: AppState, user: Principal, body: GenerateRequest,
                         record: AuditRecord) -> PlannedCall:
     ask = Ask("generate", body.model, body.options, prompt=body.prompt, system=body.system)
-    await prepare(state, user, ask, record)
+    meter = await prepare(state, user, ask, record)
     if body.template is not None:
         ask.prompt = await templates.render(state.sessions, state.templates, body.template,
                                             body.variables or {})
         check_generate_context(ask.prompt, body.system, state.settings)
         account_request(record, state.settings, body.model, ask.prompt)
-    return PlannedCall(ask.call())
+    return PlannedCall(ask.call(), meter)
 
 
 async def plan_chat(state: AppState, user: Principal, body: ChatRequest,
                     record: AuditRecord) -> PlannedCall:
     asked = [m.model_dump() for m in body.messages]
     ask = Ask("chat", body.model, body.options, messages=asked)
-    await prepare(state, user, ask, record)
+    meter = await prepare(state, user, ask, record)
     if body.context_id is None and not body.store:
-        return PlannedCall(ask.call())
+        return PlannedCall(ask.call(), meter)
 
     earlier: list[ChatMessage] = []
     if body.context_id is None:
@@ -181,4 +209,4 @@ async def plan_chat(state: AppState, user: Principal, body: ChatRequest,
             completion.text
         )
 
-    return PlannedCall(ask.call(), store_turn, context_id)
+    return PlannedCall(ask.call(), meter, store_turn, context_id)

@@ -35,6 +35,8 @@ class KeySpec:
     allowed_models: list[str] | None
     rate_limit_per_minute: int | None
     concurrency_limit: int | None
+    token_limit_per_minute: int | None
+    token_limit_per_day: int | None
 
 
 async def create_key(state: AppState, spec: KeySpec, created_by: str) -> tuple[ApiKey, str]:
@@ -45,7 +47,9 @@ async def create_key(state: AppState, spec: KeySpec, created_by: str) -> tuple[A
                  created_by=created_by, created_at=datetime.now(UTC),
                  expires_at=spec.expires_at, allowed_models=spec.allowed_models,
                  rate_limit_per_minute=spec.rate_limit_per_minute,
-                 concurrency_limit=spec.concurrency_limit)
+                 concurrency_limit=spec.concurrency_limit,
+                 token_limit_per_minute=spec.token_limit_per_minute,
+                 token_limit_per_day=spec.token_limit_per_day)
     async with state.sessions() as session, session.begin():
         session.add(row)
     return row, secret

@@ -60,7 +60,7 @@ async def embed(state: AppState, user: Principal, ask: EmbedAsk,
     check_key_models(ask.model, user)
     check_embed_inputs(ask.inputs, state.settings)
     check_keep_alive(ask.keep_alive, state.settings)
-    await admit(state, user, record)
+    meter = await admit(state, user, record)
     raw = await state.upstream.request_json("POST", "/api/embed", ask.payload(), model=ask.model)
     vectors = raw.get("embeddings") if isinstance(raw, dict) else None
     if (not isinstance(vectors, list) or len(vectors) != len(ask.inputs)
@@ -68,6 +68,7 @@ async def embed(state: AppState, user: Principal, ask: EmbedAsk,
         raise UpstreamFailed("upstream answered /api/embed without one vector per input")
     tokens = raw.get("prompt_eval_count")
     record.prompt_tokens = tokens if isinstance(tokens, int) else 0
+    await meter.settle(record.prompt_tokens)
     duration = raw.get("total_duration")
     record.upstream_ms = duration / 1e6 if isinstance(duration, int | float) else 0.0
     return Embeddings(vectors, record.prompt_tokens, raw)

@@ -180,11 +180,3 @@ async def relay(upstream: Engine, call: UpstreamCall) -> AsyncIterator[Piece | C
         # Ended at the final object already, unless the generation ended otherwise.
         if span.is_recording():
             span.end()
-
-
-async def collect(upstream: Engine, call: UpstreamCall) -> Completion:
-    """Run a generation to its end and return the whole answer."""
-    async for item in relay(upstream, call):
-        if isinstance(item, Completion):
-            return item
-    raise UpstreamFailed("upstream stream ended before the final object")

@@ -18,6 +18,7 @@ from proxy.core.metrics import ProxyMetrics
 from proxy.core.model_names import KnownModels
 from proxy.core.ratelimit import Limiter
 from proxy.core.settings import Settings
+from proxy.services.budgets import Budgets
 from proxy.services.context_lengths import ContextLengths
 from proxy.services.template_runner import TemplateRunner
 from proxy.upstream.router import Router
@@ -35,6 +36,7 @@ class AppState:
     audit: AuditWriter
     cache: ResponseCache
     templates: TemplateRunner
+    budgets: Budgets
     # True after a start without the database, until its schema is migrated.
     migrations_pending: bool = False
     known_models: KnownModels = field(default_factory=KnownModels)
@@ -45,6 +47,7 @@ class AppState:
         engine = create_engine(settings)
         metrics = ProxyMetrics()
         sessions = session_factory(engine)
+        limiter = Limiter(settings, metrics)
         return cls(
             settings=settings,
             upstream=Router(settings, metrics),
@@ -52,10 +55,11 @@ class AppState:
             sessions=sessions,
             verifier=CredentialVerifier(settings, sessions),
             metrics=metrics,
-            limiter=Limiter(settings, metrics),
+            limiter=limiter,
             audit=AuditWriter(engine, settings, metrics),
             cache=ResponseCache(settings, metrics),
             templates=TemplateRunner(settings),
+            budgets=Budgets(settings, sessions, limiter, metrics),
         )
 
     async def aclose(self) -> None:

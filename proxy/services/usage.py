@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from datetime import datetime
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, Protocol
 
 from sqlalchemy import Select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -49,6 +49,16 @@ async def _entries(factory: async_sessionmaker[AsyncSession], query: Select[Audi
         return list(await session.scalars(query.limit(MAX_ROWS)))
 
 
+class Costed(Protocol):
+    """What a cost is computed from: an audit row, or the record of a request being finished."""
+
+    cached: bool
+    upstream_ms: float
+    model: str | None
+    prompt_tokens: int
+    completion_tokens: int
+
+
 class CostModel:
     """The cost model in settings, resolved once per report rather than once per row."""
 
@@ -60,7 +70,7 @@ class CostModel:
         self.prices = {("*" if name == "*" else full_model_name(name)): price
                        for name, price in settings.proxy_cost_per_1k_tokens.items()}
 
-    def cost(self, entry: AuditEntry) -> float:
+    def cost(self, entry: Costed) -> float:
         if entry.cached:
             return 0.0
         if self.mode == "gpu_time":

@@ -81,7 +81,9 @@ def _spec(body: OwnKeyIn, owner: str, role: str) -> KeySpec:
     return KeySpec(owner=owner, name=body.name, role=role, expires_at=_expiry(body.expires_at),
                    allowed_models=body.allowed_models,
                    rate_limit_per_minute=body.rate_limit_per_minute,
-                   concurrency_limit=body.concurrency_limit)
+                   concurrency_limit=body.concurrency_limit,
+                   token_limit_per_minute=body.token_limit_per_minute,
+                   token_limit_per_day=body.token_limit_per_day)
 
 
 def _created(row: ApiKey, secret: str) -> KeyCreated:

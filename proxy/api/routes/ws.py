@@ -44,7 +44,7 @@ from proxy.core.model_names import full_model_name
 from proxy.core.security import AuthError, Principal, printable
 from proxy.schemas import ChatRequest, GenerateRequest
 from proxy.services.calls import PlannedCall, plan_chat, plan_generate
-from proxy.services.relay import Completion, relay
+from proxy.services.relay import Completion
 from proxy.services.state import AppState
 
 router = APIRouter()
@@ -239,7 +239,7 @@ class Session:
         in_flight = self.state.metrics.in_flight.labels(endpoint=ENDPOINT)
         in_flight.inc()
         try:
-            async for item in relay(self.state.upstream, planned.call):
+            async for item in planned.relay(self.state.upstream):
                 if isinstance(item, Completion):
                     planned.account_completion(record, item)
                     if planned.after is not None:

@@ -25,6 +25,7 @@ from proxy.schemas import (
     CONTEXT_ID_PATTERN,
     KEY_ID_PATTERN,
     MODEL_NAME_PATTERN,
+    TEAM_NAME_PATTERN,
     TEMPLATE_NAME_PATTERN,
 )
 from tests.support.proxy_app import InProcessProxy, MakeProxy
@@ -219,6 +220,29 @@ NEW_KEY_CASES = [
     Case("an expiry in the past", 422, {"error": "expires_at must be in the future"},
          json={"name": "k", "expires_at": "2020-01-01T00:00:00Z"}),
 ]
+EXISTING_TEAM = "routes-team"
+SOFT_ABOVE_HARD = "Value error, soft_limit must not be above amount"
+
+
+def one_team(path: str) -> list[Case]:
+    return [
+        Case("a team that is not there", 404, not_found("team", "no-team")),
+        Case("a name that is not a team name", 422, invalid(
+            ("path", "team"), "string_pattern_mismatch", pattern(TEAM_NAME_PATTERN)),
+            path=path.format(team="Bad%20Team")),
+    ]
+
+
+def budget_path_cases(json: Any = None) -> list[Case]:
+    """A budget's path with a scope or a period that is not one (`json`: a good body)."""
+    return [
+        Case("a scope that is not one", 422, invalid(
+            ("path", "scope"), "literal_error", "Input should be 'user', 'key' or 'team'"),
+            path="/api/admin/budgets/group/x/day", json=json),
+        Case("a period that is not one", 422, invalid(
+            ("path", "period"), "literal_error", "Input should be 'day', 'week' or 'month'"),
+            path="/api/admin/budgets/user/x/year", json=json),
+    ]
 GENERATE_BODY = {"model": "ghost", "prompt": "x", "stream": False}
 CHAT_MESSAGES = [{"role": "user", "content": "x"}]
 BIG_BODY = b'{"model": "llama3.2", "prompt": "' + b"x" * 1_100_000 + b'"}'
@@ -324,6 +348,58 @@ ROUTES: dict[tuple[str, str], Route] = {
             "detail": [{"loc": ["body"], "msg": NEITHER_JTI_NOR_SUBJECT,
                         "type": "value_error"}]}, json={}),
     ]),
+    ("GET", "/api/admin/teams"): Route("admin", "/api/admin/teams", [another_method("PUT")]),
+    ("POST", "/api/admin/teams"): Route("admin", "/api/admin/teams", [
+        *UNREADABLE_BODIES,
+        Case("a name that is not a team name", 422, invalid(
+            ("body", "name"), "string_pattern_mismatch", pattern(TEAM_NAME_PATTERN)),
+            json={"name": "Not A Team"}),
+        Case("a team that exists", 409, {"error": f"team '{EXISTING_TEAM}' already exists"},
+             json={"name": EXISTING_TEAM}),
+    ]),
+    ("DELETE", "/api/admin/teams/{team}"): Route("admin", "/api/admin/teams/no-team", [
+        *one_team("/api/admin/teams/{team}"),
+    ]),
+    ("POST", "/api/admin/teams/{team}/members"): Route(
+        "admin", "/api/admin/teams/no-team/members", [
+            *UNREADABLE_BODIES,
+            Case("a team that is not there", 404, not_found("team", "no-team"),
+                 json={"user": "kim"}),
+            Case("no user", 422, invalid(("body", "user"), "missing", "Field required"),
+                 json={}, path=f"/api/admin/teams/{EXISTING_TEAM}/members"),
+        ]),
+    ("DELETE", "/api/admin/teams/{team}/members/{user}"): Route(
+        "admin", f"/api/admin/teams/{EXISTING_TEAM}/members/nobody", [
+            Case("a user who is not a member", 404,
+                 {"error": f"user 'nobody' is not in team '{EXISTING_TEAM}'"}),
+            Case("a name that is not a team name", 422, invalid(
+                ("path", "team"), "string_pattern_mismatch", pattern(TEAM_NAME_PATTERN)),
+                path="/api/admin/teams/Bad%20Team/members/kim"),
+        ]),
+    ("GET", "/api/admin/budgets"): Route("admin", "/api/admin/budgets", [
+        another_method("POST"),
+    ]),
+    ("PUT", "/api/admin/budgets/{scope}/{subject}/{period}"): Route(
+        "admin", "/api/admin/budgets/team/no-team/month", [
+            *UNREADABLE_BODIES,
+            Case("a team that is not there", 404, not_found("team", "no-team"),
+                 json={"amount": 10}),
+            Case("a key that is not there", 404, {"error": f"API key '{NO_KEY}' not found"},
+                 json={"amount": 10}, path=f"/api/admin/budgets/key/{NO_KEY}/day"),
+            Case("no amount", 422, invalid(("body", "amount"), "missing", "Field required"),
+                 json={}),
+            Case("a soft limit above the amount", 422, {
+                "error": f"invalid request: {SOFT_ABOVE_HARD}",
+                "detail": [{"loc": ["body"], "msg": SOFT_ABOVE_HARD, "type": "value_error"}]},
+                json={"amount": 10, "soft_limit": 11}),
+            *budget_path_cases({"amount": 10}),
+        ]),
+    ("DELETE", "/api/admin/budgets/{scope}/{subject}/{period}"): Route(
+        "admin", "/api/admin/budgets/user/nobody/week", [
+            Case("a budget that is not there", 404,
+                 {"error": "no week budget for user 'nobody'"}),
+            *budget_path_cases(),
+        ]),
     ("POST", "/api/admin/models/pull"): Route("admin", "/api/admin/models/pull", [
         *UNREADABLE_BODIES,
         Case("a name that is not a model name", 422, invalid(
@@ -500,6 +576,9 @@ async def routes_proxy(make_proxy: MakeProxy) -> InProcessProxy:
     created = await proxy.client.post("/api/admin/templates", headers=admin_auth(),
                                       json={"name": EXISTING_TEMPLATE, "template": "{{ x }}"})
     assert created.status_code == 201, created.text
+    team = await proxy.client.post("/api/admin/teams", headers=admin_auth(),
+                                   json={"name": EXISTING_TEAM})
+    assert team.status_code == 201, team.text
     return proxy
 
 

@@ -42,8 +42,8 @@ def word_for(*parts: object) -> str:
     return seeded_random(*parts).choice(_WORDS)
 
 
-def completion_tokens(text: str, seed: int | None = None) -> list[str]:
-    """The full reply to `text`: 20–40 tokens, one word each.
+def completion_tokens(text: str, seed: int | None = None, length: int = 0) -> list[str]:
+    """The full reply to `text`: 20–40 tokens (`length`, if given), one word each.
 
     The first token is a capitalised word, every later token is a word with its leading
     space, and the last one ends with a full stop, so `"".join(tokens)` reads as a sentence.
@@ -51,6 +51,7 @@ def completion_tokens(text: str, seed: int | None = None) -> list[str]:
     """
     rng = _rng(text, seed)
     count = rng.randint(MIN_TOKENS, MAX_TOKENS)
+    count = length or count
     words = [rng.choice(_WORDS) for _ in range(count)]
     tokens = [words[0].capitalize(), *(f" {w}" for w in words[1:])]
     tokens[-1] += "."

@@ -39,6 +39,8 @@ class SimulatorConfig:
     """Seconds a successful pull takes from `pulling manifest` to `success`."""
     gpu: bool = True
     """Whether `/api/ps` reports the loaded models in VRAM (`size_vram == size`)."""
+    reply_tokens: int = 0
+    """Tokens in every plain reply (before `num_predict` cuts it); 0: 20–40, by the prompt."""
 
     def __post_init__(self) -> None:
         self.validate()
@@ -53,6 +55,8 @@ class SimulatorConfig:
             raise ConfigError(f"tokens_per_second must be > 0, got {self.tokens_per_second!r}")
         if not _is_int(self.num_parallel) or self.num_parallel < 1:
             raise ConfigError(f"num_parallel must be an integer >= 1, got {self.num_parallel!r}")
+        if not _is_int(self.reply_tokens) or self.reply_tokens < 0:
+            raise ConfigError(f"reply_tokens must be an integer >= 0, got {self.reply_tokens!r}")
         if not _is_int(self.max_queue) or self.max_queue < 0:
             raise ConfigError(f"max_queue must be an integer >= 0, got {self.max_queue!r}")
         if not isinstance(self.version, str) or not self.version:

@@ -190,6 +190,7 @@ async def generate(request: Request) -> Response:
         think=admitted.thinks,
         fmt=admitted.fmt,
         tool=None,
+        length=sim.config.reply_tokens,
     )
     prompt_text = f"{system} {prompt}".strip()
     return GenerationResponse(
@@ -233,6 +234,7 @@ async def chat(request: Request) -> Response:
         think=admitted.thinks,
         fmt=admitted.fmt,
         tool=tool if last["role"] == "user" else None,
+        length=sim.config.reply_tokens,
     )
     history = " ".join(str(m.get("content") or "") for m in messages)
     images = sum(len(m.get("images") or ()) for m in messages)

@@ -88,6 +88,7 @@ def plan_reply(
     think: bool,
     fmt: str | dict[str, Any] | None,
     tool: dict[str, Any] | None,
+    length: int = 0,
 ) -> tuple[list[Piece], str]:
     """The pieces of the reply and its `done_reason`, by the rule in the module docstring."""
     seed = int_option(options, "seed")
@@ -101,7 +102,7 @@ def plan_reply(
         text = structured_text(fmt, seed_text)
         content = [Piece("content", t) for t in re.findall(r"\s*\S+", text)]
     else:
-        content = [Piece("content", t) for t in completion_tokens(seed_text, seed)]
+        content = [Piece("content", t) for t in completion_tokens(seed_text, seed, length)]
 
     done_reason = "stop"
     num_predict = int_option(options, "num_predict")
