@@ -303,6 +303,7 @@ def test_the_stack_outputs_follow_the_published_ports(deploy: Deploy) -> None:
         "grafana_url": "http://127.0.0.1:3000",
         "gpu": False,
         "models": ["llama3.2"],
+        "engines": {},
     }
     configured = deploy(
         proxyPublishAddress="127.0.0.1", proxyPort="18000", grafanaBind="10.0.0.5", gpu="true",
