@@ -137,7 +137,10 @@ async def test_a_team_budget_on_two_replicas_is_exceeded_by_one_request_at_most(
 
     statuses: list[int] = []
     errors: list[str] = []
-    for _ in range(10):  # rounds of 20 at once, alternating replicas, until it is spent
+    # Rounds of 20 at once, alternating replicas, until it is spent. Near the limit requests run
+    # one at a time (the others are `budget_busy`), so a round may admit only one, or none on a
+    # busy machine: the bound is generous, the loop ends as soon as the budget is spent.
+    for _ in range(60):
         answers = await asyncio.gather(*(generate(replicas[i % 2], members[i % 4])
                                          for i in range(20)))
         statuses += [r.status_code for r in answers]
