@@ -20,7 +20,7 @@ from proxy.core.cache import cache_key, is_deterministic
 from proxy.core.errors import ProxyError
 from proxy.core.security import Principal
 from proxy.services.calls import PlannedCall
-from proxy.services.relay import Completion, Piece, collect, relay
+from proxy.services.relay import Completion, Piece, complete, relay
 from proxy.services.state import AppState
 
 
@@ -97,7 +97,7 @@ async def answer(request: Request, state: AppState, user: Principal, planned: Pl
         return await stream_response(request, _frames(state, planned, request, writer),
                                      writer.media_type, {"X-Request-ID": request_id},
                                      writer.error)
-    completion = await until_disconnected(request, collect(state.upstream, planned.call))
+    completion = await until_disconnected(request, complete(state.upstream, planned.call))
     planned.account_completion(record, completion)
     if planned.after is not None:
         await planned.after(completion)

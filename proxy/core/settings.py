@@ -225,6 +225,9 @@ class Settings(BaseSettings):
     # Time allowed between two chunks once a generation has started (and for a non-streamed
     # call's answer, with the first-token time if that is longer).
     ollama_read_timeout: float = Field(300.0, gt=0)
+    # Time allowed for a whole generation that is not streamed (the client asked for one JSON
+    # answer, and so does the proxy): the engine sends nothing until it is done.
+    ollama_answer_timeout: float = Field(600.0, gt=0)
     ollama_write_timeout: float = Field(30.0, gt=0)
     ollama_pool_timeout: float = Field(10.0, gt=0)
     ollama_max_connections: int = Field(100, ge=1)

@@ -68,7 +68,6 @@ class Ask:
         payload.update(self.native)
         if self.options is not None and (values := self.options.model_dump(exclude_none=True)):
             payload["options"] = values
-        payload["stream"] = True
         return UpstreamCall(self.kind, self.model, payload)
 
 

@@ -8,7 +8,7 @@ explicit JSON payload.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import Any
 
@@ -16,7 +16,14 @@ import httpx
 
 from proxy.core.errors import UpstreamFailed
 from proxy.core.settings import Settings
-from proxy.upstream.http import StreamTimer, engine_client, json_request, streamed_lines
+from proxy.upstream.http import (
+    StreamTimer,
+    engine_client,
+    json_request,
+    read_to_end,
+    streamed_lines,
+    whole_answer,
+)
 
 
 class OllamaClient:
@@ -40,7 +47,7 @@ class OllamaClient:
 
     async def stream_lines(
         self, path: str, payload: dict[str, Any], model: str | None
-    ) -> AsyncIterator[dict[str, Any]]:
+    ) -> AsyncGenerator[dict[str, Any]]:
         """POST and yield each NDJSON object as it arrives, without buffering the answer.
 
         A mid-stream `{"error": …}` line (Ollama keeps status 200 once output has started) is
@@ -63,7 +70,19 @@ class OllamaClient:
                 if "error" in obj:
                     raise UpstreamFailed(f"upstream failed mid-stream: {obj['error']}")
                 timer.started()
+                if obj.get("done") is True:
+                    # The caller stops at the final object; the body ends right after it.
+                    await read_to_end(lines)
                 yield obj
+
+    async def complete(self, path: str, payload: dict[str, Any], model: str | None
+                       ) -> dict[str, Any]:
+        """POST a generation with `stream: false`: Ollama's final object, holding the whole
+        answer and its counters."""
+        answer = await whole_answer(self._http, self._settings, path, payload, model)
+        if not isinstance(answer, dict):
+            raise UpstreamFailed("upstream answered with something other than a JSON object")
+        return answer
 
     async def version(self) -> str:
         data = await self.request_json("GET", "/api/version")
