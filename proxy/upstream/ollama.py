@@ -17,6 +17,7 @@ import httpx
 from proxy.core.errors import UpstreamFailed
 from proxy.core.settings import Settings
 from proxy.upstream.http import (
+    RelayClient,
     StreamTimer,
     engine_client,
     json_request,
@@ -34,9 +35,11 @@ class OllamaClient:
         self.base_url = (base_url or settings.ollama_url).rstrip("/")
         self._settings = settings
         self._http = engine_client(settings, self.base_url, transport=transport)
+        self._relay = RelayClient(settings, self.base_url)
 
     async def aclose(self) -> None:
         await self._http.aclose()
+        await self._relay.aclose()
 
     async def request_json(
         self, method: str, path: str, payload: dict[str, Any] | None = None,
@@ -57,7 +60,7 @@ class OllamaClient:
         cancels the generation in Ollama.
         """
         timer = StreamTimer(self._settings)
-        async with aclosing(streamed_lines(self._http, path, payload, model, timer)) as lines:
+        async with aclosing(streamed_lines(self._relay, path, payload, model, timer)) as lines:
             async for line in lines:
                 if not line.strip():
                     continue
@@ -79,7 +82,7 @@ class OllamaClient:
                        ) -> dict[str, Any]:
         """POST a generation with `stream: false`: Ollama's final object, holding the whole
         answer and its counters."""
-        answer = await whole_answer(self._http, self._settings, path, payload, model)
+        answer = await whole_answer(self._relay, self._settings, path, payload, model)
         if not isinstance(answer, dict):
             raise UpstreamFailed("upstream answered with something other than a JSON object")
         return answer

@@ -29,6 +29,7 @@ import httpx
 from proxy.core.errors import ModelNotFound, UpstreamFailed
 from proxy.core.settings import Settings
 from proxy.upstream.http import (
+    RelayClient,
     StreamTimer,
     engine_client,
     json_request,
@@ -130,9 +131,11 @@ class OpenAIEngine:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._settings = settings
         self._http = engine_client(settings, self.base_url, headers, transport)
+        self._relay = RelayClient(settings, self.base_url, headers)
 
     async def aclose(self) -> None:
         await self._http.aclose()
+        await self._relay.aclose()
 
     async def _json(self, method: str, path: str, body: dict[str, Any] | None,
                     model: str | None) -> Any:
@@ -190,7 +193,7 @@ class OpenAIEngine:
         usage: dict[str, Any] = {}
         pending: dict[int, dict[str, Any]] = {}
         timer = StreamTimer(self._settings)
-        async with aclosing(streamed_lines(self._http, endpoint, openai_body(path, payload),
+        async with aclosing(streamed_lines(self._relay, endpoint, openai_body(path, payload),
                                            model, timer)) as lines:
             async for line in lines:
                 if not line.startswith("data:"):
@@ -243,7 +246,7 @@ class OpenAIEngine:
         token and tokens per second are unknown rather than made up."""
         chat = path == "/api/chat"
         started = time.perf_counter_ns()
-        answer = await whole_answer(self._http, self._settings,
+        answer = await whole_answer(self._relay, self._settings,
                                     "/chat/completions" if chat else "/completions",
                                     openai_body(path, payload), model)
         if not isinstance(answer, dict):
