@@ -27,6 +27,7 @@ once per machine).
 
 
 def _context(command: list[str], note: str) -> dict[str, Any]:
+    """When and where the figures were measured, of which code, and how to measure them again."""
     commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
                             capture_output=True, text=True, check=False).stdout.strip()
     dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--", "proxy"],
@@ -59,15 +60,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--note", default="", help="a sentence kept with the figures")
     parser.add_argument("--real-model", action="store_true",
                         help="measure llama-server through the proxy against direct instead")
+    parser.add_argument("--http-clients", action="store_true",
+                        help="measure the upstream HTTP clients alone (httpx, aiohttp) instead")
     parser.add_argument("--users", default="1,5,20",
                         help="real model: concurrent users, comma-separated")
     parser.add_argument("--tokens", type=int, default=32,
                         help="real model: completion tokens per request")
     parser.add_argument("--requests", type=int, default=2,
                         help="real model: requests per user at each level")
-    parser.add_argument("--proxy-checkout", type=Path, metavar="DIR",
-                        help="measure the proxy code in DIR (a folder holding proxy/, e.g. an "
-                             "earlier commit's `git archive`) instead of this checkout's")
+    parser.add_argument("--before", type=Path, metavar="DIR",
+                        help="also measure the proxy code in DIR (a folder holding proxy/, e.g. "
+                             "`git archive COMMIT proxy | tar -x -C DIR`), in the same run, as "
+                             "<configuration>@before")
     parser.add_argument("--output-dir", type=Path, default=REPO / "docs")
     args = parser.parse_args(argv)
     given = sys.argv[1:] if argv is None else list(argv)
@@ -78,7 +82,11 @@ def main(argv: list[str] | None = None) -> int:
     json_path = args.output_dir / "benchmarks.json"
     data = page.load(json_path)
     context = _context(command, args.note)
-    if args.real_model:
+    if args.http_clients:
+        from tests.support.bench import clients
+
+        data["http_clients"] = {**context, **clients.run(50 if args.quick else 1000)}
+    elif args.real_model:
         from tests.support.bench import real
 
         run = real.run([int(u) for u in args.users.split(",")], args.tokens, args.requests)
@@ -93,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         counts = simulated.QUICK if args.quick else simulated.Counts()
         if args.memory_requests:
             counts = dataclasses.replace(counts, memory=args.memory_requests)
-        run = simulated.run(configs, counts, rows, args.proxy_checkout)
+        run = simulated.run(configs, counts, rows, args.before)
         data.setdefault("simulated", {})[args.label] = {**context, **run}
     args.output_dir.mkdir(parents=True, exist_ok=True)
     page.save(json_path, data)

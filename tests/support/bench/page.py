@@ -172,8 +172,9 @@ def _simulated_section(runs: dict[str, Any]) -> list[str]:
         "Every proxy runs with auth (a JWT per request), rate and concurrency limits (raised to "
         "admit the load, but checked and counted on every request), audit rows and metrics. "
         "`sqlite`: SQLite, limits in process memory; `pg-redis`: Postgres and Redis; `-w2`: "
-        "PROXY_WORKERS=2. Each proxy column is compared with the `direct` figures of its own "
-        "run.",
+        "PROXY_WORKERS=2; `@before`: the same configuration running the code before the changes "
+        "(`--before`), in the same run. Each proxy column is compared with the `direct` figures "
+        "of its own run.",
         "",
     ]
     for label in labels:
@@ -200,7 +201,7 @@ def _simulated_section(runs: dict[str, Any]) -> list[str]:
               f"### Targets missed ({labels[-1]})", ""]
     missed = []
     for config, figures in newest["targets"].items():
-        if config == "direct":
+        if config == "direct" or config.endswith("@before"):
             continue
         for row in ROWS:
             if row.key in figures:
@@ -219,10 +220,13 @@ def _real_model_section(run: dict[str, Any]) -> list[str]:
         f"{run['written']}, {run['host']}, commit {run['commit']}; `{run['command']}`. "
         f"{run.get('note', '')}".rstrip(),
         "",
-        "Streamed completions of "
-        f"{run['tokens']} tokens each (`ignore_eos`), every user sending its next request when "
-        "its last one ends. TTFT: from sending to the first content chunk; tokens/s: all "
-        "users' completion tokens over the wall-clock time; P95: of whole-answer latency. "
+        "Streamed completions (`/v1/completions`) of up to "
+        f"{run['tokens']} tokens each, temperature 0, of a prompt a base model counts on from, "
+        f"{run['requests_per_user']} per user, every user sending its next request when its "
+        f"last one ends; llama-server with {run['engine_threads']} thread(s) and a slot per "
+        "user, the proxy on SQLite with its limits on. TTFT: from sending to the first "
+        "content chunk; tokens/s: all users' completion tokens over the wall-clock time; "
+        "P95: of whole-answer latency. "
         "The seed's targets (P95 < 5 s, TTFT < 1 s, 30–50 tokens/s) are for a GPU; on CPU "
         "the ratio to direct is what the proxy answers for.",
         "",
@@ -241,6 +245,24 @@ def _real_model_section(run: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _clients_section(run: dict[str, Any]) -> list[str]:
+    lines = [
+        "## The upstream HTTP client alone: httpx or aiohttp",
+        "",
+        f"{run['written']}, {run['host']}; `{run['command']}`. {run.get('note', '')}".rstrip(),
+        "",
+        f"{run['requests']} requests per client and kind to the simulator, interleaved, one at a "
+        "time on one keep-alive connection: the difference is each client's own work per "
+        "request.",
+        "",
+        "| client | p50 | p99 |",
+        "|---|---|---|",
+    ]
+    for name, figures in run["clients"].items():
+        lines.append(f"| {name} | {figures['p50_ms']:.3f} ms | {figures['p99_ms']:.3f} ms |")
+    return lines
+
+
 def render(data: dict[str, Any]) -> str:
     lines = [
         "# Benchmarks",
@@ -252,6 +274,8 @@ def render(data: dict[str, Any]) -> str:
     ]
     if data.get("simulated"):
         lines += _simulated_section(data["simulated"]) + [""]
+    if data.get("http_clients"):
+        lines += _clients_section(data["http_clients"]) + [""]
     if data.get("real_model"):
         lines += _real_model_section(data["real_model"]) + [""]
     return "\n".join(lines)

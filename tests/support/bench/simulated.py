@@ -87,11 +87,15 @@ def tree_rss_mib(pid: int) -> float:
     return round(total / 1024, 1)
 
 
+BEFORE = "@before"  # the suffix of a configuration running the --before code
+
+
 @contextlib.contextmanager
 def proxies(configs: list[str], sim_url: str, counts: Counts, workdir: Path,
-            checkout: Path | None) -> Iterator[dict[str, ProxyProcess]]:
-    """Each configuration's proxy process, all running until the end; the proxy's code from
-    `checkout` (a folder holding `proxy/`) when given."""
+            before: Path | None) -> Iterator[dict[str, ProxyProcess]]:
+    """Each configuration's proxy process, all running until the end; with `before` (a folder
+    holding an earlier `proxy/`), a twin of each single-process configuration running that code,
+    named `<configuration>@before`, measured in the same run."""
     biggest = max(counts.bursts)
     common = {
         "OLLAMA_URL": sim_url,
@@ -103,23 +107,26 @@ def proxies(configs: list[str], sim_url: str, counts: Counts, workdir: Path,
         "PROXY_METRICS_TOKEN": secrets.token_hex(16),
         "PROXY_LOG_LEVEL": "warning",
         "PROXY_WORKERS": "1",
-        **({"PYTHONPATH": str(checkout)} if checkout else {}),
     }
+    plan = [(config, config, None) for config in configs]
+    if before is not None:
+        plan += [(config + BEFORE, config, before) for config in configs
+                 if not config.endswith("-w2")]
     with contextlib.ExitStack() as stack:
         started: dict[str, ProxyProcess] = {}
-        for config in configs:
-            env = dict(common)
+        for name, config, code in plan:
+            env = dict(common, **({"PYTHONPATH": str(code)} if code else {}))
             if config.startswith("pg-redis"):
                 env["DATABASE_URL"] = stack.enter_context(
                     contextlib.contextmanager(postgres_database)("proxy_bench"))
                 env["REDIS_URL"] = REDIS_URL
             if config.endswith("-w2"):
                 env["PROXY_WORKERS"] = "2"
-            folder = workdir / config
+            folder = workdir / name
             folder.mkdir()
             proxy = start_proxy(folder, env)
             stack.callback(stop_proxy, proxy)
-            started[config] = proxy
+            started[name] = proxy
         yield started
 
 
@@ -204,7 +211,7 @@ async def measure(targets: list[Target], pids: dict[str, int], counts: Counts,
     return results
 
 
-def run(configs: list[str], counts: Counts, rows: tuple[str, ...], checkout: Path | None = None
+def run(configs: list[str], counts: Counts, rows: tuple[str, ...], before: Path | None = None
         ) -> dict[str, Any]:
     """Start the simulator and every configuration's proxy, measure, stop them all."""
     token = make_token(f"bench-{secrets.token_hex(4)}", ttl=24 * 3600)
@@ -215,7 +222,7 @@ def run(configs: list[str], counts: Counts, rows: tuple[str, ...], checkout: Pat
     with run_simulator(first_token_delay=0.0, tokens_per_second=100_000, num_parallel=64,
                        max_queue=4 * max(counts.bursts)) as sim, \
             tempfile.TemporaryDirectory(prefix="bench-") as tmp, \
-            proxies(configs, sim.url, counts, Path(tmp), checkout) as running:
+            proxies(configs, sim.url, counts, Path(tmp), before) as running:
         targets = [Target("direct", f"{sim.url}/api/generate")]
         targets += [Target(name, f"{proxy.url}/api/llm/generate", auth)
                     for name, proxy in running.items()]
