@@ -88,6 +88,21 @@ class RelayClient:
     def url(self, path: str) -> str:
         return self.base_url + path
 
+    async def post(self, path: str, body: dict[str, Any]) -> aiohttp.ClientResponse:
+        """POST `body`; the response once its head is in.
+
+        Sent once more, on another connection, if a kept-alive one turns out to be closed
+        before any answer began: an engine may close its end right after an answer
+        (llama-server does after a stream, while its headers say keep-alive), and a request
+        that follows at once can find the connection half-gone. A connection refused, or any
+        failure once the answer has begun, is not retried here."""
+        try:
+            return await self.session().post(self.url(path), json=body)
+        except aiohttp.ClientConnectorError:
+            raise
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
+            return await self.session().post(self.url(path), json=body)
+
     async def aclose(self) -> None:
         if self._session is not None:
             await self._session.close()
@@ -120,7 +135,7 @@ async def whole_answer(relay: RelayClient, settings: Settings, path: str,
     limit = settings.ollama_answer_timeout
     try:
         async with asyncio.timeout(limit):
-            async with relay.session().post(relay.url(path), json=body) as response:
+            async with await relay.post(path, body) as response:
                 status, content = response.status, await response.read()
     except aiohttp.ClientError as exc:  # before TimeoutError: aiohttp's timeouts are both
         raise map_relay_error(exc) from exc
@@ -183,7 +198,7 @@ async def streamed_lines(relay: RelayClient, path: str, body: dict[str, Any],
     finished = False
     try:
         async with timer.wait():
-            response = await relay.session().post(relay.url(path), json=body)
+            response = await relay.post(path, body)
         if response.status >= 400:
             async with timer.wait():
                 content = await response.read()

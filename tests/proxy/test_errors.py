@@ -5,6 +5,7 @@ through the whole app, and so through aiohttp, in fast/test_errors.py."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import aiohttp
@@ -136,3 +137,32 @@ def test_every_upstream_error_class_is_produced_by_the_mapping() -> None:
                 if isinstance(cls, type) and issubclass(cls, UpstreamError)
                 and cls is not UpstreamError}
     assert declared == produced
+
+
+async def test_an_engine_that_closes_each_connection_after_answering_loses_no_request() -> None:
+    """llama-server closes its end after a streamed answer although its headers say keep-alive:
+    the next request, sent at once on that connection, must go out again on a new one."""
+    final = json.dumps({"response": "", "done": True, "eval_count": 1}).encode() + b"\n"
+
+    async def answer_then_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+                                ) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length:"))
+        await reader.readexactly(length)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\n"
+                     b"Keep-Alive: timeout=5, max=100\r\n"
+                     b"Content-Length: %d\r\n\r\n%s" % (len(final), final))
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer_then_close, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = OllamaClient(Settings(ollama_url=f"http://127.0.0.1:{port}"))
+    try:
+        for _ in range(6):
+            objects = [obj async for obj in client.stream_lines("/api/generate", {}, model="m")]
+            assert objects[-1]["done"] is True
+    finally:
+        await client.aclose()
+        server.close()
