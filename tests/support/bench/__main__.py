@@ -60,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--note", default="", help="a sentence kept with the figures")
     parser.add_argument("--real-model", action="store_true",
                         help="measure llama-server through the proxy against direct instead")
+    parser.add_argument("--render", action="store_true",
+                        help="only rewrite benchmarks.md from benchmarks.json")
     parser.add_argument("--http-clients", action="store_true",
                         help="measure the upstream HTTP clients alone (httpx, aiohttp) instead")
     parser.add_argument("--users", default="1,5,20",
@@ -91,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
 
         run = real.run([int(u) for u in args.users.split(",")], args.tokens, args.requests)
         data["real_model"] = {**context, **run}
-    else:
+    elif not args.render:
         configs = [c for c in args.configs.split(",") if c]
         rows = tuple(r for r in args.rows.split(",") if r)
         unknown = [c for c in configs if c not in simulated.CONFIGS] + \

@@ -51,11 +51,13 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))]
 
 
-def new_session(timeout: float = 120.0) -> aiohttp.ClientSession:
+def new_session(timeout: float = 120.0, fresh_connections: bool = False
+                ) -> aiohttp.ClientSession:
     """One keep-alive pool, unbounded (a bound here would be the generator's, not the server's
-    limit), no proxy from the environment."""
+    limit), no proxy from the environment; or a new connection per request."""
     return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=None),
+        connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=None,
+                                       force_close=fresh_connections),
         timeout=aiohttp.ClientTimeout(total=timeout), trust_env=False)
 
 

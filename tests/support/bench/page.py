@@ -174,7 +174,8 @@ def _simulated_section(runs: dict[str, Any]) -> list[str]:
         "`sqlite`: SQLite, limits in process memory; `pg-redis`: Postgres and Redis; `-w2`: "
         "PROXY_WORKERS=2; `@before`: the same configuration running the code before the changes "
         "(`--before`), in the same run. Each proxy column is compared with the `direct` figures "
-        "of its own run.",
+        "of its own run. A peer gateway (LiteLLM 1.81 in the issue's table) is not measured by "
+        "this script.",
         "",
     ]
     for label in labels:

@@ -74,7 +74,10 @@ async def level(base: str, headers: dict[str, str], model: str, users: int, requ
         for _ in range(requests):
             answers.append(await streamed_completion(session, base, headers, model, tokens))
 
-    async with new_session(timeout=600) as session:
+    # A connection per request: llama-server closes its end after a stream while it says
+    # keep-alive, and a request sent at once after would fail on the half-closed connection.
+    # A connection costs well under a millisecond here; answers take seconds.
+    async with new_session(timeout=600, fresh_connections=True) as session:
         started = time.perf_counter()
         await asyncio.gather(*(user(session) for _ in range(users)))
         wall = time.perf_counter() - started
