@@ -58,6 +58,10 @@ def engine_client(settings: Settings, base_url: str, headers: dict[str, str] | N
     )
 
 
+# aiohttp's message when a request could not be written: the engine never received it.
+UNSENT_REQUEST = "Can not write request body"
+
+
 class RelayClient:
     """The aiohttp session generations go through, one per engine: made on first use (a session
     belongs to the event loop it was made in), closed with the engine."""
@@ -95,12 +99,19 @@ class RelayClient:
         before any answer began: an engine may close its end right after an answer
         (llama-server does after a stream, while its headers say keep-alive), and a request
         that follows at once can find the connection half-gone. A connection refused, or any
-        failure once the answer has begun, is not retried here."""
+        failure once the answer has begun, is not retried here, nor an engine that took the
+        request and dropped the connection without answering: it may have been working on it.
+        aiohttp says the request was not written with ClientConnectionResetError (the
+        connection was closing before it) or, once the body is under way, only by a message
+        (UNSENT_REQUEST); the test of an engine that closes after each answer fails if that
+        changes."""
         try:
             return await self.session().post(self.url(path), json=body)
-        except aiohttp.ClientConnectorError:
-            raise
-        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
+        except (aiohttp.ClientConnectionResetError, aiohttp.ClientOSError) as exc:
+            unsent = isinstance(exc, aiohttp.ClientConnectionResetError) or \
+                UNSENT_REQUEST in str(exc)
+            if isinstance(exc, aiohttp.ClientConnectorError) or not unsent:
+                raise
             return await self.session().post(self.url(path), json=body)
 
     async def aclose(self) -> None:
