@@ -77,9 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output-dir", type=Path, default=REPO / "docs")
     args = parser.parse_args(argv)
     given = sys.argv[1:] if argv is None else list(argv)
-    # Where the figures went is not part of how they were measured.
-    command = [a for i, a in enumerate(given) if not a.startswith("--output-dir")
-               and not (i and given[i - 1] == "--output-dir")]
+    # Where the figures went, and the note kept with them, are not how they were measured.
+    aside = ("--output-dir", "--note")
+    command = [a for i, a in enumerate(given) if not a.startswith(aside)
+               and not (i and given[i - 1] in aside)]
 
     json_path = args.output_dir / "benchmarks.json"
     data = page.load(json_path)

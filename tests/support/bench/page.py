@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tests.support.bench.simulated import CONFIGS
+
 Figures = dict[str, Any]  # one target's rows, as simulated.measure returns them
 
 
@@ -145,6 +147,11 @@ ROWS = (
 )
 
 
+def _config_order(name: str) -> int:
+    base = name.removesuffix("@before")
+    return CONFIGS.index(base) if base in CONFIGS else len(CONFIGS)
+
+
 def load(path: Path) -> dict[str, Any]:
     if path.exists():
         data: dict[str, Any] = json.loads(path.read_text())
@@ -160,9 +167,12 @@ def _simulated_section(runs: dict[str, Any]) -> list[str]:
     labels = sorted(runs, key=lambda label: (label != "before", label))
     columns: list[tuple[str, str, Figures]] = []  # (header, label, figures)
     for label in labels:
-        for config, figures in runs[label]["targets"].items():
-            if config != "direct":
-                columns.append((f"{config} ({label})", label, figures))
+        # Each configuration beside its @before twin, in the order of CONFIGS.
+        names = sorted((n for n in runs[label]["targets"] if n != "direct"),
+                       key=lambda n: (_config_order(n), not n.endswith("@before")))
+        for name in names:
+            header = name if len(labels) == 1 else f"{name} ({label})"
+            columns.append((header, label, runs[label]["targets"][name]))
     newest = runs[labels[-1]]
     direct = newest["targets"]["direct"]
     lines = [
@@ -184,7 +194,7 @@ def _simulated_section(runs: dict[str, Any]) -> list[str]:
                      f"`{run['command']}`. {run.get('note', '')}".rstrip())
     lines += [
         "",
-        "| workload | direct (" + labels[-1] + ") | " + " | ".join(h for h, _, _ in columns)
+        "| workload | direct | " + " | ".join(h for h, _, _ in columns)
         + " | target |",
         "|---|---|" + "---|" * len(columns) + "---|",
     ]
