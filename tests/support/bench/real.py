@@ -34,6 +34,7 @@ PROMPT = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10,"
 
 @dataclass
 class Answer:
+    status: int  # 0: no HTTP answer
     ok: bool
     ttft: float
     total: float
@@ -51,7 +52,7 @@ async def streamed_completion(session: aiohttp.ClientSession, base: str,
         async with session.post(f"{base}/completions", json=body, headers=headers) as response:
             if response.status != 200:
                 await response.read()
-                return Answer(False, 0.0, time.perf_counter() - started, 0)
+                return Answer(response.status, False, 0.0, time.perf_counter() - started, 0)
             async for raw in response.content:
                 line = raw.decode().strip()
                 if not line.startswith("data:") or line == "data: [DONE]":
@@ -61,8 +62,8 @@ async def streamed_completion(session: aiohttp.ClientSession, base: str,
                     first = time.perf_counter() - started
                 used = (event.get("usage") or {}).get("completion_tokens") or used
     except (aiohttp.ClientError, TimeoutError):
-        return Answer(False, first, time.perf_counter() - started, used)
-    return Answer(bool(first and used), first, time.perf_counter() - started, used)
+        return Answer(0, False, first, time.perf_counter() - started, used)
+    return Answer(200, bool(first and used), first, time.perf_counter() - started, used)
 
 
 async def level(base: str, headers: dict[str, str], model: str, users: int, requests: int,
@@ -87,6 +88,7 @@ async def level(base: str, headers: dict[str, str], model: str, users: int, requ
         "p95_ms": round(percentile([a.total for a in good], 95) * 1000, 1),
         "tokens_per_s": round(sum(a.tokens for a in good) / wall, 2),
         "errors": len(answers) - len(good),
+        "failed_statuses": sorted({a.status for a in answers if not a.ok}),
     }
 
 
@@ -97,8 +99,10 @@ def run(users: list[int], tokens: int, requests: int) -> dict[str, Any]:
         upstreams = workdir / "upstreams.yml"
         upstreams.write_text(yaml.safe_dump({"upstreams": [
             {"name": "llama-cpp", "kind": "openai", "url": server.openai_base}]}))
+        # Twice the users: a user's next request may come before its last one's slot is
+        # given back (after the last byte went out), which is not what is measured here.
         proxy = start_proxy(workdir, {"PROXY_UPSTREAMS_FILE": str(upstreams),
-                                      "PROXY_CONCURRENCY_LIMIT": str(max(users))})
+                                      "PROXY_CONCURRENCY_LIMIT": str(2 * max(users))})
         try:
             wait_until(lambda: server.model in httpx.get(
                 f"{proxy.url}/api/llm/models", headers=auth(), timeout=10).text, timeout=30)
