@@ -11,4 +11,4 @@ setup:
 lint:
 	scripts/setup dev && scripts/lint
 bench:
-	scripts/setup dev && .venv/bin/python scripts/bench_proxy.py
+	scripts/setup dev && scripts/bench

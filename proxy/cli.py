@@ -49,16 +49,11 @@ def variable_name(loc: tuple[int | str, ...]) -> str:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from proxy.core.security import mint_token
-    from proxy.core.server import server_options
-    from proxy.main import create_app
 
     settings = _load_settings()
     host = args.host or settings.proxy_host
     port = args.port or settings.proxy_port
-    app = create_app(settings)
     base = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
     print(f"LLM proxy {__version__} ({settings.proxy_env} mode), "
           f"upstream {redact_secrets(settings.ollama_url)}")
@@ -76,6 +71,17 @@ def _serve(args: argparse.Namespace) -> int:
                   f"-d '{{\"model\":\"llama3.2\",\"prompt\":\"Hello\"}}' "
                   f"{base}/api/llm/generate")
     print(f"open {base}/docs  (status: {base}/api/llm/status)", flush=True)
+    if settings.worker_count > 1:
+        # Before anything imports prometheus-client: its multiprocess mode is chosen then.
+        from proxy.core.workers import run_workers
+
+        return run_workers(settings, host, port)
+    import uvicorn
+
+    from proxy.core.server import server_options
+    from proxy.main import create_app
+
+    app = create_app(settings)
     # uvicorn re-raises SIGTERM after its graceful shutdown; a SystemExit instead makes a
     # requested stop exit 0, which is what service managers and `scripts/run` expect.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))

@@ -16,7 +16,9 @@ from proxy.services.state import AppState
 bearer_scheme = HTTPBearer(auto_error=False, description="A JWT with `sub`, `role` and `exp`.")
 
 
-def get_state(request: Request) -> AppState:
+# Dependencies are coroutines, even those that never wait: FastAPI runs a plain function in its
+# thread pool, a thread hop per dependency per request.
+async def get_state(request: Request) -> AppState:
     state: AppState = request.app.state.proxy
     return state
 
@@ -49,7 +51,7 @@ async def admin_user(user: CurrentUser) -> Principal:
 AdminUser = Annotated[Principal, Depends(admin_user)]
 
 
-def request_id(request: Request) -> str:
+async def request_id(request: Request) -> str:
     value: str = request.scope.get("state", {}).get("request_id", "")
     return value
 

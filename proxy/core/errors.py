@@ -29,6 +29,7 @@ import math
 import time
 from datetime import UTC, datetime
 
+import aiohttp
 import httpx
 
 
@@ -137,6 +138,20 @@ def map_transport_error(exc: httpx.HTTPError) -> UpstreamError:
     if isinstance(exc, httpx.ConnectError):
         return UpstreamUnavailable("upstream unavailable: cannot connect to Ollama")
     if isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError | httpx.WriteError):
+        return UpstreamFailed("upstream closed the connection unexpectedly")
+    return UpstreamFailed(f"upstream request failed: {type(exc).__name__}")
+
+
+def map_relay_error(exc: aiohttp.ClientError) -> UpstreamError:
+    """Map an aiohttp failure (the generations' client: no usable HTTP answer) to the proxy's
+    error, as `map_transport_error` does for httpx."""
+    if isinstance(exc, aiohttp.ServerTimeoutError):
+        kind = "connect" if isinstance(exc, aiohttp.ConnectionTimeoutError) else "read"
+        return UpstreamTimeout(f"upstream timed out ({kind} timeout)")
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return UpstreamUnavailable("upstream unavailable: cannot connect to Ollama")
+    if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError
+                  | aiohttp.ClientOSError):
         return UpstreamFailed("upstream closed the connection unexpectedly")
     return UpstreamFailed(f"upstream request failed: {type(exc).__name__}")
 

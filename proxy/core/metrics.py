@@ -1,5 +1,12 @@
 """Prometheus metrics of the proxy (prometheus-client, one registry per app).
 
+With several worker processes (PROXY_WORKERS, `core/workers.py`) prometheus-client's
+multiprocess mode is on (PROMETHEUS_MULTIPROC_DIR): every process writes its values to files
+there, and /metrics, whichever worker answers it, adds up all of them. Counters and histograms
+sum over every worker that has lived (a restarted worker's counts are not lost); gauges say
+how each is combined: in-flight and queue depths summed over the living workers, health as the
+most recent worker's view.
+
 Ollama has no /metrics, so the proxy is where latency, time to first token and tokens per second
 become measurable. Names follow vLLM's vocabulary where one exists. Labels are bounded: endpoint
 is a route template, model is a model upstream knows (or "unknown"/"none"), status a status code;
@@ -8,15 +15,19 @@ never a user id or a prompt.
 
 from __future__ import annotations
 
+import os
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
     generate_latest,
+    multiprocess,
 )
 
 PREFIX = "llm_proxy"
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30, 60, 120, 300)
 TTFT_BUCKETS = (0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 30)
 TPS_BUCKETS = (1, 5, 10, 15, 20, 25, 30, 35, 40, 50, 60, 80, 100, 150, 200, 400)
@@ -48,7 +59,7 @@ class ProxyMetrics:
             ["model"], buckets=TPS_BUCKETS, registry=r)
         self.in_flight = Gauge(
             f"{PREFIX}_requests_in_flight", "Requests being handled now.", ["endpoint"],
-            registry=r)
+            registry=r, multiprocess_mode="livesum")
         self.rate_limited = Counter(
             f"{PREFIX}_rate_limited", "Requests refused by a limit (rate or concurrency).",
             ["limit"], registry=r)
@@ -62,13 +73,14 @@ class ProxyMetrics:
             f"{PREFIX}_cache_requests", "Response cache lookups, by result (hit/miss).",
             ["result"], registry=r)
         self.upstream_up = Gauge(
-            f"{PREFIX}_upstream_up", "1 if the last contact with Ollama succeeded.", registry=r)
+            f"{PREFIX}_upstream_up", "1 if the last contact with Ollama succeeded.", registry=r,
+            multiprocess_mode="livemostrecent")
         self.upstream_healthy = Gauge(
             f"{PREFIX}_upstream_healthy", "1 if the upstream (engine) is in rotation.",
-            ["upstream"], registry=r)
+            ["upstream"], registry=r, multiprocess_mode="livemostrecent")
         self.upstream_in_flight = Gauge(
             f"{PREFIX}_upstream_requests_in_flight", "Generations running on each upstream.",
-            ["upstream"], registry=r)
+            ["upstream"], registry=r, multiprocess_mode="livesum")
         self.upstream_requests = Counter(
             f"{PREFIX}_upstream_requests", "Generations sent to each upstream (retries too).",
             ["upstream"], registry=r)
@@ -99,10 +111,12 @@ class ProxyMetrics:
             f"{PREFIX}_api_keys_near_limit", "API keys at 90% or more of a limit of their own "
             "(tokens_per_minute, tokens_per_day, budget).", ["limit"], registry=r)
         self.audit_queue_depth = Gauge(
-            f"{PREFIX}_audit_queue_depth", "Audit rows waiting to be written.", registry=r)
+            f"{PREFIX}_audit_queue_depth", "Audit rows waiting to be written.", registry=r,
+            multiprocess_mode="livesum")
         self.audit_spooled_rows = Gauge(
             f"{PREFIX}_audit_spooled_rows",
-            "Audit rows in the local spool file, waiting for the database.", registry=r)
+            "Audit rows in the local spool file, waiting for the database.", registry=r,
+            multiprocess_mode="livesum")
         self.audit_written = Counter(
             f"{PREFIX}_audit_rows_written", "Audit rows stored in the database.", registry=r)
         self.audit_rejected = Counter(
@@ -111,4 +125,9 @@ class ProxyMetrics:
             registry=r)
 
     def render(self) -> bytes:
+        if os.environ.get(MULTIPROCESS_DIR):
+            # Every worker's values, from their files (this process's registry holds its own).
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            return generate_latest(registry)
         return generate_latest(self.registry)

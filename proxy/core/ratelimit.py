@@ -2,13 +2,15 @@
 generations. A request made with an API key that has limits of its own is held to those too,
 in buckets of the key's own, besides its owner's (a key never lifts its owner's limits).
 
-The rate uses the `limits` library: in-process memory by default, Redis when `REDIS_URL` is set,
-so that every proxy replica on one Redis shares the same window. `limits` has no concurrency
-primitive, so the concurrency cap is written here: a set of held slots in memory, or in Redis
-leases that the holding process renews while the generation runs (`core/slots.py`: a process
-that dies frees its slots within `PROXY_CONCURRENCY_LEASE_SECONDS`, a failed release is
-retried). Every acquisition gets a slot name of its own (the server's request id plus a random
-suffix), so no two generations can ever hold, or give back, the same slot. Both share one
+The rate is a moving window: in Redis when `REDIS_URL` is set (the `limits` library), so that
+every proxy replica on one Redis shares the same window; otherwise in process memory
+(`LocalWindow`, below: `limits`' own in-memory storage hands work to a thread on every hit).
+`limits` has no concurrency primitive, so the concurrency cap is written here: a set of held
+slots in memory, or in Redis leases that the holding process renews while the generation runs
+(`core/slots.py`: a process that dies frees its slots within `PROXY_CONCURRENCY_LEASE_SECONDS`,
+a failed release is retried). Every acquisition gets a slot name of its own (the server's
+request id plus a random suffix), so no two generations can ever hold, or give back, the same
+slot. Both share one
 bounded, blocking pool of Redis connections (`core/redis_client.py`).
 
 A concurrency refusal (429) says when to retry: in Redis, when the earliest of the user's leases
@@ -25,12 +27,13 @@ import logging
 import math
 import secrets
 import time
+from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from limits import RateLimitItem, RateLimitItemPerMinute, parse_many
-from limits.aio.storage import MemoryStorage, Storage
+from limits import RateLimitItem, RateLimitItemPerMinute, WindowStats, parse_many
+from limits.aio.storage import Storage
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.storage import storage_from_string
 from redis.asyncio import Redis
@@ -85,6 +88,48 @@ def rate_headers(limit: int, remaining: int, reset_at: float, retry: bool = Fals
     return headers
 
 
+class LocalWindow:
+    """A moving window in process memory, with the two calls the Limiter makes of `limits`'
+    MovingWindowRateLimiter, for one process (no lock: nothing here awaits).
+
+    Each (limit, user) keeps the times of its admitted hits, oldest first; a hit drops those
+    that have left the window and is admitted if fewer than the limit remain. Unlike `limits`'
+    in-memory storage, no hit hands work to a thread (it schedules an expiry sweep through
+    `asyncio.to_thread` on every hit) and none inserts at the front of a list as long as the
+    window (a cost that grows with the limit). A user's deque is dropped once it is empty.
+    """
+
+    def __init__(self) -> None:
+        self._hits: dict[tuple[str, str], deque[float]] = {}
+
+    def _current(self, item: RateLimitItem, user: str, now: float) -> deque[float]:
+        key = (item.key_for(), user)
+        hits = self._hits.get(key)
+        if hits is None:
+            hits = self._hits[key] = deque()
+        horizon = now - item.get_expiry()
+        while hits and hits[0] <= horizon:
+            hits.popleft()
+        return hits
+
+    async def hit(self, item: RateLimitItem, scope: str, user: str) -> bool:
+        now = time.time()
+        hits = self._current(item, user, now)
+        if len(hits) >= item.amount:
+            return False
+        hits.append(now)
+        return True
+
+    async def get_window_stats(self, item: RateLimitItem, scope: str, user: str
+                               ) -> WindowStats:
+        now = time.time()
+        hits = self._current(item, user, now)
+        if not hits:
+            del self._hits[(item.key_for(), user)]
+            return WindowStats(now + item.get_expiry(), item.amount)
+        return WindowStats(hits[0] + item.get_expiry(), item.amount - len(hits))
+
+
 @dataclass
 class RateDecision:
     limit: int
@@ -101,7 +146,7 @@ class Limiter:
         self._metrics = metrics
         self._redis: Redis | None = None
         self._slots: SharedSlots | None = None
-        self._storage: Storage
+        self._window: MovingWindowRateLimiter | LocalWindow
         if settings.redis_url:
             self._redis = redis_client(settings)
             # The rate window shares the limiter's bounded pool. `limits` documents the
@@ -111,11 +156,10 @@ class Limiter:
                 connection_pool=self._redis.connection_pool,  # type: ignore[arg-type]
             )
             assert isinstance(storage, Storage)  # "async+" URLs give the asyncio storage
-            self._storage = storage
+            self._window = MovingWindowRateLimiter(storage)
             self._slots = SharedSlots(self._redis, settings.proxy_concurrency_lease_seconds)
         else:
-            self._storage = MemoryStorage()
-        self._window = MovingWindowRateLimiter(self._storage)
+            self._window = LocalWindow()
         self.tokens = TokenCounter(self._redis)
         self.spend = SpendLedger(self._redis, self._slots,
                                  settings.proxy_concurrency_lease_seconds)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import os
 import secrets
 import zlib
 from collections import Counter
@@ -132,6 +133,9 @@ class Settings(BaseSettings):
         "dev", description="dev allows an ephemeral JWT secret; production demands real keys."
     )
     proxy_host: str = "127.0.0.1"
+    # Worker processes serving the port (one core each). Unset: one per CPU up to 4 when the
+    # state is shared (REDIS_URL and PostgreSQL), else 1; more than 1 needs that shared state.
+    proxy_workers: int | None = Field(None, ge=1, le=64)
     proxy_port: int = Field(8000, ge=1, le=65535)
     proxy_log_level: LogLevel = Field(
         "info", description="Level of the proxy's loggers (proxy.*) and uvicorn's.")
@@ -257,6 +261,9 @@ class Settings(BaseSettings):
     # Time allowed between two chunks once a generation has started (and for a non-streamed
     # call's answer, with the first-token time if that is longer).
     ollama_read_timeout: float = Field(300.0, gt=0)
+    # Time allowed for a whole generation that is not streamed (the client asked for one JSON
+    # answer, and so does the proxy): the engine sends nothing until it is done.
+    ollama_answer_timeout: float = Field(600.0, gt=0)
     ollama_write_timeout: float = Field(30.0, gt=0)
     ollama_pool_timeout: float = Field(10.0, gt=0)
     ollama_max_connections: int = Field(100, ge=1)
@@ -360,6 +367,12 @@ class Settings(BaseSettings):
             )
         if self.proxy_env == "production":
             self._check_production()
+        if self.proxy_workers is not None and self.proxy_workers > 1 and not self.shares_state:
+            raise SettingsError(
+                f"PROXY_WORKERS={self.proxy_workers} needs REDIS_URL and a PostgreSQL "
+                "DATABASE_URL: each worker is a process of its own, so limits kept in process "
+                "memory would be granted once per worker, and several processes writing one "
+                "SQLite file lock each other out; set both, or PROXY_WORKERS=1")
         return self
 
     def _check_production(self) -> None:
@@ -421,6 +434,20 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    @property
+    def shares_state(self) -> bool:
+        """Whether limits, cache and audit live outside the process (Redis and PostgreSQL), so
+        that several worker processes can share them."""
+        return self.redis_url is not None and not self.is_sqlite
+
+    @property
+    def worker_count(self) -> int:
+        """PROXY_WORKERS, or the default that fits the host: one process per CPU (a process
+        uses one core), at most 4, when the state is shared; otherwise 1."""
+        if self.proxy_workers is not None:
+            return self.proxy_workers
+        return min(os.cpu_count() or 1, 4) if self.shares_state else 1
 
 
 _ephemeral_secret = secrets.token_urlsafe(48)

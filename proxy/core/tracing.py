@@ -2,8 +2,8 @@
 
 When it is on, each request is a server span (the FastAPI instrumentation), each generation a
 span of its own with the model and the token counts (`generation_span`, GenAI semantic
-conventions), each call to an engine an HTTP client span (the httpx instrumentation, on the
-engines' clients only) and each database statement a span (the SQLAlchemy instrumentation, on
+conventions), each call to an engine an HTTP client span (the httpx instrumentation on the
+engines' clients, and the aiohttp one on the sessions generations go through) and each database statement a span (the SQLAlchemy instrumentation, on
 the app's engine). Spans go to an OTLP collector over HTTP, configured by OpenTelemetry's own
 variables (`OTEL_EXPORTER_OTLP_ENDPOINT`, default http://localhost:4318, `…_HEADERS`,
 `OTEL_SERVICE_NAME`, default llm-proxy, `OTEL_TRACES_SAMPLER`, …). A tracer provider that the
@@ -60,6 +60,16 @@ def trace_http_client(client: httpx.AsyncClient, enabled: bool) -> None:
         from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 
         HTTPXClientInstrumentor.instrument_client(client)
+
+
+def relay_trace_configs(enabled: bool) -> list[Any]:
+    """The aiohttp session's trace configs: a client span per generation sent to an engine
+    (generations go through aiohttp, upstream/http.py)."""
+    if not enabled:
+        return []
+    from opentelemetry.instrumentation.aiohttp_client import create_trace_config
+
+    return [create_trace_config()]
 
 
 def trace_database(engine: AsyncEngine, enabled: bool) -> None:

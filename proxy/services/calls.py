@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from proxy.audit.record import AuditRecord
-from proxy.core.errors import RequestInvalid, UpstreamFailed
+from proxy.core.errors import RequestInvalid
 from proxy.core.model_names import full_model_name
 from proxy.core.security import Principal
 from proxy.core.settings import Settings
@@ -25,7 +25,7 @@ from proxy.core.token_limits import TokenMeter
 from proxy.schemas import ChatMessage, ChatRequest, GenerateRequest, GenerationOptions
 from proxy.services import conversations, templates
 from proxy.services.context_lengths import DEFAULT_NUM_CTX_CAP
-from proxy.services.relay import Completion, Kind, Piece, UpstreamCall, relay
+from proxy.services.relay import Completion, Kind, Piece, UpstreamCall, complete, relay
 from proxy.services.state import AppState
 from proxy.services.validation import (
     check_ask,
@@ -71,7 +71,6 @@ class Ask:
         payload.update(self.native)
         if self.options is not None and (values := self.options.model_dump(exclude_none=True)):
             payload["options"] = values
-        payload["stream"] = True
         return UpstreamCall(self.kind, self.model, payload)
 
 
@@ -93,11 +92,12 @@ class PlannedCall:
             yield item
 
     async def collect(self, upstream: Engine) -> Completion:
-        """The whole answer, counted as `relay` counts it."""
-        async for item in self.relay(upstream):
-            if isinstance(item, Completion):
-                return item
-        raise UpstreamFailed("upstream stream ended before the final object")
+        """The whole answer, asked upstream as one (`complete`), counted into the caller's token
+        windows when it has come: a non-streamed answer can take a window past its limit by at
+        most itself (bounded by num_predict); the next request is then refused."""
+        completion = await complete(upstream, self.call)
+        await self.meter.settle(completion.prompt_tokens + completion.completion_tokens)
+        return completion
 
     @staticmethod
     def account_completion(record: AuditRecord, completion: Completion) -> None:

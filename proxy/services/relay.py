@@ -1,16 +1,22 @@
-"""One generation, relayed from Ollama piece by piece; shared by every dialect and the WebSocket.
+"""One generation, relayed from Ollama piece by piece (`relay`) or as one answer (`complete`);
+shared by every dialect and the WebSocket.
 
-The proxy always asks Ollama for a stream, even when its own caller wants one JSON object: the
-proxy then measures time to first token the same way for both, and can cancel the upstream
-generation the moment its caller goes away (closing the stream closes the upstream connection).
-What comes back is dialect-neutral (pieces of text, thinking and tool calls, then a Completion
-with Ollama's final object): each dialect writes it in its own shape.
+The proxy asks Ollama for what its own caller asked for. A stream is relayed as it arrives; its
+time to first token is measured. A caller that wants one JSON object gets Ollama's one object
+(`stream: false`): one body to parse instead of a chunk per token. Its time to first token is
+then derived from the durations Ollama reports: the time the answer took, less the time Ollama
+spent generating it (`eval_duration`), which is what a stream's first chunk would have waited
+for. Either way, a caller that goes away cancels the generation upstream (closing the stream,
+or the request, closes the upstream connection). What comes back is dialect-neutral (pieces of
+text, thinking and tool calls, then a Completion with Ollama's final object): each dialect writes
+it in its own shape.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -80,7 +86,8 @@ class Completion:
 
 @dataclass
 class UpstreamCall:
-    """A generate or chat call as it will be sent to Ollama."""
+    """A generate or chat call as it will be sent to Ollama (`stream` is set when it is sent:
+    whether the answer is relayed or completed)."""
 
     kind: Kind
     model: str
@@ -90,6 +97,9 @@ class UpstreamCall:
     @property
     def path(self) -> str:
         return "/api/generate" if self.kind == "generate" else "/api/chat"
+
+    def body(self, stream: bool) -> dict[str, Any]:
+        return {**self.payload, "stream": stream}
 
 
 def _text(value: Any) -> str:
@@ -113,6 +123,40 @@ def _int(obj: dict[str, Any], key: str) -> int:
     return int(value) if isinstance(value, int | float) else 0
 
 
+def _completion(call: UpstreamCall, final: dict[str, Any], pieces: list[Piece],
+                first_token_at: float | None) -> Completion:
+    """The Completion of a generation whose final object is `final`, after `pieces`; its time to
+    first token measured (`first_token_at`) or, for an answer that came whole, derived."""
+    ended = time.perf_counter()
+    total_ms = (ended - call.started) * 1000
+    eval_count = _int(final, "eval_count")
+    eval_ns = _int(final, "eval_duration")
+    if first_token_at is not None:
+        first_token_ms: float | None = (first_token_at - call.started) * 1000
+    elif pieces and eval_ns > 0:
+        first_token_ms = max(0.0, total_ms - eval_ns / 1e6)
+    else:
+        first_token_ms = None
+    reason = final.get("done_reason")
+    return Completion(
+        text="".join(p.content for p in pieces),
+        done_reason=reason if isinstance(reason, str) else None,
+        prompt_tokens=_int(final, "prompt_eval_count"),
+        completion_tokens=eval_count,
+        total_ms=total_ms,
+        first_token_ms=first_token_ms,
+        tokens_per_second=eval_count / eval_ns * 1e9 if eval_ns > 0 else None,
+        upstream_ms=_int(final, "total_duration") / 1e6,
+        thinking="".join(p.thinking for p in pieces),
+        tool_calls=[call for p in pieces for call in p.tool_calls],
+        final=final,
+    )
+
+
+def _carries(piece: Piece) -> bool:
+    return bool(piece.content or piece.thinking or piece.tool_calls)
+
+
 async def relay(upstream: Engine, call: UpstreamCall) -> AsyncIterator[Piece | Completion]:
     """Yield each piece that carries something (text, thinking, tool calls) as it arrives, then
     one Completion; what the final object itself carries is in the Completion only.
@@ -123,60 +167,66 @@ async def relay(upstream: Engine, call: UpstreamCall) -> AsyncIterator[Piece | C
     The generation is one trace span (core/tracing.py), the engine's HTTP calls its children:
     the span is made current only while the engine is awaited, never across a `yield`, so that
     the consumer's own context is never changed under it. It ends when the final object has
-    come, not when this generator is closed: a caller that stops at the Completion
-    (`collect`) may never close it.
+    come, not when this generator is closed: a caller that stops at the Completion may never
+    close it.
     """
     span = generation_span(call.kind, call.model)
-    lines = aiter(upstream.stream_lines(call.path, call.payload, model=call.model))
     first_token_at: float | None = None
-    parts: list[str] = []
-    thoughts: list[str] = []
-    tool_calls: list[dict[str, Any]] = []
+    pieces: list[Piece] = []
     try:
-        while True:
-            with trace.use_span(span, record_exception=False, set_status_on_exception=False):
-                try:
-                    obj = await anext(lines)
-                except StopAsyncIteration:
-                    break
-            piece = _piece(call.kind, obj)
-            done = obj.get("done") is True
-            if piece.content or piece.thinking or piece.tool_calls:
-                if first_token_at is None:
-                    first_token_at = time.perf_counter()
-                parts.append(piece.content)
-                thoughts.append(piece.thinking)
-                tool_calls.extend(piece.tool_calls)
-                if not done:
-                    yield piece
-            if done:
-                ended = time.perf_counter()
-                eval_count = _int(obj, "eval_count")
-                eval_ns = _int(obj, "eval_duration")
-                reason = obj.get("done_reason")
-                first_token_ms = (
-                    None if first_token_at is None else (first_token_at - call.started) * 1000)
-                end_generation(span, obj, first_token_ms)
-                yield Completion(
-                    text="".join(parts),
-                    done_reason=reason if isinstance(reason, str) else None,
-                    prompt_tokens=_int(obj, "prompt_eval_count"),
-                    completion_tokens=eval_count,
-                    total_ms=(ended - call.started) * 1000,
-                    first_token_ms=first_token_ms,
-                    tokens_per_second=eval_count / eval_ns * 1e9 if eval_ns > 0 else None,
-                    upstream_ms=_int(obj, "total_duration") / 1e6,
-                    thinking="".join(thoughts),
-                    tool_calls=tool_calls,
-                    final=obj,
-                )
-                return
+        async with aclosing(upstream.stream_lines(call.path, call.body(True),
+                                                  model=call.model)) as objects:
+            lines = aiter(objects)
+            while True:
+                with trace.use_span(span, record_exception=False, set_status_on_exception=False):
+                    try:
+                        obj = await anext(lines)
+                    except StopAsyncIteration:
+                        break
+                piece = _piece(call.kind, obj)
+                done = obj.get("done") is True
+                if _carries(piece):
+                    if first_token_at is None:
+                        first_token_at = time.perf_counter()
+                    pieces.append(piece)
+                    if not done:
+                        yield piece
+                if done:
+                    completion = _completion(call, obj, pieces, first_token_at)
+                    end_generation(span, obj, completion.first_token_ms)
+                    yield completion
+                    return
         raise UpstreamFailed("upstream stream ended before the final object")
     except Exception as exc:
-        span.record_exception(exc)
-        span.set_status(StatusCode.ERROR, type(exc).__name__)
+        _failed(span, exc)
         raise
     finally:
         # Ended at the final object already, unless the generation ended otherwise.
         if span.is_recording():
             span.end()
+
+
+async def complete(upstream: Engine, call: UpstreamCall) -> Completion:
+    """Run a generation to its end, asking upstream for one answer, and return it (one trace
+    span, as `relay`)."""
+    span = generation_span(call.kind, call.model)
+    try:
+        with trace.use_span(span, record_exception=False, set_status_on_exception=False):
+            final = await upstream.complete(call.path, call.body(False), model=call.model)
+        if final.get("done") is not True:
+            raise UpstreamFailed("upstream answered without its final object")
+        piece = _piece(call.kind, final)
+        completion = _completion(call, final, [piece] if _carries(piece) else [], None)
+        end_generation(span, final, completion.first_token_ms)
+        return completion
+    except Exception as exc:
+        _failed(span, exc)
+        raise
+    finally:
+        if span.is_recording():
+            span.end()
+
+
+def _failed(span: trace.Span, exc: Exception) -> None:
+    span.record_exception(exc)
+    span.set_status(StatusCode.ERROR, type(exc).__name__)

@@ -8,7 +8,7 @@ explicit JSON payload.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import Any
 
@@ -16,7 +16,15 @@ import httpx
 
 from proxy.core.errors import UpstreamFailed
 from proxy.core.settings import Settings
-from proxy.upstream.http import StreamTimer, engine_client, json_request, streamed_lines
+from proxy.upstream.http import (
+    RelayClient,
+    StreamTimer,
+    engine_client,
+    json_request,
+    read_to_end,
+    streamed_lines,
+    whole_answer,
+)
 
 
 class OllamaClient:
@@ -27,9 +35,11 @@ class OllamaClient:
         self.base_url = (base_url or settings.ollama_url).rstrip("/")
         self._settings = settings
         self._http = engine_client(settings, self.base_url, transport=transport)
+        self._relay = RelayClient(settings, self.base_url)
 
     async def aclose(self) -> None:
         await self._http.aclose()
+        await self._relay.aclose()
 
     async def request_json(
         self, method: str, path: str, payload: dict[str, Any] | None = None,
@@ -40,7 +50,7 @@ class OllamaClient:
 
     async def stream_lines(
         self, path: str, payload: dict[str, Any], model: str | None
-    ) -> AsyncIterator[dict[str, Any]]:
+    ) -> AsyncGenerator[dict[str, Any]]:
         """POST and yield each NDJSON object as it arrives, without buffering the answer.
 
         A mid-stream `{"error": …}` line (Ollama keeps status 200 once output has started) is
@@ -50,7 +60,7 @@ class OllamaClient:
         cancels the generation in Ollama.
         """
         timer = StreamTimer(self._settings)
-        async with aclosing(streamed_lines(self._http, path, payload, model, timer)) as lines:
+        async with aclosing(streamed_lines(self._relay, path, payload, model, timer)) as lines:
             async for line in lines:
                 if not line.strip():
                     continue
@@ -63,7 +73,19 @@ class OllamaClient:
                 if "error" in obj:
                     raise UpstreamFailed(f"upstream failed mid-stream: {obj['error']}")
                 timer.started()
+                if obj.get("done") is True:
+                    # The caller stops at the final object; the body ends right after it.
+                    await read_to_end(lines)
                 yield obj
+
+    async def complete(self, path: str, payload: dict[str, Any], model: str | None
+                       ) -> dict[str, Any]:
+        """POST a generation with `stream: false`: Ollama's final object, holding the whole
+        answer and its counters."""
+        answer = await whole_answer(self._relay, self._settings, path, payload, model)
+        if not isinstance(answer, dict):
+            raise UpstreamFailed("upstream answered with something other than a JSON object")
+        return answer
 
     async def version(self) -> str:
         data = await self.request_json("GET", "/api/version")

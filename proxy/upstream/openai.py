@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from datetime import UTC, datetime
 from typing import Any
@@ -28,7 +28,15 @@ import httpx
 
 from proxy.core.errors import ModelNotFound, UpstreamFailed
 from proxy.core.settings import Settings
-from proxy.upstream.http import StreamTimer, engine_client, json_request, streamed_lines
+from proxy.upstream.http import (
+    RelayClient,
+    StreamTimer,
+    engine_client,
+    json_request,
+    read_to_end,
+    streamed_lines,
+    whole_answer,
+)
 
 # Ollama's done reasons from OpenAI's finish reasons (a tool call is a normal stop in Ollama).
 DONE_REASONS = {"stop": "stop", "length": "length", "tool_calls": "stop",
@@ -44,9 +52,12 @@ def _now() -> str:
 
 
 def openai_body(path: str, payload: dict[str, Any]) -> dict[str, Any]:
-    """An Ollama generate/chat payload as an OpenAI (chat) completion request."""
-    body: dict[str, Any] = {"model": payload["model"], "stream": True,
-                            "stream_options": {"include_usage": True}}
+    """An Ollama generate/chat payload as an OpenAI (chat) completion request, streamed (with
+    the usage at the end) or not, as the payload's `stream` says."""
+    stream = payload.get("stream") is not False
+    body: dict[str, Any] = {"model": payload["model"], "stream": stream}
+    if stream:
+        body["stream_options"] = {"include_usage": True}
     for name, value in (payload.get("options") or {}).items():
         if name in OPTION_NAMES:
             body[OPTION_NAMES[name]] = value
@@ -101,6 +112,14 @@ def _native_tool_calls(calls: list[dict[str, Any]], pending: dict[int, dict[str,
         call["arguments"] += function.get("arguments") or ""
 
 
+def _ollama_tool_calls(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Whole OpenAI tool calls (`id`, `name`, `arguments` as JSON text) in Ollama's shape."""
+    return [{**({"id": c["id"]} if c["id"] else {}),
+             "function": {"index": i, "name": c["name"],
+                          "arguments": json.loads(c["arguments"] or "{}")}}
+            for i, c in enumerate(calls)]
+
+
 class OpenAIEngine:
     """An OpenAI-compatible server, answering in Ollama's native shapes."""
 
@@ -112,9 +131,11 @@ class OpenAIEngine:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._settings = settings
         self._http = engine_client(settings, self.base_url, headers, transport)
+        self._relay = RelayClient(settings, self.base_url, headers)
 
     async def aclose(self) -> None:
         await self._http.aclose()
+        await self._relay.aclose()
 
     async def _json(self, method: str, path: str, body: dict[str, Any] | None,
                     model: str | None) -> Any:
@@ -160,7 +181,7 @@ class OpenAIEngine:
         raise UpstreamFailed(f"{path} is not available on an OpenAI-compatible engine")
 
     async def stream_lines(self, path: str, payload: dict[str, Any], model: str | None
-                           ) -> AsyncIterator[dict[str, Any]]:
+                           ) -> AsyncGenerator[dict[str, Any]]:
         """Ollama's stream objects, made from the engine's server-sent events; the first
         token within OLLAMA_FIRST_TOKEN_TIMEOUT, then at most OLLAMA_READ_TIMEOUT between two
         lines (UpstreamTimeout)."""
@@ -172,13 +193,14 @@ class OpenAIEngine:
         usage: dict[str, Any] = {}
         pending: dict[int, dict[str, Any]] = {}
         timer = StreamTimer(self._settings)
-        async with aclosing(streamed_lines(self._http, endpoint, openai_body(path, payload),
+        async with aclosing(streamed_lines(self._relay, endpoint, openai_body(path, payload),
                                            model, timer)) as lines:
             async for line in lines:
                 if not line.startswith("data:"):
                     continue
                 data = line[5:].strip()
                 if data == "[DONE]":
+                    await read_to_end(lines)
                     break
                 try:
                     event = json.loads(data)
@@ -203,10 +225,7 @@ class OpenAIEngine:
             else:
                 raise UpstreamFailed("upstream stream ended before [DONE]")
         if pending:
-            calls = [{**({"id": c["id"]} if c["id"] else {}),
-                      "function": {"index": i, "name": c["name"],
-                                   "arguments": json.loads(c["arguments"] or "{}")}}
-                     for i, c in sorted(pending.items())]
+            calls = _ollama_tool_calls([pending[i] for i in sorted(pending)])
             yield {"model": payload["model"], "created_at": _now(),
                    "message": {"role": "assistant", "content": "", "tool_calls": calls},
                    "done": False}
@@ -218,6 +237,43 @@ class OpenAIEngine:
                      eval_count=int(usage.get("completion_tokens") or 0),
                      eval_duration=ended - (first_ns or started))
         yield final
+
+    async def complete(self, path: str, payload: dict[str, Any], model: str | None
+                       ) -> dict[str, Any]:
+        """A generation answered in one body, as Ollama's final object. Its durations come from
+        llama.cpp's `timings` (prompt and generation milliseconds) when the engine reports them;
+        an engine that does not (vLLM) leaves `eval_duration` out, so the answer's time to first
+        token and tokens per second are unknown rather than made up."""
+        chat = path == "/api/chat"
+        started = time.perf_counter_ns()
+        answer = await whole_answer(self._relay, self._settings,
+                                    "/chat/completions" if chat else "/completions",
+                                    openai_body(path, payload), model)
+        if not isinstance(answer, dict):
+            raise UpstreamFailed("upstream answered with something other than a JSON object")
+        choice = (answer.get("choices") or [{}])[0]
+        message = choice.get("message") or {}
+        final = self._chunk(payload["model"], chat,
+                            (message.get("content") if chat else choice.get("text")) or "",
+                            (message.get("reasoning_content") or message.get("reasoning") or "")
+                            if chat else "")
+        if chat and message.get("tool_calls"):
+            final["message"]["tool_calls"] = _ollama_tool_calls(
+                [{"id": c.get("id"), "name": c["function"]["name"],
+                  "arguments": c["function"].get("arguments") or ""}
+                 for c in message["tool_calls"]])
+        usage = answer.get("usage") or {}
+        timings = answer.get("timings") or {}
+        reason = choice.get("finish_reason")
+        final.update(done=True, done_reason=DONE_REASONS.get(reason or "stop", reason),
+                     total_duration=time.perf_counter_ns() - started,
+                     prompt_eval_count=int(usage.get("prompt_tokens") or 0),
+                     eval_count=int(usage.get("completion_tokens") or 0))
+        if isinstance(timings.get("predicted_ms"), int | float):
+            final["eval_duration"] = int(timings["predicted_ms"] * 1e6)
+        if isinstance(timings.get("prompt_ms"), int | float):
+            final["prompt_eval_duration"] = int(timings["prompt_ms"] * 1e6)
+        return final
 
     @staticmethod
     def _chunk(model: str, chat: bool, text: str, thinking: str) -> dict[str, Any]:

@@ -28,7 +28,8 @@ import logging
 import os
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, Iterator
+from contextlib import aclosing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -62,7 +63,9 @@ class Engine(Protocol):
     async def request_json(self, method: str, path: str, payload: dict[str, Any] | None = None,
                            model: str | None = None) -> Any: ...
     def stream_lines(self, path: str, payload: dict[str, Any],
-                     model: str | None) -> AsyncIterator[dict[str, Any]]: ...
+                     model: str | None) -> AsyncGenerator[dict[str, Any]]: ...
+    async def complete(self, path: str, payload: dict[str, Any],
+                       model: str | None) -> dict[str, Any]: ...
 
 
 class UpstreamConfig(BaseModel):
@@ -321,43 +324,76 @@ class Router:
         upstream.failures = 0
         return result
 
+    @contextmanager
+    def _sending(self, upstream: Upstream) -> Iterator[None]:
+        """Count one generation sent to `upstream`, in flight while the block runs."""
+        in_flight = self.metrics.upstream_in_flight.labels(upstream=upstream.name)
+        self.metrics.upstream_requests.labels(upstream=upstream.name).inc()
+        upstream.in_flight += 1
+        in_flight.inc()
+        try:
+            yield
+        finally:
+            upstream.in_flight -= 1
+            in_flight.dec()
+
+    def _retry_elsewhere(self, upstream: Upstream, exc: UpstreamError, started: bool,
+                         tried: frozenset[str], model: str) -> frozenset[str]:
+        """After `upstream` failed a generation: the upstreams tried so far, when the generation
+        may go to another one (it had not started, the failure was the upstream's, it is the
+        first retry, and another one serves the model); otherwise the failure is raised."""
+        fault = _upstream_fault(exc)
+        if fault:
+            self._failed(upstream, exc)
+        if started or not fault or tried:
+            raise exc
+        tried = tried | {upstream.name}
+        try:
+            self.pick(model, tried)
+        except UpstreamError:
+            raise exc from None
+        log.warning("upstream %s failed before its first chunk (%s); retrying on another",
+                    upstream.name, exc.message)
+        return tried
+
     async def stream_lines(self, path: str, payload: dict[str, Any], model: str | None
-                           ) -> AsyncIterator[dict[str, Any]]:
+                           ) -> AsyncGenerator[dict[str, Any]]:
         """The stream of one upstream; retried once elsewhere if it fails before its first
         object."""
         assert model is not None
         tried: frozenset[str] = frozenset()
         while True:
             upstream, target = self.pick(model, tried)
-            requests = self.metrics.upstream_requests.labels(upstream=upstream.name)
-            in_flight = self.metrics.upstream_in_flight.labels(upstream=upstream.name)
-            requests.inc()
-            upstream.in_flight += 1
-            in_flight.inc()
             started = False
-            try:
-                async for obj in upstream.engine.stream_lines(
-                        path, {**payload, "model": target}, model):
-                    started = True
-                    yield obj
-                upstream.failures = 0
-                return
-            except UpstreamError as exc:
-                fault = _upstream_fault(exc)
-                if fault:
-                    self._failed(upstream, exc)
-                if started or not fault or tried:
-                    raise
-                tried = tried | {upstream.name}
+            with self._sending(upstream):
                 try:
-                    self.pick(model, tried)
-                except UpstreamError:
-                    raise exc from None
-                log.warning("upstream %s failed before its first chunk (%s); retrying on "
-                            "another", upstream.name, exc.message)
-            finally:
-                upstream.in_flight -= 1
-                in_flight.dec()
+                    # Closed here, when this generator is, not whenever it is collected.
+                    async with aclosing(upstream.engine.stream_lines(
+                            path, {**payload, "model": target}, model)) as objects:
+                        async for obj in objects:
+                            started = True
+                            yield obj
+                    upstream.failures = 0
+                    return
+                except UpstreamError as exc:
+                    tried = self._retry_elsewhere(upstream, exc, started, tried, model)
+
+    async def complete(self, path: str, payload: dict[str, Any], model: str | None
+                       ) -> dict[str, Any]:
+        """The whole answer of one upstream (not streamed); retried once elsewhere if it
+        fails."""
+        assert model is not None
+        tried: frozenset[str] = frozenset()
+        while True:
+            upstream, target = self.pick(model, tried)
+            with self._sending(upstream):
+                try:
+                    answer = await upstream.engine.complete(
+                        path, {**payload, "model": target}, model)
+                    upstream.failures = 0
+                    return answer
+                except UpstreamError as exc:
+                    tried = self._retry_elsewhere(upstream, exc, False, tried, model)
 
     def status(self) -> list[dict[str, Any]]:
         now = time.monotonic()

@@ -99,22 +99,28 @@ def test_a_killed_upstream_loses_no_request_before_its_first_token(routed) -> No
             wait_until(lambda: upstream_states(proxy)["engine-1"]["healthy"], timeout=20)
 
 
-def test_an_engine_with_no_first_token_in_time_is_left_for_another(routed) -> None:
+@pytest.mark.parametrize(("stream", "deadline"), [(True, 1), (False, 2)],
+                         ids=["stream", "whole"])
+def test_an_engine_with_no_answer_in_time_is_left_for_another(routed, stream: bool,
+                                                              deadline: int) -> None:
+    """A stream's deadline is its first token (OLLAMA_FIRST_TOKEN_TIMEOUT); a non-streamed
+    request is sent upstream non-streamed, and nothing comes before the whole answer, so its
+    deadline is the answer's (OLLAMA_ANSWER_TIMEOUT)."""
     stack, sims = simulators(2)
     with stack:
         # The hung engine is all but certain to be asked first.
         proxy = routed({"upstreams": [
             {"name": "hung", "url": sims[0].url, "models": [MODEL], "weight": 1000},
             {"name": "spare", "url": sims[1].url, "models": [MODEL], "weight": 0.001}]},
-            OLLAMA_FIRST_TOKEN_TIMEOUT="1")
+            OLLAMA_FIRST_TOKEN_TIMEOUT="1", OLLAMA_ANSWER_TIMEOUT="2")
         sims[0].set_fault("hang")
         started = time.monotonic()
         response = httpx.post(f"{proxy.url}/api/llm/generate", headers=auth(),
                               timeout=scaled(30),
-                              json={"model": MODEL, "prompt": "x", "stream": False})
+                              json={"model": MODEL, "prompt": "x", "stream": stream})
         waited = time.monotonic() - started
         assert response.status_code == 200, response.text
-        assert 1 <= waited < 1 + scaled(5)
+        assert deadline <= waited < deadline + scaled(5)
         assert sims[0].stats()["requests"]["/api/generate"] == 1
         assert sims[1].stats()["requests"]["/api/generate"] == 1
 

@@ -3,22 +3,15 @@ start-up is awaited with its output at hand, and it is stopped politely first, t
 
 from __future__ import annotations
 
-import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 
+# As `preexec_fn`: the child gets SIGTERM when the parent dies, so that a test run or a dev
+# server killed without cleanup does not leave a child server behind.
+from proxy.core.workers import die_with_parent
 
-def die_with_parent() -> None:
-    """In the child (as `preexec_fn`): ask Linux to send SIGTERM when the parent dies, so that a
-    test run or a dev server killed without cleanup does not leave a child server behind."""
-    if sys.platform != "linux":
-        return
-    import ctypes
-
-    pr_set_pdeathsig = 1
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+__all__ = ["die_with_parent", "stop_child", "wait_for_child"]
 
 
 def stop_child(process: subprocess.Popen[bytes], grace: float = 5.0) -> None:

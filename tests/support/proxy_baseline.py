@@ -29,6 +29,8 @@ def baseline_settings(workdir: Path, database_file: str = "proxy.db") -> dict[st
         "proxy_rate_limit": "100000/minute",
         "proxy_concurrency_limit": "50",
         "proxy_audit_spool_path": str(workdir / "audit-spool.jsonl"),
+        # One process, whatever the host: a test that kills "the proxy" kills all of it.
+        "proxy_workers": "1",
     }
 
 

@@ -74,7 +74,7 @@ async def test_request_sent_upstream_is_the_proxys_own(proxy: InProcessProxy, si
     assert sent["model"] == "llama3.2"
     assert sent["prompt"] == "hi"
     assert sent["system"] == "be brief"
-    assert sent["stream"] is True
+    assert sent["stream"] is False  # as the client asked: one answer, not a chunk per token
     assert sent["options"] == {"temperature": 0.2, "top_p": 0.5, "seed": 1, "num_predict": 4}
     upstream_headers = {k.lower() for k in stats["last_headers"]["/api/generate"]}
     assert "authorization" not in upstream_headers

@@ -46,7 +46,8 @@ class RequestRecorder:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and not scope["path"].startswith(CONTROL_PREFIX):
-            self.sim.stats.record_request(scope["path"], list(scope["headers"]))
+            self.sim.stats.record_request(scope["path"], list(scope["headers"]),
+                                             scope.get("client"))
         await self.app(scope, receive, send)
 
 

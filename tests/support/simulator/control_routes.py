@@ -95,6 +95,7 @@ async def stats(request: Request) -> Response:
             "cancelled": counted.cancelled,
             "errored": counted.errored,
             "rejected": counted.rejected,
+            "connections": {path: len(peers) for path, peers in counted.peers.items()},
             "last_body": counted.last_body,
             "last_headers": counted.last_headers,
             "faults": sim.faults.as_dict(),

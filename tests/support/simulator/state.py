@@ -68,9 +68,15 @@ class Stats:
     rejected: int = 0
     last_body: dict[str, Any] = field(default_factory=dict)
     last_headers: dict[str, dict[str, str]] = field(default_factory=dict)
+    # By path, each client connection its requests came on (address and port): a client that
+    # reuses its connections (keep-alive) shows few, one that opens one per request as many.
+    peers: dict[str, set[str]] = field(default_factory=dict)
 
-    def record_request(self, path: str, headers: list[tuple[bytes, bytes]]) -> None:
+    def record_request(self, path: str, headers: list[tuple[bytes, bytes]],
+                       client: tuple[str, int] | None = None) -> None:
         self.requests[path] += 1
+        if client is not None:
+            self.peers.setdefault(path, set()).add(f"{client[0]}:{client[1]}")
         seen: dict[str, str] = {}
         for raw_name, raw_value in headers:
             name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")

@@ -1,0 +1,292 @@
+"""The results of `scripts/bench`: one JSON file of figures, and the page made from it.
+
+`benchmarks.json` holds the runs (`simulated`: one run per label, e.g. `before` and `current`;
+`real_model`: the last real-model run); every run of the script merges its own into it and
+rewrites `benchmarks.md` from the whole file, so a simulated run keeps the real-model figures
+and the other way round. The page lists every figure, the command that reproduces it, and every
+target missed with its measured value.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tests.support.bench.simulated import CONFIGS
+
+Figures = dict[str, Any]  # one target's rows, as simulated.measure returns them
+
+
+@dataclass(frozen=True)
+class Row:
+    key: str  # the --rows name that reproduces it
+    workload: str
+    show: Callable[[Figures, Figures], str]  # (this target's figures, direct's) -> cell
+    target: str
+    # (figures, direct's) -> the measured value, when the target is missed; None when met
+    missed: Callable[[Figures, Figures], str | None]
+
+
+def _num(value: Any) -> float:
+    return float(value) if isinstance(value, int | float) else math.nan
+
+
+def _added(figures: Figures, direct: Figures, row: str, field: str) -> float:
+    return _num(figures.get(row, {}).get(field)) - _num(direct.get(row, {}).get(field))
+
+
+def _ratio(figures: Figures, direct: Figures, row: str, field: str) -> float:
+    base = _num(direct.get(row, {}).get(field))
+    return _num(figures.get(row, {}).get(field)) / base if base else math.nan
+
+
+def _errors_suffix(figures: Figures, row: str) -> str:
+    count = figures.get(row, {}).get("errors", 0)
+    return f" ({count} errors)" if count else ""
+
+
+def _sequential(f: Figures, d: Figures) -> str:
+    if f is d:
+        return f"{_num(f['sequential']['p50_ms']):.2f} / {_num(f['sequential']['p99_ms']):.2f} ms"
+    return (f"+{_added(f, d, 'sequential', 'p50_ms'):.2f} / "
+            f"+{_added(f, d, 'sequential', 'p99_ms'):.2f} ms"
+            + _errors_suffix(f, "sequential"))
+
+
+def _sequential_missed(f: Figures, d: Figures) -> str | None:
+    p50, p99 = _added(f, d, "sequential", "p50_ms"), _added(f, d, "sequential", "p99_ms")
+    if p50 <= 1 and p99 <= 3 and not f["sequential"]["errors"]:
+        return None
+    return _sequential(f, d)
+
+
+def _clients8(f: Figures, d: Figures) -> str:
+    rate = _num(f["clients8"]["req_per_s"])
+    if f is d:
+        return f"{rate:.0f}"
+    return f"{rate:.0f} ({_ratio(f, d, 'clients8', 'req_per_s'):.2f}× direct)" + \
+        _errors_suffix(f, "clients8")
+
+
+def _clients8_missed(f: Figures, d: Figures) -> str | None:
+    ok = _num(f["clients8"]["req_per_s"]) >= 350 and not f["clients8"]["errors"]
+    return None if ok else _clients8(f, d)
+
+
+def _stream1(f: Figures, d: Figures) -> str:
+    if f is d:
+        return f"{_num(f['stream1']['first_p50_ms']):.2f} ms"
+    return f"+{_added(f, d, 'stream1', 'first_p50_ms'):.2f} ms" + _errors_suffix(f, "stream1")
+
+
+def _stream1_missed(f: Figures, d: Figures) -> str | None:
+    ok = _added(f, d, "stream1", "first_p50_ms") <= 1 and not f["stream1"]["errors"]
+    return None if ok else _stream1(f, d)
+
+
+def _streams50(f: Figures, d: Figures) -> str:
+    rate = _num(f["streams50"]["req_per_s"])
+    if f is d:
+        return f"{rate:.0f}, first line {_num(f['streams50']['first_p50_ms']):.1f} ms"
+    return (f"{rate:.0f} ({_ratio(f, d, 'streams50', 'req_per_s'):.2f}×), "
+            f"+{_added(f, d, 'streams50', 'first_p50_ms'):.1f} ms"
+            + _errors_suffix(f, "streams50"))
+
+
+def _streams50_missed(f: Figures, d: Figures) -> str | None:
+    ok = (_num(f["streams50"]["req_per_s"]) >= 250
+          and _added(f, d, "streams50", "first_p50_ms") <= 20 and not f["streams50"]["errors"])
+    return None if ok else _streams50(f, d)
+
+
+def _bursts(f: Figures, d: Figures) -> str:
+    cells = []
+    for size, entry in f["bursts"].items():
+        leaks = entry.get("leaked_slots")
+        cells.append(f"{size}: {entry['errors']} errors"
+                     + ("" if leaks is None else f", {leaks} leaked"))
+    return "; ".join(cells)
+
+
+def _bursts_missed(f: Figures, d: Figures) -> str | None:
+    ok = all(not e["errors"] and not e.get("leaked_slots") for e in f["bursts"].values())
+    return None if ok else _bursts(f, d)
+
+
+def _memory(f: Figures, d: Figures) -> str:
+    if "memory" not in f:
+        return "—"
+    m = f["memory"]
+    return (f"{_num(m['start_mib']):.0f} → {_num(m['end_mib']):.0f} MiB over "
+            f"{m['requests']} requests")
+
+
+def _memory_missed(f: Figures, d: Figures) -> str | None:
+    m = f["memory"]
+    # "Flat": at most 5 % more after the run than after the warm-up.
+    ok = _num(m["end_mib"]) <= 1.05 * _num(m["start_mib"]) and not m["errors"]
+    return None if ok else _memory(f, d)
+
+
+ROWS = (
+    Row("sequential", "1 client, non-stream: added p50 / p99", _sequential,
+        "≤ +1 / ≤ +3 ms", _sequential_missed),
+    Row("clients8", "8 clients, non-stream: req/s", _clients8, "≥ 350 (3× LiteLLM)",
+        _clients8_missed),
+    Row("stream1", "1 client, stream: added time to first line (p50)", _stream1, "≤ +1 ms",
+        _stream1_missed),
+    Row("streams50", "50 streams: req/s, added first line p50", _streams50,
+        "≥ 250, ≤ +20 ms", _streams50_missed),
+    Row("bursts", "streams at once: errors, leaked slots", _bursts, "0 errors, 0 leaks",
+        _bursts_missed),
+    Row("memory", "RSS (proxy and its workers)", _memory, "flat (≤ +5 %)", _memory_missed),
+)
+
+
+def _config_order(name: str) -> int:
+    base = name.removesuffix("@before")
+    return CONFIGS.index(base) if base in CONFIGS else len(CONFIGS)
+
+
+def load(path: Path) -> dict[str, Any]:
+    if path.exists():
+        data: dict[str, Any] = json.loads(path.read_text())
+        return data
+    return {}
+
+
+def save(path: Path, data: dict[str, Any]) -> None:
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def _simulated_section(runs: dict[str, Any]) -> list[str]:
+    labels = sorted(runs, key=lambda label: (label != "before", label))
+    columns: list[tuple[str, str, Figures]] = []  # (header, label, figures)
+    for label in labels:
+        # Each configuration beside its @before twin, in the order of CONFIGS.
+        names = sorted((n for n in runs[label]["targets"] if n != "direct"),
+                       key=lambda n: (_config_order(n), not n.endswith("@before")))
+        for name in names:
+            header = name if len(labels) == 1 else f"{name} ({label})"
+            columns.append((header, label, runs[label]["targets"][name]))
+    newest = runs[labels[-1]]
+    direct = newest["targets"]["direct"]
+    lines = [
+        "## The proxy against the Ollama simulator",
+        "",
+        "`direct` is the simulator called without the proxy: the physical limit of this machine.",
+        "Every proxy runs with auth (a JWT per request), rate and concurrency limits (raised to "
+        "admit the load, but checked and counted on every request), audit rows and metrics. "
+        "`sqlite`: SQLite, limits in process memory; `pg-redis`: Postgres and Redis; `-w2`: "
+        "PROXY_WORKERS=2; `@before`: the same configuration running the code before the changes "
+        "(`--before`), in the same run. Each proxy column is compared with the `direct` figures "
+        "of its own run. A peer gateway (LiteLLM 1.81 in the issue's table) is not measured by "
+        "this script.",
+        "",
+    ]
+    for label in labels:
+        run = runs[label]
+        lines.append(f"- **{label}**: {run['written']}, {run['host']}, commit {run['commit']}; "
+                     f"`{run['command']}`. {run.get('note', '')}".rstrip())
+    lines += [
+        "",
+        "| workload | direct | " + " | ".join(h for h, _, _ in columns)
+        + " | target |",
+        "|---|---|" + "---|" * len(columns) + "---|",
+    ]
+    for row in ROWS:
+        if row.key not in direct and row.key != "memory":
+            continue
+        cells = [row.show(direct, direct) if row.key in direct else "—"]
+        for _, label, figures in columns:
+            own_direct = runs[label]["targets"]["direct"]
+            cells.append(row.show(figures, own_direct) if row.key in figures else "—")
+        lines.append(f"| {row.workload} | " + " | ".join(cells) + f" | {row.target} |")
+    lines += ["", "Reproduce one row: `scripts/bench --rows ROW` with ROW one of "
+              + ", ".join(f"`{row.key}`" for row in ROWS)
+              + " (`--configs` picks the proxy configurations).", "",
+              f"### Targets missed ({labels[-1]})", ""]
+    missed = []
+    for config, figures in newest["targets"].items():
+        if config == "direct" or config.endswith("@before"):
+            continue
+        for row in ROWS:
+            if row.key in figures:
+                value = row.missed(figures, direct)
+                if value is not None:
+                    missed.append(f"- {config}, {row.workload}: {value} (target {row.target}); "
+                                  f"`scripts/bench --rows {row.key} --configs {config}`")
+    lines += missed or ["- none"]
+    return lines
+
+
+def _real_model_section(run: dict[str, Any]) -> list[str]:
+    lines = [
+        "## A real model: llama.cpp's llama-server (Gemma 3 270M, CPU) as an `openai` upstream",
+        "",
+        f"{run['written']}, {run['host']}, commit {run['commit']}; `{run['command']}`. "
+        f"{run.get('note', '')}".rstrip(),
+        "",
+        "Streamed completions (`/v1/completions`) of up to "
+        f"{run['tokens']} tokens each, temperature 0, of a prompt a base model counts on from, "
+        f"{run['requests_per_user']} per user, every user sending its next request when its "
+        f"last one ends; llama-server with {run['engine_threads']} thread(s) and a slot per "
+        "user, the proxy on SQLite with its limits on. TTFT: from sending to the first "
+        "content chunk; tokens/s: all users' completion tokens over the wall-clock time; "
+        "P95: of whole-answer latency. "
+        "The seed's targets (P95 < 5 s, TTFT < 1 s, 30–50 tokens/s) are for a GPU; on CPU "
+        "the ratio to direct is what the proxy answers for.",
+        "",
+        "| users | direct TTFT p50 | proxy TTFT p50 | direct tokens/s | proxy tokens/s "
+        "| direct P95 | proxy P95 | proxy/direct P95 | errors |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for users, sides in run["users"].items():
+        d, p = sides["direct"], sides["proxy"]
+        lines.append(
+            f"| {users} | {d['ttft_p50_ms']:.0f} ms | {p['ttft_p50_ms']:.0f} ms | "
+            f"{d['tokens_per_s']:.1f} | {p['tokens_per_s']:.1f} | {d['p95_ms']:.0f} ms | "
+            f"{p['p95_ms']:.0f} ms | {p['p95_ms'] / d['p95_ms']:.2f}× | "
+            f"{d['errors']} / {p['errors']} |")
+    lines += ["", "Reproduce: `scripts/bench --real-model`."]
+    return lines
+
+
+def _clients_section(run: dict[str, Any]) -> list[str]:
+    lines = [
+        "## The upstream HTTP client alone: httpx or aiohttp",
+        "",
+        f"{run['written']}, {run['host']}; `{run['command']}`. {run.get('note', '')}".rstrip(),
+        "",
+        f"{run['requests']} requests per client and kind to the simulator, interleaved, one at a "
+        "time on one keep-alive connection: the difference is each client's own work per "
+        "request.",
+        "",
+        "| client | p50 | p99 |",
+        "|---|---|---|",
+    ]
+    for name, figures in run["clients"].items():
+        lines.append(f"| {name} | {figures['p50_ms']:.3f} ms | {figures['p99_ms']:.3f} ms |")
+    return lines
+
+
+def render(data: dict[str, Any]) -> str:
+    lines = [
+        "# Benchmarks",
+        "",
+        "Written by `scripts/bench` from `docs/benchmarks.json`; do not edit by hand. The "
+        "machine is shared and noisy: compare figures within one run (ratios to direct), not "
+        "across runs.",
+        "",
+    ]
+    if data.get("simulated"):
+        lines += _simulated_section(data["simulated"]) + [""]
+    if data.get("http_clients"):
+        lines += _clients_section(data["http_clients"]) + [""]
+    if data.get("real_model"):
+        lines += _real_model_section(data["real_model"]) + [""]
+    return "\n".join(lines)

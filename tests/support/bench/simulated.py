@@ -1,0 +1,231 @@
+"""The proxy against the Ollama simulator: the rows of the performance table, for each proxy
+configuration and for the simulator called directly (the physical limit), interleaved.
+
+Every proxy runs as in production: auth (a JWT on every request), rate and concurrency limits
+(raised so that the benchmark is admitted, but checked and counted on every request), audit rows
+and metrics. Configurations: `sqlite` (SQLite, limits in process memory), `pg-redis` (Postgres
+and Redis, as deployed) and `pg-redis-w2` (the same with PROXY_WORKERS=2).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from tests.support.bench.driver import (
+    Outcome,
+    Target,
+    burst,
+    concurrent,
+    new_session,
+    percentile,
+    sequential,
+)
+from tests.support.database import postgres_database
+from tests.support.proxy_process import ProxyProcess, start_proxy, stop_proxy
+from tests.support.simulator.process import run_simulator
+from tests.support.tokens import make_token
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+CONFIGS = ("sqlite", "pg-redis", "pg-redis-w2")
+ROWS = ("sequential", "clients8", "stream1", "streams50", "bursts", "memory")
+TOKENS = 16  # num_predict: a short answer, so that the proxy's own cost is what is measured
+
+
+@dataclass(frozen=True)
+class Counts:
+    """How many requests each row sends to each target."""
+
+    warmup: int = 30
+    sequential: int = 300
+    clients8: int = 1200
+    streams50: int = 1000
+    bursts: tuple[int, ...] = (200, 500)
+    memory: int = 5000
+    rounds: int = 3  # each concurrent row is split in this many blocks per target, interleaved
+
+
+QUICK = Counts(warmup=2, sequential=5, clients8=24, streams50=50, bursts=(10, 20), memory=40,
+               rounds=1)
+
+
+def ms(seconds: float) -> float:
+    return round(seconds * 1000, 3)
+
+
+def tally(outcomes: list[Outcome]) -> dict[str, Any]:
+    """How many requests failed and, by status (0: no HTTP answer), how often and the first
+    answer: a false 503 is a finding."""
+    seen: dict[int, list[Outcome]] = {}
+    for outcome in outcomes:
+        if not outcome.ok:
+            seen.setdefault(outcome.status, []).append(outcome)
+    return {"errors": sum(len(found) for found in seen.values()),
+            "failures": {str(status): f"{len(found)}× {found[0].detail[:120]}"
+                         for status, found in sorted(seen.items())}}
+
+
+def tree_rss_mib(pid: int) -> float:
+    """Resident memory of a process and all its descendants (a server's workers), in MiB."""
+    total = 0
+    pending = [pid]
+    while pending:
+        current = pending.pop()
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{current}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+            for task in Path(f"/proc/{current}/task").iterdir():
+                pending += [int(c) for c in (task / "children").read_text().split()]
+    return round(total / 1024, 1)
+
+
+BEFORE = "@before"  # the suffix of a configuration running the --before code
+
+
+@contextlib.contextmanager
+def proxies(configs: list[str], sim_url: str, counts: Counts, workdir: Path,
+            before: Path | None) -> Iterator[dict[str, ProxyProcess]]:
+    """Each configuration's proxy process, all running until the end; with `before` (a folder
+    holding an earlier `proxy/`), a twin of each single-process configuration running that code,
+    named `<configuration>@before`, measured in the same run."""
+    biggest = max(counts.bursts)
+    common = {
+        "OLLAMA_URL": sim_url,
+        # Limits on and counted, high enough to admit the benchmark.
+        "PROXY_RATE_LIMIT": "1000000000/minute",
+        "PROXY_CONCURRENCY_LIMIT": str(biggest),
+        "OLLAMA_MAX_CONNECTIONS": str(2 * biggest),
+        "PROXY_MAX_CONNECTIONS": str(4 * biggest),
+        "PROXY_METRICS_TOKEN": secrets.token_hex(16),
+        "PROXY_LOG_LEVEL": "warning",
+        "PROXY_WORKERS": "1",
+    }
+    plan = [(config, config, None) for config in configs]
+    if before is not None:
+        plan += [(config + BEFORE, config, before) for config in configs
+                 if not config.endswith("-w2")]
+    with contextlib.ExitStack() as stack:
+        started: dict[str, ProxyProcess] = {}
+        for name, config, code in plan:
+            env = dict(common, **({"PYTHONPATH": str(code)} if code else {}))
+            if config.startswith("pg-redis"):
+                env["DATABASE_URL"] = stack.enter_context(
+                    contextlib.contextmanager(postgres_database)("proxy_bench"))
+                env["REDIS_URL"] = REDIS_URL
+            if config.endswith("-w2"):
+                env["PROXY_WORKERS"] = "2"
+            folder = workdir / name
+            folder.mkdir()
+            proxy = start_proxy(folder, env)
+            stack.callback(stop_proxy, proxy)
+            started[name] = proxy
+        yield started
+
+
+async def measure(targets: list[Target], pids: dict[str, int], counts: Counts,
+                  rows: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """Every requested row, for every target; figures by target name, then row."""
+    once = {"model": "llama3.2", "prompt": "benchmark", "options": {"num_predict": TOKENS},
+            "stream": False}
+    streamed = {**once, "stream": True}
+    results: dict[str, dict[str, Any]] = {t.name: {} for t in targets}
+
+    def say(text: str) -> None:
+        print(f"bench: {text}", file=sys.stderr, flush=True)
+
+    async def interleaved(body: dict[str, Any], clients: int, count: int
+                          ) -> dict[str, tuple[list[Outcome], float]]:
+        done: dict[str, tuple[list[Outcome], float]] = {t.name: ([], 0.0) for t in targets}
+        for _ in range(counts.rounds):
+            for target in targets:
+                outcomes, wall = await concurrent(session, target, body, clients,
+                                                  count // counts.rounds)
+                done[target.name] = (done[target.name][0] + outcomes,
+                                     done[target.name][1] + wall)
+        return done
+
+    async with new_session() as session:
+        await sequential(session, targets, once, counts.warmup)
+        await sequential(session, targets, streamed, counts.warmup)
+        if "sequential" in rows:
+            say(f"1 client, non-streamed: {counts.sequential} requests per target")
+            for name, outcomes in (await sequential(session, targets, once,
+                                                    counts.sequential)).items():
+                totals = [o.total for o in outcomes if o.ok]
+                results[name]["sequential"] = {
+                    "p50_ms": ms(percentile(totals, 50)), "p99_ms": ms(percentile(totals, 99)),
+                    **tally(outcomes)}
+        if "clients8" in rows:
+            say(f"8 clients, non-streamed: {counts.clients8} requests per target")
+            for name, (outcomes, wall) in (await interleaved(once, 8, counts.clients8)).items():
+                results[name]["clients8"] = {
+                    "req_per_s": round(sum(o.ok for o in outcomes) / wall, 1),
+                    **tally(outcomes)}
+        if "stream1" in rows:
+            say(f"1 client, streamed: {counts.sequential} requests per target")
+            for name, outcomes in (await sequential(session, targets, streamed,
+                                                    counts.sequential)).items():
+                firsts = [o.first for o in outcomes if o.ok and o.first is not None]
+                results[name]["stream1"] = {
+                    "first_p50_ms": ms(percentile(firsts, 50)),
+                    "first_p99_ms": ms(percentile(firsts, 99)), **tally(outcomes)}
+        if "streams50" in rows:
+            say(f"50 streams: {counts.streams50} requests per target")
+            for name, (outcomes, wall) in (await interleaved(streamed, 50,
+                                                             counts.streams50)).items():
+                firsts = [o.first for o in outcomes if o.ok and o.first is not None]
+                results[name]["streams50"] = {
+                    "req_per_s": round(sum(o.ok for o in outcomes) / wall, 1),
+                    "first_p50_ms": ms(percentile(firsts, 50)), **tally(outcomes)}
+        if "bursts" in rows:
+            for size in counts.bursts:
+                say(f"{size} streams at once, then {size} requests at once for leaked slots")
+                for target in targets:
+                    outcomes = await burst(session, target, streamed, size)
+                    entry: dict[str, Any] = tally(outcomes)
+                    if target.name in pids:
+                        # Every slot is free again: as many requests as the cap all get in. A
+                        # slot still held (leaked) turns one of them into a 429.
+                        await asyncio.sleep(1.0)
+                        check = await burst(session, target, once, size)
+                        entry["leaked_slots"] = sum(o.status == 429 for o in check)
+                    results[target.name].setdefault("bursts", {})[str(size)] = entry
+        if "memory" in rows:
+            for target in targets:
+                if target.name not in pids:
+                    continue
+                say(f"memory: {counts.memory} requests to {target.name}")
+                before = tree_rss_mib(pids[target.name])
+                outcomes, _ = await concurrent(session, target, once, 8, counts.memory)
+                results[target.name]["memory"] = {
+                    "requests": counts.memory, "start_mib": before,
+                    "end_mib": tree_rss_mib(pids[target.name]), **tally(outcomes)}
+    return results
+
+
+def run(configs: list[str], counts: Counts, rows: tuple[str, ...], before: Path | None = None
+        ) -> dict[str, Any]:
+    """Start the simulator and every configuration's proxy, measure, stop them all."""
+    token = make_token(f"bench-{secrets.token_hex(4)}", ttl=24 * 3600)
+    auth = {"Authorization": f"Bearer {token}"}
+    # A fast simulator: the generation itself takes next to no time, so what is measured is
+    # transport and the proxy's own work. Enough parallel slots and queue that the simulator
+    # is never what refuses a burst.
+    with run_simulator(first_token_delay=0.0, tokens_per_second=100_000, num_parallel=64,
+                       max_queue=4 * max(counts.bursts)) as sim, \
+            tempfile.TemporaryDirectory(prefix="bench-") as tmp, \
+            proxies(configs, sim.url, counts, Path(tmp), before) as running:
+        targets = [Target("direct", f"{sim.url}/api/generate")]
+        targets += [Target(name, f"{proxy.url}/api/llm/generate", auth)
+                    for name, proxy in running.items()]
+        pids = {name: proxy.process.pid for name, proxy in running.items()}
+        results = asyncio.run(measure(targets, pids, counts, rows))
+    return {"counts": asdict(counts), "tokens": TOKENS, "targets": results}
