@@ -15,6 +15,8 @@
     pending: new Map(), // client request id -> {bubble, text}
     activeRequest: null,
     nextId: 1,
+    keys: null, // the admin view's last key list (never secrets), to name keys' budgets
+    teams: null,
   };
 
   // ---- notices ------------------------------------------------------------------------------
@@ -92,6 +94,9 @@
     $("tabs").hidden = true;
     $("sign-out").hidden = true;
     $("who").textContent = "";
+    hideSecret();
+    state.keys = null;
+    state.teams = null;
     if (message) notify(message);
   }
 
@@ -327,8 +332,13 @@
   }
 
   async function loadAdmin() {
-    await Promise.all([loadAdminModels(), loadUsage(), loadAudit()].map((p) =>
-      p.catch((e) => notify(e.message))));
+    await Promise.all([
+      ...[loadAdminModels(), loadUsage(), loadAudit()].map((p) =>
+        p.catch((e) => notify(e.message))),
+      // Keys first: the budgets view names a key's budget by the key's name.
+      loadKeys().catch((e) => showError("keys-error", e.message))
+        .then(() => loadBudgets()).catch((e) => showError("budgets-error", e.message)),
+    ]);
   }
 
   async function loadAdminModels() {
@@ -447,6 +457,333 @@
     }
   }
 
+  // ---- admin: API keys ----------------------------------------------------------------------
+  // A key's secret comes back from the API once (on create and on rotate). It is shown in one
+  // read-only field until the admin hides it, and is kept nowhere else: not in the list, not
+  // in sessionStorage.
+  function showError(id, message) {
+    const box = $(id);
+    box.textContent = message;
+    box.hidden = !message;
+  }
+
+  function formatTime(value, absent) {
+    return value ? new Date(value).toLocaleString() : absent;
+  }
+
+  function keyLimits(key) {
+    const parts = [];
+    if (key.rate_limit_per_minute) parts.push(key.rate_limit_per_minute + " requests/min");
+    if (key.concurrency_limit) parts.push(key.concurrency_limit + " at once");
+    if (key.token_limit_per_minute) parts.push(key.token_limit_per_minute + " tokens/min");
+    if (key.token_limit_per_day) parts.push(key.token_limit_per_day + " tokens/day");
+    return parts.length ? parts.join(", ") : "owner's limits";
+  }
+
+  function keyModels(key) {
+    if (key.allowed_models === null) return "all";
+    return key.allowed_models.length ? key.allowed_models.join(", ") : "none";
+  }
+
+  async function loadKeys() {
+    const params = new URLSearchParams();
+    if ($("keys-show-revoked").checked) params.set("include_revoked", "true");
+    const data = await (await api("/api/admin/keys?" + params)).json();
+    state.keys = data.keys;
+    const body = $("keys-table").querySelector("tbody");
+    body.replaceChildren();
+    for (const key of data.keys) {
+      const row = document.createElement("tr");
+      row.dataset.id = key.id;
+      row.classList.toggle("revoked", Boolean(key.revoked_at));
+      cell(row, key.name);
+      cell(row, key.owner + (key.role === "admin" ? " (admin)" : ""));
+      cell(row, key.prefix + "…").className = "mono";
+      cell(row, formatTime(key.created_at, ""));
+      cell(row, formatTime(key.expires_at, "never"));
+      cell(row, formatTime(key.last_used_at, "never"));
+      cell(row, formatTime(key.revoked_at, "no"));
+      cell(row, keyLimits(key));
+      cell(row, keyModels(key));
+      const actions = cell(row, "");
+      actions.className = "actions";
+      if (!key.revoked_at) {
+        actions.append(keyAction("Rotate", key, rotateKey), keyAction("Revoke", key, revokeKey));
+      }
+      body.appendChild(row);
+    }
+    fillBudgetSubjects();
+  }
+
+  function keyAction(label, key, action) {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = label.toLowerCase();
+    button.textContent = label;
+    button.setAttribute("aria-label", label + " key " + key.name + " of " + key.owner);
+    button.addEventListener("click", () => action(key));
+    return button;
+  }
+
+  function showSecret(title, created) {
+    $("key-secret-title").textContent = title;
+    $("key-secret-value").value = created.secret;
+    $("key-secret-copied").textContent = "";
+    $("key-secret").hidden = false;
+    $("key-secret").scrollIntoView({ block: "nearest" });
+  }
+
+  function hideSecret() {
+    $("key-secret-value").value = "";
+    $("key-secret").hidden = true;
+  }
+
+  async function copySecret() {
+    const field = $("key-secret-value");
+    let copied = false;
+    try {
+      await navigator.clipboard.writeText(field.value);
+      copied = true;
+    } catch (e) {
+      // The Clipboard API exists only in secure contexts (https, localhost): elsewhere the
+      // older copy command still works on a selected field.
+      field.select();
+      copied = document.execCommand("copy");
+    }
+    $("key-secret-copied").textContent = copied ? "Copied." : "Select the key and copy it.";
+  }
+
+  function optionalNumber(id) {
+    const text = $(id).value.trim();
+    return text === "" ? undefined : Number(text);
+  }
+
+  function keyRequest() {
+    const body = { name: $("key-name").value.trim(), role: $("key-role").value };
+    const owner = $("key-owner").value.trim();
+    if (owner) body.owner = owner;
+    const expires = $("key-expires").value;
+    // datetime-local is the admin's local time; the API takes an instant.
+    if (expires) body.expires_at = new Date(expires).toISOString();
+    const models = $("key-models").value.split(/[\s,]+/).filter(Boolean);
+    if (models.length) body.allowed_models = models;
+    for (const [field, id] of [["rate_limit_per_minute", "key-rate"],
+      ["concurrency_limit", "key-concurrency"], ["token_limit_per_minute", "key-tokens-minute"],
+      ["token_limit_per_day", "key-tokens-day"]]) {
+      const value = optionalNumber(id);
+      if (value !== undefined) body[field] = value;
+    }
+    return body;
+  }
+
+  // Creating and rotating both answer with the key and its secret, shown this once.
+  async function issueKey(path, options, failure, title) {
+    showError("keys-error", "");
+    hideSecret();
+    let created;
+    try {
+      created = await (await api(path, options)).json();
+    } catch (e) {
+      showError("keys-error", failure + " " + e.message);
+      return false;
+    }
+    showSecret(title + " \u201c" + created.name + "\u201d of " + created.owner, created);
+    await loadKeys().catch((e) => showError("keys-error", e.message));
+    return true;
+  }
+
+  async function createKey() {
+    if (await issueKey("/api/admin/keys", { method: "POST", json: keyRequest() },
+      "The key was not created.", "New key")) {
+      $("key-form").reset();
+    }
+  }
+
+  async function rotateKey(key) {
+    if (!confirm("Rotate key \u201c" + key.name + "\u201d of " + key.owner +
+      "? Its current secret stops working at once.")) return;
+    await issueKey("/api/admin/keys/" + encodeURIComponent(key.id) + "/rotate",
+      { method: "POST" }, "The key was not rotated.", "New secret for key");
+  }
+
+  async function revokeKey(key) {
+    if (!confirm("Revoke key \u201c" + key.name + "\u201d of " + key.owner +
+      "? Whatever uses it is refused from now on; this cannot be undone.")) return;
+    showError("keys-error", "");
+    try {
+      await api("/api/admin/keys/" + encodeURIComponent(key.id), { method: "DELETE" });
+      await loadKeys();
+    } catch (e) {
+      showError("keys-error", "The key was not revoked. " + e.message);
+    }
+  }
+
+  // ---- admin: teams and budgets -------------------------------------------------------------
+  function formatMoney(value) {
+    // Enough digits for a token-priced request, without a float's noise.
+    return String(Number(value.toFixed(4)));
+  }
+
+  function budgetLabel(budget) {
+    if (budget.scope === "key") {
+      const key = (state.keys || []).find((k) => k.id === budget.subject);
+      if (key) return "key \u201c" + key.name + "\u201d of " + key.owner;
+    }
+    return budget.scope + " " + budget.subject;
+  }
+
+  // near: past the soft limit, or at 90% of the hard one (where the team alert fires).
+  function budgetLevel(budget) {
+    if (budget.spent >= budget.amount) return "over";
+    const soft = budget.soft_limit === null ? Infinity : budget.soft_limit;
+    if (budget.spent >= soft || budget.spent >= 0.9 * budget.amount) return "near";
+    return "ok";
+  }
+
+  const LEVEL_TEXT = { over: "spent: requests are refused", near: "near the limit", ok: "" };
+
+  function budgetItem(budget, currency) {
+    const item = document.createElement("li");
+    const level = budgetLevel(budget);
+    item.className = "budget " + level;
+    item.dataset.scope = budget.scope;
+    item.dataset.subject = budget.subject;
+    item.dataset.period = budget.period;
+
+    const head = document.createElement("div");
+    head.className = "budget-head";
+    const name = document.createElement("span");
+    name.className = "budget-name";
+    name.textContent = budgetLabel(budget) + " \u00b7 per " + budget.period;
+    const status = document.createElement("span");
+    status.className = "budget-level";
+    status.textContent = LEVEL_TEXT[level];
+    const remove = document.createElement("button");
+    remove.type = "button";
+    remove.className = "remove";
+    remove.textContent = "Remove";
+    remove.setAttribute("aria-label", "Remove the budget of " + budgetLabel(budget));
+    remove.addEventListener("click", () => deleteBudget(budget));
+    head.append(name, status, remove);
+
+    const share = Math.min(budget.spent / budget.amount, 1);
+    const bar = document.createElement("div");
+    bar.className = "bar";
+    bar.setAttribute("role", "meter");
+    bar.setAttribute("aria-valuemin", "0");
+    bar.setAttribute("aria-valuemax", String(budget.amount));
+    bar.setAttribute("aria-valuenow", String(budget.spent));
+    bar.setAttribute("aria-label", "Spent of " + budgetLabel(budget));
+    const fill = document.createElement("div");
+    fill.className = "fill";
+    // Set through the CSSOM, which the page's style-src 'self' allows (a style attribute
+    // would not be).
+    fill.style.width = (share * 100).toFixed(1) + "%";
+    bar.appendChild(fill);
+    if (budget.soft_limit !== null) {
+      const mark = document.createElement("div");
+      mark.className = "soft-mark";
+      mark.title = "soft limit " + formatMoney(budget.soft_limit);
+      mark.style.left = Math.min(budget.soft_limit / budget.amount * 100, 100).toFixed(1) + "%";
+      bar.appendChild(mark);
+    }
+
+    const numbers = document.createElement("div");
+    numbers.className = "budget-numbers";
+    const part = (cls, text) => {
+      const span = document.createElement("span");
+      span.className = cls;
+      span.textContent = text;
+      return span;
+    };
+    numbers.append(part("spent", formatMoney(budget.spent)), " of ",
+      part("amount", formatMoney(budget.amount)), " " + currency + " (",
+      part("percent", Math.round(budget.spent / budget.amount * 100) + "%"), ")");
+    if (budget.soft_limit !== null) {
+      numbers.append(" \u00b7 soft limit ", part("soft", formatMoney(budget.soft_limit)));
+    }
+    numbers.append(" \u00b7 resets " + formatTime(budget.resets_at, ""));
+    item.append(head, bar, numbers);
+    return item;
+  }
+
+  async function loadBudgets() {
+    const [budgets, teams] = await Promise.all([
+      api("/api/admin/budgets").then((r) => r.json()),
+      api("/api/admin/teams").then((r) => r.json()),
+    ]);
+    state.teams = teams.teams;
+    $("budgets-note").textContent = "Amounts in " + budgets.currency + ", priced by " +
+      (budgets.cost_mode === "tokens" ? "tokens" : "GPU time") + " (PROXY_COST_MODE).";
+    const list = $("budgets-list");
+    list.replaceChildren(...budgets.budgets.map((b) => budgetItem(b, budgets.currency)));
+    $("budgets-empty").hidden = budgets.budgets.length > 0;
+    const body = $("teams-table").querySelector("tbody");
+    body.replaceChildren();
+    for (const team of teams.teams) {
+      const row = document.createElement("tr");
+      row.dataset.team = team.name;
+      cell(row, team.name);
+      cell(row, team.description);
+      cell(row, team.members.join(", "));
+      body.appendChild(row);
+    }
+    fillBudgetSubjects();
+  }
+
+  function fillBudgetSubjects() {
+    const scope = $("budget-scope").value;
+    const choices = [];
+    if (scope === "team") {
+      for (const team of state.teams || []) choices.push([team.name, team.description]);
+    } else if (scope === "user") {
+      for (const team of state.teams || []) {
+        for (const user of team.members) choices.push([user, "team " + team.name]);
+      }
+    } else {
+      for (const key of state.keys || []) {
+        if (!key.revoked_at) choices.push([key.id, key.name + " of " + key.owner]);
+      }
+    }
+    $("budget-subjects").replaceChildren(...choices.map(([value, label]) => {
+      const option = document.createElement("option");
+      option.value = value;
+      option.label = label;
+      return option;
+    }));
+  }
+
+  async function setBudget() {
+    showError("budgets-error", "");
+    const path = ["scope", "subject", "period"].map((f) =>
+      encodeURIComponent($("budget-" + f).value.trim())).join("/");
+    const body = { amount: Number($("budget-amount").value) };
+    const soft = optionalNumber("budget-soft");
+    if (soft !== undefined) body.soft_limit = soft;
+    try {
+      await api("/api/admin/budgets/" + path, { method: "PUT", json: body });
+      $("budget-form").reset();
+      fillBudgetSubjects();
+      await loadBudgets();
+    } catch (e) {
+      showError("budgets-error", "The budget was not set. " + e.message);
+    }
+  }
+
+  async function deleteBudget(budget) {
+    if (!confirm("Remove the " + budget.period + " budget of " + budgetLabel(budget) + "?")) {
+      return;
+    }
+    showError("budgets-error", "");
+    try {
+      await api("/api/admin/budgets/" + [budget.scope, budget.subject, budget.period]
+        .map(encodeURIComponent).join("/"), { method: "DELETE" });
+      await loadBudgets();
+    } catch (e) {
+      showError("budgets-error", "The budget was not removed. " + e.message);
+    }
+  }
+
   // ---- wiring -------------------------------------------------------------------------------
   document.addEventListener("DOMContentLoaded", () => {
     $("signin-form").addEventListener("submit", (event) => {
@@ -480,6 +817,21 @@
       event.preventDefault();
       loadUsage().catch((e) => notify(e.message));
     });
+    $("key-form").addEventListener("submit", (event) => {
+      event.preventDefault();
+      createKey();
+    });
+    $("key-secret-copy").addEventListener("click", copySecret);
+    $("key-secret-done").addEventListener("click", hideSecret);
+    $("keys-show-revoked").addEventListener("change", () =>
+      loadKeys().catch((e) => showError("keys-error", e.message)));
+    $("budget-form").addEventListener("submit", (event) => {
+      event.preventDefault();
+      setBudget();
+    });
+    $("budget-scope").addEventListener("change", fillBudgetSubjects);
+    $("budgets-refresh").addEventListener("click", () =>
+      loadBudgets().catch((e) => showError("budgets-error", e.message)));
     const saved = sessionStorage.getItem(TOKEN_KEY);
     if (saved) signIn(saved);
   });

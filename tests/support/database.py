@@ -14,11 +14,14 @@ POSTGRES_ADMIN_URL = os.environ.get(
 
 
 def admin_execute(sql: str) -> None:
-    """Run one statement on the test server as its administrator, on an event loop of its own.
+    """Run one statement on the test server as its administrator, on an event loop of its own
+    in a thread of its own.
 
-    Not `asyncio.run`, which leaves the thread without a current loop: Pulumi's mocks
-    (tests/infra) read it later in the same session."""
+    Not `asyncio.run` here, which leaves the thread without a current loop: Pulumi's mocks
+    (tests/infra) read it later in the same session. Nor a loop in this thread: where one is
+    already running (Playwright's sync API runs one in the browser tests), another cannot."""
     import asyncio
+    from concurrent.futures import ThreadPoolExecutor
 
     async def run() -> None:
         conn = await asyncpg.connect(POSTGRES_ADMIN_URL)
@@ -27,11 +30,8 @@ def admin_execute(sql: str) -> None:
         finally:
             await conn.close()
 
-    loop = asyncio.new_event_loop()
-    try:
-        loop.run_until_complete(run())
-    finally:
-        loop.close()
+    with ThreadPoolExecutor(max_workers=1) as worker:
+        worker.submit(asyncio.run, run()).result()
 
 
 def postgres_database(prefix: str = "proxy_test") -> Iterator[str]:
