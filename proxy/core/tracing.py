@@ -1,13 +1,14 @@
 """OpenTelemetry tracing, off unless `PROXY_OTEL_ENABLED=true`.
 
-When it is on, each request is a server span (the FastAPI instrumentation), each generation a
-span of its own with the model and the token counts (`generation_span`, GenAI semantic
-conventions), each call to an engine an HTTP client span (the httpx instrumentation on the
-engines' clients, the aiohttp one on the sessions generations go through) and each database
-statement a span (the SQLAlchemy instrumentation, on the app's engine). Spans go to an OTLP
-collector over HTTP, configured by OpenTelemetry's own variables (`OTEL_EXPORTER_OTLP_ENDPOINT`, default http://localhost:4318, `…_HEADERS`,
-`OTEL_SERVICE_NAME`, default llm-proxy, `OTEL_TRACES_SAMPLER`, …). A tracer provider that the
-process already has (one set up by `opentelemetry-instrument`, or by a test) is used as it is.
+When it is on, each request is a server span (the FastAPI instrumentation), each generation a span
+of its own with the model and the token counts (`generation_span`, GenAI semantic conventions),
+each call to an engine an HTTP client span (the httpx instrumentation on the engines' clients, the
+aiohttp one on the sessions generations go through) and each database statement a span (the
+SQLAlchemy instrumentation, on the app's engine). Spans go to an OTLP collector over HTTP,
+configured by OpenTelemetry's own variables (`OTEL_EXPORTER_OTLP_ENDPOINT`, default
+http://localhost:4318, `…_HEADERS`, `OTEL_SERVICE_NAME`, default llm-proxy, `OTEL_TRACES_SAMPLER`,
+…). A tracer provider that the process already has (one set up by `opentelemetry-instrument`, or by
+a test) is used as it is.
 
 An explicit switch rather than the presence of `OTEL_EXPORTER_OTLP_ENDPOINT`: that variable is
 often set for a whole host or pod, and would then turn on export from the proxy without anyone
