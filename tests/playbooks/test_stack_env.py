@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from infra.compose import compose_files, variables
+from infra.compose import compose_files, variables, with_extended
 from proxy.core.settings import Settings
 from tests.infra.stack_files import COMPOSE_SECRETS, REPO_ROOT, rendered
 from tests.playbooks.ansible_cli import ROLES, HostRun, PlaybookRun, case_hosts, run_per_host
@@ -42,6 +42,14 @@ SETTINGS = {
     "PROXY_TRUSTED_PROXIES": "172.18.0.1,fd00::/64",
     "PROXY_AUDIT_RETENTION_DAYS": "400",
     "GRAFANA_AUDIT_DB_PASSWORD": "test-audit-reader-password",
+    "JWT_MAX_LIFETIME": "3600",
+    "JWT_ROLE_CLAIM": "groups",
+    "JWT_ADMIN_ROLE": "llm-admins",
+    "PROXY_USER_KEYS": "true",
+    "PROXY_RATE_LIMIT": "30/minute",
+    "PROXY_TOKEN_LIMIT_PER_MINUTE": "1000",
+    "PROXY_TOKEN_LIMIT_PER_DAY": "100000",
+    "PROXY_UPSTREAMS": '{"upstreams":[{"name":"gpu-3","url":"http://10.0.0.13:11434"}]}',
 }
 
 PLAYBOOK = """\
@@ -125,7 +133,9 @@ def role_env(runs: PlaybookRun, host: str) -> tuple[dict[str, str], HostRun]:
 def test_the_role_finds_the_variables_compose_finds() -> None:
     files = compose_files(REPO_ROOT, gpu=True)
     by_compose = variables(REPO_ROOT, files)
-    by_role = compose_variables.stack_compose_variables([f.read_text() for f in files])
+    # The role reads the files the compose files extend too (vars/main.yml).
+    by_role = compose_variables.stack_compose_variables(
+        [f.read_text() for f in with_extended(files)])
 
     assert {
         name: (found["required"], found["default"]) for name, found in by_role.items()

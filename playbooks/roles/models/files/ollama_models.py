@@ -15,10 +15,11 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from typing import TextIO
 
 
-def fail(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+def fail(message: str, stream: TextIO = sys.stderr) -> None:
+    print(message, file=stream, flush=True)
     sys.exit(1)
 
 
@@ -39,6 +40,11 @@ def human(size: float) -> str:
     return f"{size:.1f} TB"
 
 
+# A pull's progress and its failure go to one stream, in order: run through `docker exec`, two
+# streams reach the role's output file in any order, and the role reports the last line.
+PULL_OUTPUT = sys.stdout
+
+
 def pull(url: str, model: str) -> None:
     body = json.dumps({"model": model, "stream": True}).encode()
     request = urllib.request.Request(
@@ -56,7 +62,7 @@ def pull(url: str, model: str) -> None:
                     continue
                 line = json.loads(raw)
                 if "error" in line:
-                    fail(f"pulling model '{model}' failed: {line['error']}")
+                    fail(f"pulling model '{model}' failed: {line['error']}", PULL_OUTPUT)
                 status = str(line.get("status", ""))
                 last_status = status
                 digest, total = line.get("digest"), line.get("total")
@@ -76,11 +82,12 @@ def pull(url: str, model: str) -> None:
             detail = json.loads(detail).get("error", detail)
         except ValueError:
             pass
-        fail(f"pulling model '{model}' failed: HTTP {exc.code}: {detail}")
+        fail(f"pulling model '{model}' failed: HTTP {exc.code}: {detail}", PULL_OUTPUT)
     except (OSError, ValueError) as exc:
-        fail(f"pulling model '{model}' failed: {exc}")
+        fail(f"pulling model '{model}' failed: {exc}", PULL_OUTPUT)
     if last_status != "success":
-        fail(f"pulling model '{model}' failed: the stream ended at '{last_status}', not 'success'")
+        fail(f"pulling model '{model}' failed: the stream ended at '{last_status}', not "
+             "'success'", PULL_OUTPUT)
     print(
         f"{model}: pulled {len(layers)} layers, {human(sum(layers.values()))}"
         f" in {time.monotonic() - started:.1f} s",
