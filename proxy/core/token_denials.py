@@ -38,6 +38,9 @@ class DenyList:
         # subject -> the latest "issued before" among its entries, epoch seconds.
         self._issued_before: dict[str, float] = {}
         self._failing = False
+        # When the last successful load began (time.monotonic()): entries made before it are in
+        # force here.
+        self.loaded_at = float("-inf")
 
     def check(self, claims: dict[str, Any]) -> None:
         """Raise AuthError if the deny-list refuses a token with these (verified) claims."""
@@ -55,6 +58,7 @@ class DenyList:
 
     async def refresh(self) -> None:
         """Reload every entry still in force from the database."""
+        started = time.monotonic()
         now = datetime.now(UTC)
         async with self._sessions() as session:
             rows = (await session.execute(
@@ -70,6 +74,7 @@ class DenyList:
                 issued_before[subject] = max(before.timestamp(),
                                              issued_before.get(subject, 0.0))
         self._jtis, self._issued_before = jtis, issued_before
+        self.loaded_at = max(self.loaded_at, started)
 
     async def keep_fresh(self) -> None:
         """Reload forever, every refresh interval (the app's lifespan runs it as a task)."""

@@ -5,8 +5,8 @@ revoked, rotated or expiring. (The WebSocket: tests/proxy/test_ws.py.)"""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
-import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,7 +16,7 @@ import pytest
 
 from tests.support.database import count_rows_async
 from tests.support.proxy_app import InProcessProxy, MakeProxy
-from tests.support.timing import scaled, wait_until_async
+from tests.support.timing import wait_until_async
 from tests.support.tokens import admin_auth, auth
 
 pytestmark = [pytest.mark.usefixtures("sim"), pytest.mark.postgres]
@@ -80,17 +80,16 @@ def refusal_message(dialect: str, response: httpx.Response) -> str:
     return str(body["error"])
 
 
-async def refused_within(proxy: InProcessProxy, secret: str, budget: float) -> tuple[
-        httpx.Response, float]:
-    """Poll until `secret` is refused; the refusal and how long it took. Fails past budget."""
-    started = time.monotonic()
-    deadline = started + scaled(budget)
-    while True:
-        response = await generate(proxy, secret)
-        if response.status_code == 401:
-            return response, time.monotonic() - started
-        assert response.status_code == 200, response.text
-        assert time.monotonic() < deadline, f"still accepted after {scaled(budget):g} s"
+async def refused_after_cache(proxy: InProcessProxy, secret: str) -> httpx.Response:
+    """The answer to `secret` once `proxy` may no longer remember it: a key is kept for at most
+    PROXY_REVOCATION_REFRESH_SECONDS (at most 1 s, the settings refuse more). Waiting that long
+    rather than timing a poll holds on a machine too busy to answer quickly."""
+    refresh = proxy.app.state.proxy.settings.proxy_revocation_refresh_seconds
+    assert refresh <= REVOCATION_BUDGET
+    await asyncio.sleep(refresh)
+    response = await generate(proxy, secret)
+    assert response.status_code == 401, response.text
+    return response
 
 
 async def test_a_new_key_is_shown_once_and_stored_only_as_its_hash(
@@ -184,12 +183,15 @@ async def test_a_key_revoked_on_one_replica_is_refused_on_the_other_within_a_sec
     assert revoked.status_code == 200 and revoked.json()["revoked_at"] is not None
     # On the replica that revoked it: at once.
     assert (await generate(a, created["secret"])).status_code == 401
-    _, took = await refused_within(b, created["secret"], REVOCATION_BUDGET)
+    # On the other: B remembers a key for at most PROXY_REVOCATION_REFRESH_SECONDS (at most 1 s,
+    # the settings refuse more), so its first request once that has passed since the
+    # revocation is refused, however slowly this machine runs.
+    await refused_after_cache(b, created["secret"])
     response = await generate(b, created["secret"], dialect)
     assert refusal_message(dialect, response) == "API key has been revoked"
     assert response.headers["www-authenticate"] == 'Bearer error="invalid_token", ' \
                                                    'reason="revoked"'
-    assert took < scaled(REVOCATION_BUDGET)
+
 
 
 async def test_a_rotated_keys_old_secret_is_refused_and_the_new_one_works(
@@ -205,7 +207,7 @@ async def test_a_rotated_keys_old_secret_is_refused_and_the_new_one_works(
     assert fresh["id"] == created["id"] and fresh["secret"] != created["secret"]
     assert datetime.fromisoformat(fresh["expires_at"]) == later
     assert fresh["allowed_models"] == ["llama3.2"] and fresh["concurrency_limit"] == 3
-    response, _ = await refused_within(b, created["secret"], REVOCATION_BUDGET)
+    response = await refused_after_cache(b, created["secret"])
     assert response.json()["reason"] == "unknown_key"
     assert (await generate(b, fresh["secret"])).status_code == 200
 
@@ -223,7 +225,7 @@ async def test_an_expired_key_is_refused(replicas: tuple[InProcessProxy, InProce
                            "WHERE id = $1", created["id"])
     finally:
         await conn.close()
-    response, _ = await refused_within(b, created["secret"], REVOCATION_BUDGET)
+    response = await refused_after_cache(b, created["secret"])
     assert response.json()["reason"] == "expired"
     assert response.json()["error"].startswith("API key expired at ")
 
