@@ -136,6 +136,25 @@ def test_node_exporter_says_whether_a_gpu_is_expected(
     assert f"\nllm_stack_gpu_expected {expected}\n" in textfile
 
 
+ALERTMANAGER_ROUTING = "/etc/alertmanager/alertmanager.yml"
+
+
+def test_alertmanagers_routing_is_the_shipped_file_or_a_file_on_the_docker_host(
+    deploy: Deploy,
+) -> None:
+    shipped = deploy().container("alertmanager").plain
+    files = {u["file"]: u["content"] for u in shipped["uploads"]}
+    assert files[ALERTMANAGER_ROUTING] == (
+        REPO_ROOT / "dashboards" / "alertmanager" / "alertmanager.yml"
+    ).read_text()
+    # The operator's file holds receivers' URLs and passwords: bound from the Docker host,
+    # read-only, never uploaded (an upload's content would sit in Pulumi's state in clear).
+    own = deploy(alertmanagerConfig="/etc/llm-stack/alertmanager.yml").container("alertmanager")
+    assert ALERTMANAGER_ROUTING not in {u["file"] for u in own.plain.get("uploads") or []}
+    mounts = [(m["source"], m["target"], m.get("readOnly")) for m in own.plain["mounts"]]
+    assert mounts == [("/etc/llm-stack/alertmanager.yml", ALERTMANAGER_ROUTING, True)]
+
+
 def test_ollama_memory_limit_is_compose_default_and_configurable(deploy: Deploy) -> None:
     # Docker's provider counts MiB: 12g = 12 * 1024 MiB = 12884901888 bytes, as Compose has it.
     assert deploy().container("ollama").plain["memory"] == 12 * 1024
