@@ -6,12 +6,21 @@ someone must act) or `ticket` (degraded or heading for trouble: act within worki
 alert has a summary, a description with the value that tripped it, and a runbook link to
 docs/runbooks.md#<alertname in lower case>.
 
+Alertmanager (alertmanager/alertmanager.yml) routes by those severities and by two things decided
+here: `Watchdog`, which always fires (the dead man's switch: its notifications stopping means the
+path Prometheus -> Alertmanager -> receiver is broken), and the `depends_on: proxy` label, which
+every alert computed from the proxy's own metrics carries, so that while `LlmProxyDown` fires
+they are inhibited rather than reported as a second, third... outage. The label is derived from
+the expression (recording rules expanded), so an alert added later gets it without anyone
+remembering to.
+
 `promtool test rules` cases for every alert are in prometheus/tests/ (written by hand: they
 prove the generated rules, so they must not be generated from the same source).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,21 +66,60 @@ RECORDING_RULES: list[tuple[str, str]] = [
 
 # --- alerts ---------------------------------------------------------------------------------
 
+PAGE = "page"
+TICKET = "ticket"
+# Watchdog's: it is no problem at all, and routed by its name alone.
+NO_SEVERITY = "none"
+WATCHDOG = "Watchdog"
+PROXY_DOWN = "LlmProxyDown"
+# The label Alertmanager's inhibition selects: set on the alerts that read the proxy's metrics.
+DEPENDS_ON = "depends_on"
+PROXY = "proxy"
+
+
+def expanded(expr: str) -> str:
+    """`expr` with every recording rule it names replaced by that rule's own expression."""
+    for name, recorded in RECORDING_RULES:
+        # Split rather than re.sub, whose replacement would read backslashes in PromQL as escapes.
+        parts = re.split(rf"(?<![\w:]){re.escape(name)}(?![\w:])", expr)
+        expr = f"({recorded})".join(parts)
+    return expr
+
+
+def reads_proxy_metrics(expr: str) -> bool:
+    """Whether `expr` selects series of the proxy's scrape job, directly or through a recording
+    rule."""
+    return S.proxy in expanded(expr)
+
+
 @dataclass(frozen=True)
 class Alert:
     name: str
     expr: str
+    # "" fires at the first evaluation that finds the condition true.
     for_: str
-    severity: str  # "page" or "ticket"
+    severity: str  # PAGE or TICKET (NO_SEVERITY for the Watchdog only)
     summary: str
     description: str
+
+    @property
+    def depends_on_proxy(self) -> bool:
+        """Computed from the proxy's metrics, which go stale or missing when the proxy is down;
+        LlmProxyDown itself reads Prometheus's `up`, not the proxy."""
+        return self.name != PROXY_DOWN and reads_proxy_metrics(self.expr)
+
+    def labels(self) -> dict[str, str]:
+        labels = {"severity": self.severity}
+        if self.depends_on_proxy:
+            labels[DEPENDS_ON] = PROXY
+        return labels
 
     def rule(self) -> dict[str, Any]:
         return {
             "alert": self.name,
             "expr": self.expr,
-            "for": self.for_,
-            "labels": {"severity": self.severity},
+            **({"for": self.for_} if self.for_ else {}),
+            "labels": self.labels(),
             "annotations": {
                 "summary": self.summary,
                 "description": self.description,
@@ -90,9 +138,19 @@ def pct(ratio: float) -> str:
 
 ALERTS: list[Alert] = [
     Alert(
-        "LlmProxyDown",
+        WATCHDOG,
+        "vector(1)",
+        "", NO_SEVERITY,
+        "Always firing: the alerting pipeline works",
+        "This alert fires all the time on purpose. Alertmanager sends it to the `watchdog` "
+        "receiver, a dead man's switch outside this host that raises the alarm when the "
+        "notifications stop: then Prometheus, Alertmanager or the path to the receivers is "
+        "down, and no other alert would reach anyone either.",
+    ),
+    Alert(
+        PROXY_DOWN,
         f"{q.proxy_up()} == 0\nor\n{q.proxy_absent()}",
-        "2m", "page",
+        "2m", PAGE,
         "The LLM proxy is not answering Prometheus",
         "Prometheus cannot scrape the proxy{{ with $labels.instance }} at {{ . }}{{ end }}, or "
         "has no proxy target at all: users cannot reach any model.",
@@ -100,7 +158,7 @@ ALERTS: list[Alert] = [
     Alert(
         "OllamaDown",
         f"{q.upstream_up()} == 0",
-        "2m", "page",
+        "2m", PAGE,
         "The proxy cannot reach Ollama",
         "The proxy's last contact with Ollama failed ({{ $labels.instance }}): every generation "
         "answers 503 until Ollama is back.",
@@ -108,7 +166,7 @@ ALERTS: list[Alert] = [
     Alert(
         "LlmProxyHighErrorRatio",
         f"{ERROR_RATIO} > {TARGETS.error_ratio:g}",
-        "10m", "page",
+        "10m", PAGE,
         f"More than {pct(TARGETS.error_ratio)} of LLM requests fail",
         "{{ $value | humanizePercentage }} of the requests the proxy served in the last "
         f"{WINDOWS.short} ended in a 5xx (target below {pct(TARGETS.error_ratio)}; 4xx, "
@@ -117,7 +175,7 @@ ALERTS: list[Alert] = [
     Alert(
         "LlmProxyHighLatency",
         f"{GENERATION_P95} > {TARGETS.latency_p95_seconds:g}",
-        "15m", "ticket",
+        "15m", TICKET,
         f"P95 generation latency above {TARGETS.latency_p95_seconds:g} s",
         "95% of generate/chat requests finish within {{ $value | humanizeDuration }} "
         f"(target {TARGETS.latency_p95_seconds:g} s), measured end to end over "
@@ -126,7 +184,7 @@ ALERTS: list[Alert] = [
     Alert(
         "LlmProxySlowFirstToken",
         f"{TTFT_P95} > {TARGETS.ttft_p95_seconds:g}",
-        "15m", "ticket",
+        "15m", TICKET,
         f"P95 time to first token above {TARGETS.ttft_p95_seconds:g} s",
         "95% of generations start streaming within {{ $value | humanizeDuration }} "
         f"(target {TARGETS.ttft_p95_seconds:g} s) over {WINDOWS.short}.",
@@ -135,7 +193,7 @@ ALERTS: list[Alert] = [
         "LlmSlowGeneration",
         f"{TOKENS_PER_SECOND_P50} < {TARGETS.tokens_per_second_p50_min:g}\n"
         f"and on (model)\n{GENERATIONS} >= {WINDOWS.min_generations}",
-        "15m", "ticket",
+        "15m", TICKET,
         "{{ $labels.model }} generates fewer than "
         f"{TARGETS.tokens_per_second_p50_min:g} tokens/s",
         "The median generation speed of {{ $labels.model }} is {{ $value | printf \"%.1f\" }} "
@@ -146,7 +204,7 @@ ALERTS: list[Alert] = [
     Alert(
         "GpuNotDetected",
         f"{q.gpu_expected()} == 1\nunless on ()\ncount({q.gpu_info()}) > 0",
-        "5m", "page",
+        "5m", PAGE,
         "This host should have a GPU, and none is reported",
         "The deployment asked for a GPU (docker-compose.gpu.yml or Pulumi gpu: true), but the "
         "GPU exporter reports no card: Ollama is running on the CPU, or not at all.",
@@ -154,7 +212,7 @@ ALERTS: list[Alert] = [
     Alert(
         "GpuMemoryNearlyFull",
         f"{GPU_MEMORY_RATIO} > {LIMITS.gpu_memory_ratio:g}",
-        "15m", "ticket",
+        "15m", TICKET,
         f"GPU memory above {pct(LIMITS.gpu_memory_ratio)}",
         "GPU {{ $labels.uuid }} has {{ $value | humanizePercentage }} of its memory in use: "
         "another model or a longer context will not fit and Ollama will offload layers to the "
@@ -163,7 +221,7 @@ ALERTS: list[Alert] = [
     Alert(
         "GpuTemperatureHigh",
         f"{q.gpu_metric('nvidia_smi_temperature_gpu')} > {LIMITS.gpu_temperature_celsius:g}",
-        "10m", "ticket",
+        "10m", TICKET,
         f"GPU hotter than {LIMITS.gpu_temperature_celsius:g} °C",
         "GPU {{ $labels.uuid }} is at {{ $value }} °C: it will throttle its clocks and "
         "generation slows down.",
@@ -171,7 +229,7 @@ ALERTS: list[Alert] = [
     Alert(
         "OllamaMemoryNearLimit",
         f"{OLLAMA_MEMORY_RATIO} > {LIMITS.ollama_memory_ratio:g}",
-        "10m", "ticket",
+        "10m", TICKET,
         f"Ollama uses more than {pct(LIMITS.ollama_memory_ratio)} of its memory limit",
         "Container {{ $labels.name }} uses {{ $value | humanizePercentage }} of its memory "
         "limit (OLLAMA_MEMORY_LIMIT, 12g by default): the next model load may be OOM-killed.",
@@ -179,7 +237,7 @@ ALERTS: list[Alert] = [
     Alert(
         "ModelsDiskAlmostFull",
         f"{MODELS_DISK_RATIO} > {LIMITS.models_disk_ratio:g}",
-        "15m", "ticket",
+        "15m", TICKET,
         f"The disk holding the models volume is over {pct(LIMITS.models_disk_ratio)} full",
         "{{ $labels.mountpoint }} (the filesystem under " + S.docker_data_root + ") is "
         "{{ $value | humanizePercentage }} full: the next `ollama pull` may fail halfway.",
@@ -187,7 +245,7 @@ ALERTS: list[Alert] = [
     Alert(
         "LlmProxyAuthFailureSpike",
         f"{q.auth_failure_rate(WINDOWS.short)} > {ABUSE.auth_failures_per_second:g}",
-        "10m", "ticket",
+        "10m", TICKET,
         "Many failed authentications at the proxy",
         "{{ $value | printf \"%.2f\" }} failed authentications per second over "
         f"{WINDOWS.short} (threshold {ABUSE.auth_failures_per_second:g}/s): expired tokens "
@@ -197,7 +255,7 @@ ALERTS: list[Alert] = [
         "LlmProxyRateLimitSpike",
         f"{RATE_LIMITED_RATIO} > {ABUSE.rate_limited_ratio:g}\n"
         f"and on ()\n{q.rate_limited_rate(WINDOWS.long)} > {ABUSE.rate_limited_per_second:g}",
-        "15m", "ticket",
+        "15m", TICKET,
         f"More than {pct(ABUSE.rate_limited_ratio)} of requests are refused by the limits",
         "{{ $value | humanizePercentage }} of requests over "
         f"{WINDOWS.long} got 429: a client is looping, or the limits are too tight for real "
@@ -207,7 +265,7 @@ ALERTS: list[Alert] = [
         "AuditSpoolNotDraining",
         f"{q.audit_spooled_rows()} > 0\n"
         f"and\ndelta({q.audit_spooled_rows()}[{WINDOWS.long}]) >= 0",
-        "10m", "ticket",
+        "10m", TICKET,
         "Audit rows are piling up in the proxy's local spool",
         "{{ $value }} audit rows wait in the spool file of {{ $labels.instance }} and the "
         "number is not going down: the proxy cannot write to Postgres.",
@@ -215,7 +273,7 @@ ALERTS: list[Alert] = [
     Alert(
         "LlmProxyLimiterBackendErrors",
         f"{q.limiter_error_rate(WINDOWS.short, ('mode',))} > 0",
-        "5m", "ticket",
+        "5m", TICKET,
         "The proxy cannot reach Redis for its limits",
         "Limit checks fail against Redis in mode {{ $labels.mode }}: 'closed' refuses "
         "generations with 503, 'open' admits them without limits.",
@@ -233,7 +291,7 @@ ALERTS: list[Alert] = [
     Alert(
         "ExporterDown",
         f"{q.exporter_up()} == 0",
-        "10m", "ticket",
+        "10m", TICKET,
         "Exporter {{ $labels.job }} is down",
         "Prometheus cannot scrape {{ $labels.instance }} (job {{ $labels.job }}): the host, "
         "container and GPU-expectation alerts that rely on it are blind.",

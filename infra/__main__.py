@@ -39,6 +39,7 @@ for engine in config.engines:
 
 pulumi.export("proxy_url", published_url(rendered, "proxy"))
 pulumi.export("prometheus_url", published_url(rendered, "prometheus"))
+pulumi.export("alertmanager_url", published_url(rendered, "alertmanager"))
 pulumi.export("grafana_url", published_url(rendered, "grafana"))
 pulumi.export("gpu", config.gpu)
 pulumi.export("engines", {engine.name: engine.url for engine in config.engines})

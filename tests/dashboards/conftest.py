@@ -1,7 +1,8 @@
 """Fixtures for the monitoring tests (dashboards/).
 
-- `promtool`: the path of Prometheus' promtool. Missing is a failure with the install command,
-  never a skip: these checks are the only proof the rules and the config load.
+- `promtool`, `amtool`: the paths of Prometheus' promtool and Alertmanager's amtool. Missing is a
+  failure with the install command, never a skip: these checks are the only proof the rules and
+  the configs load.
 - `live_metrics`: the text of /metrics from a real proxy process (`python -m proxy serve`) in
   front of the Ollama simulator, after a generation, a failed authentication and a cache lookup,
   so that the histograms and counters the rules use have series.
@@ -23,18 +24,28 @@ from tests.support.tokens import make_token
 
 SECRET = "dashboards-test-secret-" + "x" * 40
 METRICS_TOKEN = "dashboards-test-metrics-token"
-PROMTOOL_HINT = (
-    "promtool is not on PATH; install it with scripts/observability-tools "
-    "(Debian: apt-get install -y prometheus)"
-)
+# tool -> the Debian package that ships it
+TOOL_PACKAGES = {"promtool": "prometheus", "amtool": "prometheus-alertmanager"}
+
+
+def required_tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(
+            f"{name} is not on PATH; install it with scripts/observability-tools "
+            f"(Debian: apt-get install -y {TOOL_PACKAGES[name]})"
+        )
+    return path
 
 
 @pytest.fixture(scope="session")
 def promtool() -> str:
-    path = shutil.which("promtool")
-    if path is None:
-        pytest.fail(PROMTOOL_HINT)
-    return path
+    return required_tool("promtool")
+
+
+@pytest.fixture(scope="session")
+def amtool() -> str:
+    return required_tool("amtool")
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DASHBOARDS = REPO_ROOT / "dashboards"
 PROMETHEUS_DIR = DASHBOARDS / "prometheus"
+ALERTMANAGER_CONFIG = DASHBOARDS / "alertmanager" / "alertmanager.yml"
 RULE_FILES = sorted((PROMETHEUS_DIR / "rules").glob("*.yml"))
 RULE_TESTS = sorted((PROMETHEUS_DIR / "tests").glob("*.yml"))
 GRAFANA = DASHBOARDS / "grafana"

@@ -41,7 +41,14 @@ REDIS_PORT = 6379
 POSTGRES_PORT = 5432
 PRIVATE_PORTS = {"ollama": OLLAMA_PORT, "redis": REDIS_PORT, "postgres": POSTGRES_PORT}
 PROMETHEUS_PORT = 9090
+ALERTMANAGER_PORT = 9093
 GRAFANA_PORT = 3000
+# The monitoring UIs, each on 127.0.0.1 unless the operator opts in.
+MONITORING_PORTS = {
+    "prometheus": PROMETHEUS_PORT,
+    "alertmanager": ALERTMANAGER_PORT,
+    "grafana": GRAFANA_PORT,
+}
 PROXY_CONTAINER_PORT = 8000
 
 # The isolation policy of docker-compose.yml: each private service and the networks it may
@@ -55,9 +62,9 @@ PRIVATE_SERVICE_NETWORKS = {
 }
 # Networks with no route off the host.
 INTERNAL_NETWORKS = ("backend", "analytics", "redis", "docker-api")
-# The only services that publish ports: the proxy (the entry point), and Prometheus and Grafana
-# (on loopback unless the operator opts in).
-PUBLISHING_SERVICES = {"proxy", "prometheus", "grafana"}
+# The only services that publish ports: the proxy (the entry point), and the monitoring UIs (on
+# loopback unless the operator opts in).
+PUBLISHING_SERVICES = {"proxy", *MONITORING_PORTS}
 
 OPTIONS = {
     # option dest: (flag, environment variable, default, help)

@@ -19,12 +19,11 @@ import pytest
 
 from tests.hosts import probes
 from tests.hosts.target import (
-    GRAFANA_PORT,
     INTERNAL_NETWORKS,
+    MONITORING_PORTS,
     OLLAMA_PORT,
     PRIVATE_PORTS,
     PRIVATE_SERVICE_NETWORKS,
-    PROMETHEUS_PORT,
     PUBLISHING_SERVICES,
     StackHost,
     listener_processes,
@@ -170,7 +169,7 @@ def test_outside_host_reaches_the_proxy(stack: StackHost, outside_host: OutsideH
 
 
 # The private services' ports, and the monitoring UIs published on loopback only.
-HOST_ONLY_PORTS = {**PRIVATE_PORTS, "prometheus": PROMETHEUS_PORT, "grafana": GRAFANA_PORT}
+HOST_ONLY_PORTS = {**PRIVATE_PORTS, **MONITORING_PORTS}
 
 
 @pytest.mark.parametrize("service", sorted(HOST_ONLY_PORTS))

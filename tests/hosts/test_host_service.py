@@ -10,7 +10,7 @@ from urllib.parse import quote
 import pytest
 
 from tests.hosts import probes
-from tests.hosts.target import GRAFANA_PORT, PROMETHEUS_PORT, StackHost, poll
+from tests.hosts.target import MONITORING_PORTS, PROMETHEUS_PORT, StackHost, poll
 from tests.support.timing import scaled
 
 # Prometheus scrapes every 15 s (dashboards/prometheus/prometheus.yml); a fresh stack needs one
@@ -108,9 +108,7 @@ def test_prometheus_has_the_proxys_request_and_ttft_data_after_traffic(stack: St
     )
 
 
-@pytest.mark.parametrize(
-    ("service", "port"), [("prometheus", PROMETHEUS_PORT), ("grafana", GRAFANA_PORT)]
-)
+@pytest.mark.parametrize(("service", "port"), sorted(MONITORING_PORTS.items()))
 def test_monitoring_listens_on_loopback_only(
     host: Any, stack: StackHost, service: str, port: int
 ) -> None:

@@ -57,7 +57,7 @@ def test_env_example_needs_only_the_secrets_filled_in() -> None:
     assert validate(env={**example, **COMPOSE_SECRETS}) == ""
 
 
-def test_only_the_proxy_prometheus_and_grafana_publish_ports() -> None:
+def test_only_the_proxy_and_the_monitoring_uis_publish_ports() -> None:
     services = rendered(COMPOSE, GPU_COMPOSE)["services"]
     publishing = {name for name, service in services.items() if service.get("ports")}
-    assert publishing == {"proxy", "prometheus", "grafana"}
+    assert publishing == {"proxy", "prometheus", "alertmanager", "grafana"}

@@ -37,10 +37,10 @@ def test_private_services_publish_nothing(deploy: Deploy, gpu: str) -> None:
         assert not inputs.get("publishAllPorts"), f"{name} must not publish its exposed ports"
 
 
-def test_only_proxy_prometheus_and_grafana_publish(deploy: Deploy) -> None:
+def test_only_the_proxy_and_the_monitoring_uis_publish(deploy: Deploy) -> None:
     deployment = deploy(gpu="true")
     publishing = {name for name in deployment.containers if published(deployment, name)}
-    assert publishing == {"proxy", "prometheus", "grafana"}
+    assert publishing == {"proxy", "prometheus", "alertmanager", "grafana"}
 
 
 def test_proxy_publishes_exactly_8000_on_the_configured_address(deploy: Deploy) -> None:
@@ -49,12 +49,15 @@ def test_proxy_publishes_exactly_8000_on_the_configured_address(deploy: Deploy) 
     assert published(configured, "proxy") == [("127.0.0.1", 18000, 8000)]
 
 
-def test_prometheus_and_grafana_bind_loopback_unless_opted_in(deploy: Deploy) -> None:
+def test_the_monitoring_uis_bind_loopback_unless_opted_in(deploy: Deploy) -> None:
     deployment = deploy()
     assert published(deployment, "prometheus") == [("127.0.0.1", 9090, 9090)]
+    assert published(deployment, "alertmanager") == [("127.0.0.1", 9093, 9093)]
     assert published(deployment, "grafana") == [("127.0.0.1", 3000, 3000)]
-    opted_in = deploy(prometheusBind="0.0.0.0", grafanaBind="10.0.0.5")
+    opted_in = deploy(prometheusBind="0.0.0.0", alertmanagerBind="10.0.0.6",
+                      grafanaBind="10.0.0.5")
     assert published(opted_in, "prometheus") == [("0.0.0.0", 9090, 9090)]
+    assert published(opted_in, "alertmanager") == [("10.0.0.6", 9093, 9093)]
     assert published(opted_in, "grafana") == [("10.0.0.5", 3000, 3000)]
 
 
@@ -75,8 +78,11 @@ def test_backend_network_is_internal_and_the_others_are_not(deploy: Deploy) -> N
 def test_each_service_is_on_exactly_its_networks(deploy: Deploy) -> None:
     deployment = deploy(gpu="true")
     expected = {
-        # egress lets Ollama pull models; it is never published and only Ollama is on it.
+        # egress lets Ollama pull models and Alertmanager reach its receivers; nothing is
+        # published on it and only those two are on it.
         "ollama": {"backend", "egress"},
+        # Prometheus sends it alerts over backend.
+        "alertmanager": {"backend", "egress"},
         # Only the proxy uses Redis, so only the proxy shares its network.
         "redis": {"redis"},
         # analytics: only Postgres and Grafana, for the audit-log panels.
@@ -128,6 +134,25 @@ def test_node_exporter_says_whether_a_gpu_is_expected(
     files = {u["file"]: u["content"] for u in uploads}
     textfile = files["/etc/node-exporter/textfile/llm_stack.prom"]
     assert f"\nllm_stack_gpu_expected {expected}\n" in textfile
+
+
+ALERTMANAGER_ROUTING = "/etc/alertmanager/alertmanager.yml"
+
+
+def test_alertmanagers_routing_is_the_shipped_file_or_a_file_on_the_docker_host(
+    deploy: Deploy,
+) -> None:
+    shipped = deploy().container("alertmanager").plain
+    files = {u["file"]: u["content"] for u in shipped["uploads"]}
+    assert files[ALERTMANAGER_ROUTING] == (
+        REPO_ROOT / "dashboards" / "alertmanager" / "alertmanager.yml"
+    ).read_text()
+    # The operator's file holds receivers' URLs and passwords: bound from the Docker host,
+    # read-only, never uploaded (an upload's content would sit in Pulumi's state in clear).
+    own = deploy(alertmanagerConfig="/etc/llm-stack/alertmanager.yml").container("alertmanager")
+    assert ALERTMANAGER_ROUTING not in {u["file"] for u in own.plain.get("uploads") or []}
+    mounts = [(m["source"], m["target"], m.get("readOnly")) for m in own.plain["mounts"]]
+    assert mounts == [("/etc/llm-stack/alertmanager.yml", ALERTMANAGER_ROUTING, True)]
 
 
 def test_ollama_memory_limit_is_compose_default_and_configurable(deploy: Deploy) -> None:
@@ -300,6 +325,7 @@ def test_the_stack_outputs_follow_the_published_ports(deploy: Deploy) -> None:
     assert deploy().outputs == {
         "proxy_url": "http://0.0.0.0:8000",
         "prometheus_url": "http://127.0.0.1:9090",
+        "alertmanager_url": "http://127.0.0.1:9093",
         "grafana_url": "http://127.0.0.1:3000",
         "gpu": False,
         "models": ["llama3.2"],
@@ -319,7 +345,7 @@ def test_networks_and_volumes_keep_composes_docker_names(deploy: Deploy) -> None
     deployment = deploy(namePrefix="llm-blue")
     assert {v.plain["name"] for v in deployment.volumes.values()} == {
         "llm-blue_ollama-models", "llm-blue_proxy-spool", "llm-blue_postgres-data",
-        "llm-blue_prometheus-data", "llm-blue_grafana-data",
+        "llm-blue_prometheus-data", "llm-blue_alertmanager-data", "llm-blue_grafana-data",
     }  # fmt: skip
     assert all(n.plain["name"].startswith("llm-blue_") for n in deployment.networks.values())
     assert {c.plain["name"] for c in deployment.containers.values()} == {

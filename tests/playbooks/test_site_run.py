@@ -57,7 +57,7 @@ FIREWALL_CHAIN = "LLM-STACK-FW"
 COMPOSE_PLUGIN = Path("/usr/local/lib/docker/cli-plugins/docker-compose")
 COMPOSE_VENV = Path("/opt/docker-compose-plugin")
 PROXY_PORT = 8000
-PROTECTED_PORTS = (11434, 6379, 5432, 9090, 3000)
+PROTECTED_PORTS = (11434, 6379, 5432, 9090, 9093, 3000)
 # The CI inventory allows 198.51.100.243/32 (TEST-NET-2, RFC 5737); .242 is any other outsider.
 OUTSIDE_NET = "198.51.100.240/28"
 HOST_SIDE, REFUSED_SOURCE, ALLOWED_SOURCE = "198.51.100.241", "198.51.100.242", "198.51.100.243"
@@ -201,7 +201,8 @@ def deployment() -> Iterator[Deployment]:
             f" keys into daemon.json), which would stop them: {others}",
             pytrace=False,
         )
-    busy = [port for port in (PROXY_PORT, 9090, 3000, 11434, ENGINE_PORT) if port_in_use(port)]
+    needed = (PROXY_PORT, 9090, 9093, 3000, 11434, ENGINE_PORT)
+    busy = [port for port in needed if port_in_use(port)]
     if busy:
         pytest.fail(f"ports the stack or the firewall check need are in use: {busy}", pytrace=False)
 

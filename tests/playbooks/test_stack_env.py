@@ -31,6 +31,8 @@ SETTINGS = {
     "PROXY_PUBLISH_ADDRESS": "127.0.0.1",
     "PROXY_PORT": "18000",
     "PROMETHEUS_BIND": "0.0.0.0",
+    "ALERTMANAGER_BIND": "10.0.0.6",
+    "ALERTMANAGER_CONFIG": "/etc/llm-stack/alertmanager.yml",
     "GRAFANA_BIND": "10.0.0.5",
     "OLLAMA_MEMORY_LIMIT": "8g",
     "OLLAMA_KEEP_ALIVE": "30m",

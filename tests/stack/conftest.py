@@ -24,7 +24,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -134,16 +134,24 @@ class LocalStack:
         ]
 
     @staticmethod
-    def compose_env() -> dict[str, str]:
+    def compose_env(overrides: Mapping[str, str] | None = None) -> dict[str, str]:
         # Only the env file may set the stack's variables: a JWT_SECRET or PROXY_PORT exported in
-        # the developer's shell (or by another test) would otherwise win over it.
+        # the developer's shell (or by another test) would otherwise win over it. `overrides`
+        # win over the env file in turn, as a shell's variables do: a test's own setting.
         keep = ("PATH", "HOME", "DOCKER_HOST", "DOCKER_CONFIG", "DOCKER_CONTEXT")
-        return {key: os.environ[key] for key in keep if key in os.environ}
+        return {**{key: os.environ[key] for key in keep if key in os.environ}, **(overrides or {})}
 
-    def compose(self, *args: str, log_name: str, timeout_s: float = 120) -> str:
+    def compose(
+        self,
+        *args: str,
+        log_name: str,
+        timeout_s: float = 120,
+        overrides: Mapping[str, str] | None = None,
+    ) -> str:
         return run_logged(
-            self.compose_command(*args), log_name, self.progress, timeout_s, self.compose_env()
-        )
+            self.compose_command(*args), log_name, self.progress, timeout_s,
+            self.compose_env(overrides),
+        )  # fmt: skip
 
     def compose_quiet(
         self, *args: str, files: tuple[str, ...] = COMPOSE_FILES
