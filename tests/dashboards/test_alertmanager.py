@@ -42,6 +42,7 @@ PROXY_DEPENDANTS = {
     "LlmProxyRateLimitSpike",
     "AuditSpoolNotDraining",
     "LlmProxyLimiterBackendErrors",
+    "TeamBudgetNearlySpent",
 }
 
 
