@@ -11,6 +11,7 @@ import asyncio
 import signal
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -48,6 +49,14 @@ def variable_name(loc: tuple[int | str, ...]) -> str:
     return name.upper() + "".join(f"[{part}]" for part in inner)
 
 
+
+def _worker_app(settings: Settings) -> Any:
+    """The app of one worker process, imported there: after the fork and after the metrics mode
+    (prometheus-client's multiprocess mode) is chosen."""
+    from proxy.main import create_app
+
+    return create_app(settings)
+
 def _serve(args: argparse.Namespace) -> int:
     from proxy.core.security import mint_token
 
@@ -75,7 +84,7 @@ def _serve(args: argparse.Namespace) -> int:
         # Before anything imports prometheus-client: its multiprocess mode is chosen then.
         from proxy.core.workers import run_workers
 
-        return run_workers(settings, host, port)
+        return run_workers(settings, host, port, _worker_app)
     import uvicorn
 
     from proxy.core.server import server_options

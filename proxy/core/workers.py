@@ -37,7 +37,9 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from proxy.core.settings import Settings
 
@@ -88,7 +90,12 @@ def die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
-def _worker(settings: Settings, index: int, sock: socket.socket) -> None:
+# Builds the ASGI app in a worker: given by the caller (the CLI), since the app is a layer above
+# this one, and called only after the fork, once the metrics mode is chosen.
+AppFactory = Callable[[Settings], Any]
+
+
+def _worker(settings: Settings, index: int, sock: socket.socket, app: AppFactory) -> None:
     """The body of a forked worker; never returns."""
     code = 1
     try:
@@ -98,11 +105,10 @@ def _worker(settings: Settings, index: int, sock: socket.socket) -> None:
         import uvicorn
 
         from proxy.core.server import server_options
-        from proxy.main import create_app
 
         own = settings.model_copy(update={
             "proxy_audit_spool_path": spool_path(settings.proxy_audit_spool_path, index)})
-        server = uvicorn.Server(uvicorn.Config(create_app(own), **server_options(own)))
+        server = uvicorn.Server(uvicorn.Config(app(own), **server_options(own)))
         server.run(sockets=[sock])
         code = 0
     except BaseException:
@@ -125,9 +131,9 @@ def _migrate(settings: Settings) -> None:
         log.warning("the database cannot be reached: the workers start without it")
 
 
-def run_workers(settings: Settings, host: str, port: int) -> int:
-    """Serve `host:port` with `settings.worker_count` worker processes until SIGTERM/SIGINT;
-    the exit status."""
+def run_workers(settings: Settings, host: str, port: int, app: AppFactory) -> int:
+    """Serve `host:port` with `settings.worker_count` worker processes, each running `app`,
+    until SIGTERM/SIGINT; the exit status."""
     folder, ours = _metrics_dir()
     from prometheus_client import multiprocess
 
@@ -139,7 +145,7 @@ def run_workers(settings: Settings, host: str, port: int) -> int:
     def start(index: int) -> None:
         pid = os.fork()
         if pid == 0:
-            _worker(settings, index, sock)
+            _worker(settings, index, sock, app)
         workers[pid] = (index, time.monotonic())
 
     def stop(signum: int, _frame: object) -> None:
