@@ -19,7 +19,7 @@ from proxy.api.routes import (
 
 ROUTERS = (probes.router, status.router, llm.router, conversations.router, keys.user_router,
            admin.router, keys.admin_router, keys.denials_router, budgets.teams_router,
-           budgets.budgets_router, usage.router, templates.router,
+           budgets.budgets_router, budgets.user_router, usage.router, templates.router,
            ws.router, ollama.router, openai.router)
 
 api_router = APIRouter()

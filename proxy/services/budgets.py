@@ -185,10 +185,11 @@ class Budgets:
         await self._ledger.restore(dict(spend), largest, now)
         log.info("spend of %d budgets rebuilt from the audit log", len(budgets))
 
-    async def statuses(self) -> list[BudgetStatus]:
-        """Every budget with what it has spent in its current period."""
+    async def statuses(self, budgets: list[Budget] | None = None) -> list[BudgetStatus]:
+        """Every budget (or those given) with what it has spent in its current period."""
         now = datetime.now(UTC)
-        budgets = [b for listed in self.book.budgets.values() for b in listed]
+        if budgets is None:
+            budgets = [b for listed in self.book.budgets.values() for b in listed]
         spent = await self._ledger.spent(budgets, now)
         return [BudgetStatus(b, s, period_bounds(b.period, now)[1])
                 for b, s in zip(budgets, spent, strict=True)]

@@ -11,6 +11,7 @@ from sqlalchemy.exc import IntegrityError
 
 from proxy.core.errors import Conflict, NotFound
 from proxy.core.models import ApiKey, BudgetRow, Team, TeamMember
+from proxy.core.security import Principal
 from proxy.schemas import BudgetIn, BudgetList, BudgetOut, TeamIn, TeamOut
 from proxy.services.state import AppState
 
@@ -83,10 +84,12 @@ async def remove_member(state: AppState, name: str, user: str) -> TeamOut:
     return await _team(state, name)
 
 
-async def budget_list(state: AppState) -> BudgetList:
-    """Every budget with its current period's spend, teams first."""
+async def budget_list(state: AppState, user: Principal | None = None) -> BudgetList:
+    """Every budget with its current period's spend, teams first; with `user`, only those the
+    user's requests count against (their own, their team's, and the key's they called with)."""
     order = {"team": 0, "user": 1, "key": 2}
-    statuses = sorted(await state.budgets.statuses(), key=lambda s: (
+    mine = None if user is None else state.budgets.book.of(user)[1]
+    statuses = sorted(await state.budgets.statuses(mine), key=lambda s: (
         order[s.budget.scope], s.budget.subject, s.budget.period))
     return BudgetList(
         currency=state.settings.proxy_cost_currency, cost_mode=state.settings.proxy_cost_mode,

@@ -1,5 +1,6 @@
 """Teams and budgets, for admins: `/api/admin/teams` (create, delete, add and remove members)
-and `/api/admin/budgets` (set, list with what each has spent, remove). Budgets are in the cost
+and `/api/admin/budgets` (set, list with what each has spent, remove); for every caller,
+`/api/llm/budgets` (the budgets their own requests count against). Budgets are in the cost
 model's money; how they are enforced is in `core/spend.py`."""
 
 from __future__ import annotations
@@ -8,8 +9,9 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Response
 
-from proxy.api.deps import AdminUser, StateDep
+from proxy.api.deps import AdminUser, CurrentUser, StateDep
 from proxy.api.routes.admin import ADMIN_ERRORS
+from proxy.api.routes.llm import ERRORS
 from proxy.schemas import (
     TEAM_NAME_PATTERN,
     BudgetIn,
@@ -24,6 +26,7 @@ from proxy.services import teams
 
 teams_router = APIRouter(prefix="/api/admin/teams", tags=["admin"])
 budgets_router = APIRouter(prefix="/api/admin/budgets", tags=["admin"])
+user_router = APIRouter(prefix="/api/llm/budgets", tags=["llm"])
 
 TeamName = Annotated[str, Path(pattern=TEAM_NAME_PATTERN)]
 UserId = Annotated[str, Path(min_length=1, max_length=255)]
@@ -85,3 +88,9 @@ async def delete_budget(scope: Scope, subject: Subject, period: Period, state: S
                         admin: AdminUser) -> Response:
     await teams.delete_budget(state, scope, subject, period)
     return Response(status_code=204)
+
+
+@user_router.get("", response_model=BudgetList, responses=ERRORS,
+                 summary="The budgets your requests count against, with what each has spent")
+async def my_budgets(state: StateDep, user: CurrentUser) -> BudgetList:
+    return await teams.budget_list(state, user)

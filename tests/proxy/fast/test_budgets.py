@@ -166,6 +166,27 @@ async def test_a_team_budget_on_two_replicas_is_exceeded_by_one_request_at_most(
     assert 0 < int(refused.headers["Retry-After"]) <= 86_400
 
 
+async def test_a_user_sees_the_budgets_their_requests_count_against(replicas) -> None:
+    a, b = replicas
+    member, outsider = fresh("member"), fresh("outsider")
+    team = await team_with(a, [member], 100 * COST)
+    await admin(a, "PUT", f"/api/admin/budgets/user/{member}/week", amount=50 * COST)
+    await admin(a, "PUT", f"/api/admin/budgets/user/{outsider}/day", amount=7 * COST)
+    for proxy in replicas:
+        await proxy.app.state.proxy.budgets.refresh()
+    assert (await generate(a, member)).status_code == 200
+
+    mine = await b.client.get("/api/llm/budgets", headers=auth(member))
+    assert mine.status_code == 200, mine.text
+    listed = {(x["scope"], x["subject"], x["period"]): x for x in mine.json()["budgets"]}
+    # Their team's and their own, with the request just made, and nobody else's.
+    assert set(listed) == {("team", team, "day"), ("user", member, "week")}
+    assert listed[("team", team, "day")]["spent"] == COST
+    assert listed[("user", member, "week")]["spent"] == COST
+    others = (await b.client.get("/api/llm/budgets", headers=auth(outsider))).json()
+    assert [(x["scope"], x["subject"]) for x in others["budgets"]] == [("user", outsider)]
+
+
 async def test_gauges_show_team_spend_and_keys_near_their_limit(replicas) -> None:
     a, _ = replicas
     user = fresh("gauged")

@@ -308,6 +308,7 @@ ROUTES: dict[tuple[str, str], Route] = {
         another_method("POST"),
     ]),
     ("GET", "/api/llm/me"): Route("user", "/api/llm/me", [another_method("POST")]),
+    ("GET", "/api/llm/budgets"): Route("user", "/api/llm/budgets", [another_method("POST")]),
     ("GET", "/api/llm/conversations"): Route("user", "/api/llm/conversations", [
         limit_zero("/api/llm/conversations"),
         another_method("POST"),
