@@ -59,6 +59,7 @@ def test_quick_run_writes_every_row(tmp_path: Path) -> None:
     rate, tokens = limits["rate_limit"], limits["token_limit"]
     assert rate["admitted"] + rate["refused"] + rate["errors"] == rate["requests"] > 0, rate
     assert tokens["delivered"] > 0 and tokens["bound"] > tokens["limit"], tokens
+    assert limits["budget"]["spent"] > 0 and limits["budget"]["admitted"] > 0, limits["budget"]
     page = (tmp_path / "benchmarks.md").read_text()
     for row in PAGE_ROWS:
         assert row.workload in page
@@ -131,10 +132,13 @@ def test_the_limits_section_lists_a_missed_limit_with_its_measured_value() -> No
                              "errors": 0},
               "token_limit": {"streams": 20, "limit": 1000, "count_every": 8, "windows": 1,
                               "delivered": 1100, "bound": 1140, "refused": 0, "stopped": 20,
-                              "errors": 0}}
+                              "errors": 0},
+              "budget": {"requests_per_round": 20, "rounds": 12, "budget": 0.5,
+                         "request_cost": 0.05, "admitted": 10, "busy": 100, "spent": 0.5,
+                         "admitted_cost": 0.5, "bound": 0.55, "errors": 0}}
 
     page = render({"limits": limits})
 
     missed = page.split("Targets missed:", 1)[1]
     assert "- rate limit: 200 requests at once from one user, 10/minute: 11 admitted" in missed
-    assert "token limit" not in missed
+    assert "token limit" not in missed and "budget" not in missed

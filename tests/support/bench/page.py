@@ -315,6 +315,14 @@ def _limits_section(run: dict[str, Any]) -> list[str]:
     # counted yet.
     reached = tokens["limit"] - tokens["streams"] * tokens["count_every"]
     token_ok = (reached < tokens["delivered"] <= tokens["bound"] and not tokens["errors"])
+    budget = run["budget"]
+    budget_cell = (f"spent {budget['spent']:g} (the proxy's count; {budget['admitted']} "
+                   f"requests admitted × {budget['request_cost']:g} = "
+                   f"{budget['admitted_cost']:g}), bound {budget['bound']:g}; "
+                   f"{budget['rounds']} rounds, {budget['busy']} refused as busy, "
+                   f"{budget['errors']} errors")
+    budget_ok = (budget["budget"] - budget["request_cost"] < budget["spent"] <= budget["bound"]
+                 and budget["admitted_cost"] <= budget["bound"] and not budget["errors"])
     rows = [
         (f"rate limit: {rate['requests']} requests at once from one user, "
          f"{rate['limit']}/minute", rate_cell,
@@ -322,6 +330,9 @@ def _limits_section(run: dict[str, Any]) -> list[str]:
         (f"token limit: {tokens['streams']} streams at once from one user, "
          f"{tokens['limit']} tokens/minute", token_cell,
          f"reached, and ≤ the limit + {tokens['count_every'] - 1} per stream", token_ok),
+        (f"budget: {budget['budget']:g} a day, rounds of {budget['requests_per_round']} "
+         f"requests at once costing {budget['request_cost']:g} each", budget_cell,
+         "spent, and ≤ the budget + one request's cost", budget_ok),
     ]
     lines = [
         f"## Limits across {run['replicas']} replicas",

@@ -7,6 +7,11 @@ one Redis, as a scaled-out deployment runs, and how precisely the limits they sh
 - **Token limit**: `token_streams` streams at once from another user, under 1000 tokens a
   minute (PROXY_TOKEN_LIMIT_USERS): the generated tokens delivered against the bound the README
   documents, the limit plus PROXY_TOKEN_COUNT_EVERY - 1 per stream running when it is reached.
+- **Budget**: a third user's daily budget of 0.5 in the `tokens` cost model at 1 per 1000
+  generated tokens (50 tokens a request: 0.05 each), and rounds of `budget_requests` requests
+  at once until every one is refused as over budget: what was spent (the proxy's own count, and
+  the requests admitted times their cost) against the bound the README documents, the budget
+  plus one request's cost.
 
 Each user is new to Redis (a random name), so no earlier run's counters count. The simulator
 streams 400 tokens a second, so that the token limit is reached while the streams run.
@@ -24,11 +29,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+
 from tests.support.bench.driver import Outcome, Target, burst, new_session
 from tests.support.database import postgres_database
 from tests.support.proxy_process import start_proxy, stop_proxy
 from tests.support.simulator.process import run_simulator
-from tests.support.tokens import make_token
+from tests.support.tokens import admin_auth, make_token
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 RATE_LIMIT = 10  # per minute, per user: the proxy's default
@@ -36,15 +43,21 @@ TOKEN_LIMIT = 1000  # per minute, for the token-limit user
 COUNT_EVERY = 8  # PROXY_TOKEN_COUNT_EVERY: the proxy's default
 STREAM_TOKENS = 400  # each stream asks for more than its share of the limit
 REPLICAS = 2
+BUDGET = 0.5  # a day's, in the cost model's money
+BUDGET_TOKENS = 50  # generated tokens a budgeted request asks for (and gets)
+PRICE_PER_1K = 1.0  # of generated tokens: a request costs 0.05
+BUDGET_ROUNDS = 100  # at most; the last round is the one that is refused whole
+BUDGET_REFRESH_SECONDS = 0.5  # PROXY_BUDGET_REFRESH_SECONDS: the other replica learns fast
 
 
 @dataclass(frozen=True)
 class LimitCounts:
     rate_requests: int = 200
     token_streams: int = 20
+    budget_requests: int = 20
 
 
-QUICK_LIMITS = LimitCounts(rate_requests=20, token_streams=4)
+QUICK_LIMITS = LimitCounts(rate_requests=20, token_streams=4, budget_requests=4)
 
 
 def _refused(outcome: Outcome) -> bool:
@@ -70,6 +83,37 @@ def _token_limit(outcomes: list[Outcome], windows: int) -> dict[str, Any]:
             "errors": sum(not o.ok and not _refused(o) for o in outcomes)}
 
 
+async def _budget(session: aiohttp.ClientSession, replicas: list[str], targets: list[Target],
+                  user: str, requests: int) -> dict[str, Any]:
+    """Rounds of `requests` at once until a round is refused whole as over budget."""
+    admin = admin_auth()
+    async with session.put(f"{replicas[0]}/api/admin/budgets/user/{user}/day",
+                           json={"amount": BUDGET}, headers=admin) as response:
+        if response.status != 200:
+            raise RuntimeError(f"setting the budget: {response.status} {await response.text()}")
+    await asyncio.sleep(2 * BUDGET_REFRESH_SECONDS)  # the other replica has read it by then
+    body = {"model": "llama3.2", "prompt": "benchmark", "stream": False,
+            "options": {"num_predict": BUDGET_TOKENS}}
+    admitted = busy = errors = rounds = 0
+    while rounds < BUDGET_ROUNDS:
+        rounds += 1
+        outcomes = await burst(session, targets, body, requests)
+        admitted += sum(o.ok for o in outcomes)
+        # Told apart by their messages: the /api/llm dialect's error body has no code.
+        busy += sum(_refused(o) and "is nearly spent" in o.detail for o in outcomes)
+        errors += sum(not o.ok and not _refused(o) for o in outcomes)
+        if all(_refused(o) and " is spent" in o.detail for o in outcomes):
+            break
+    async with session.get(f"{replicas[1]}/api/admin/budgets", headers=admin) as response:
+        listed = await response.json()
+    spent = next(b["spent"] for b in listed["budgets"] if b["subject"] == user)
+    cost = BUDGET_TOKENS / 1000 * PRICE_PER_1K
+    return {"requests_per_round": requests, "rounds": rounds, "budget": BUDGET,
+            "request_cost": round(cost, 6), "admitted": admitted, "busy": busy,
+            "spent": round(spent, 6), "admitted_cost": round(admitted * cost, 6),
+            "bound": round(BUDGET + cost, 6), "errors": errors}
+
+
 async def _away_from_minute_turn(margin: float = 5.0) -> None:
     """Start a measurement early in a UTC minute: token limits count in fixed minute windows,
     and one that turns during the burst would admit a second window's worth."""
@@ -78,7 +122,7 @@ async def _away_from_minute_turn(margin: float = 5.0) -> None:
         await asyncio.sleep(60 - into + 0.5)
 
 
-async def _measure(replicas: list[str], rate_user: str, token_user: str, counts: LimitCounts
+async def _measure(replicas: list[str], users: dict[str, str], counts: LimitCounts
                    ) -> dict[str, Any]:
     body = {"model": "llama3.2", "prompt": "benchmark", "stream": False,
             "options": {"num_predict": 16}}
@@ -91,18 +135,25 @@ async def _measure(replicas: list[str], rate_user: str, token_user: str, counts:
 
     async with new_session() as session:
         # The rate limit's window moves with the requests: any start will do.
-        rate = _rate_limit(await burst(session, targets(rate_user), body, counts.rate_requests))
+        rate = _rate_limit(await burst(session, targets(users["rate"]), body,
+                                       counts.rate_requests))
         await _away_from_minute_turn()
         first_window = time.time() // 60
-        outcomes = await burst(session, targets(token_user), streamed, counts.token_streams)
+        outcomes = await burst(session, targets(users["tokens"]), streamed,
+                               counts.token_streams)
         windows = int(time.time() // 60 - first_window) + 1
-    return {"rate_limit": rate, "token_limit": _token_limit(outcomes, windows)}
+        budget = await _budget(session, replicas, targets(users["budget"]), users["budget"],
+                               counts.budget_requests)
+    return {"rate_limit": rate, "token_limit": _token_limit(outcomes, windows),
+            "budget": budget}
 
 
 def run(counts: LimitCounts) -> dict[str, Any]:
     """Start the simulator and two replicas on one fresh Postgres database and the shared
     Redis, measure, stop them."""
-    rate_user, token_user = (f"bench-{kind}-{secrets.token_hex(4)}" for kind in ("rate", "tok"))
+    users = {kind: f"bench-{kind}-{secrets.token_hex(4)}" for kind in ("rate", "tokens", "budget")}
+    # Only the rate-limit user meets the rate limit; the others' requests must not meet it first.
+    unlimited = {users[kind]: "100000/minute" for kind in ("tokens", "budget")}
     with run_simulator(first_token_delay=0.0, tokens_per_second=400, num_parallel=64,
                        max_queue=4 * counts.rate_requests) as sim, \
             tempfile.TemporaryDirectory(prefix="bench-limits-") as tmp, \
@@ -115,10 +166,14 @@ def run(counts: LimitCounts) -> dict[str, Any]:
             "PROXY_RATE_LIMIT": f"{RATE_LIMIT}/minute",
             # Above every burst: here only the limit measured refuses.
             "PROXY_CONCURRENCY_LIMIT": str(2 * counts.rate_requests),
-            # The token-limit user's streams must not meet the rate limit first.
-            "PROXY_RATE_LIMIT_USERS": json.dumps({token_user: "100000/minute"}),
-            "PROXY_TOKEN_LIMIT_USERS": json.dumps({token_user: {"per_minute": TOKEN_LIMIT}}),
+            "PROXY_RATE_LIMIT_USERS": json.dumps(unlimited),
+            "PROXY_TOKEN_LIMIT_USERS": json.dumps(
+                {users["tokens"]: {"per_minute": TOKEN_LIMIT}}),
             "PROXY_TOKEN_COUNT_EVERY": str(COUNT_EVERY),
+            "PROXY_COST_MODE": "tokens",
+            "PROXY_COST_PER_1K_TOKENS": json.dumps(
+                {"*": {"prompt": 0.0, "completion": PRICE_PER_1K}}),
+            "PROXY_BUDGET_REFRESH_SECONDS": str(BUDGET_REFRESH_SECONDS),
             "PROXY_LOG_LEVEL": "warning", "PROXY_WORKERS": "1",
         }
         urls = []
@@ -128,5 +183,5 @@ def run(counts: LimitCounts) -> dict[str, Any]:
             proxy = start_proxy(folder, env)
             stack.callback(stop_proxy, proxy)
             urls.append(proxy.url)
-        figures = asyncio.run(_measure(urls, rate_user, token_user, counts))
+        figures = asyncio.run(_measure(urls, users, counts))
     return {"replicas": REPLICAS, **figures}
