@@ -13,16 +13,20 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tests.support.bench import page, simulated
+from tests.support.bench import page, replicas, simulated
 
 REPO = Path(__file__).resolve().parents[3]
+
+# Rows of a section of their own, each measured in a setup of its own.
+SECTIONS = ("limits",)
+ROWS = simulated.ROWS + SECTIONS
 
 DESCRIPTION = """\
 Measure the proxy against the Ollama simulator (default) or a real model (--real-model), and
 merge the figures into OUTPUT_DIR/benchmarks.json, from which OUTPUT_DIR/benchmarks.md is
-rewritten. Needs Postgres and Redis on 127.0.0.1 (scripts/services) for the pg-redis
-configurations; the real-model mode installs llama-server with scripts/real-model (minutes,
-once per machine).
+rewritten; a run of some rows (--rows) keeps every other figure. Needs Postgres and Redis on
+127.0.0.1 (scripts/services) for the pg-redis configurations and the limits row; the
+real-model mode installs llama-server with scripts/real-model (minutes, once per machine).
 """
 
 
@@ -50,8 +54,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="tiny counts: a smoke test of the script, not a measurement")
     parser.add_argument("--configs", default="sqlite,pg-redis,pg-redis-w2",
                         help=f"proxy configurations, comma-separated, of {simulated.CONFIGS}")
-    parser.add_argument("--rows", default=",".join(simulated.ROWS),
-                        help=f"rows to measure, comma-separated, of {simulated.ROWS}")
+    parser.add_argument("--rows", default=",".join(ROWS),
+                        help=f"rows to measure, comma-separated, of {ROWS}")
     parser.add_argument("--label", default="current",
                         help="the name the figures are kept under (e.g. before, current)")
     parser.add_argument("--memory-requests", type=int,
@@ -98,14 +102,25 @@ def main(argv: list[str] | None = None) -> int:
         configs = [c for c in args.configs.split(",") if c]
         rows = tuple(r for r in args.rows.split(",") if r)
         unknown = [c for c in configs if c not in simulated.CONFIGS] + \
-            [r for r in rows if r not in simulated.ROWS]
+            [r for r in rows if r not in ROWS]
         if unknown:
             parser.error(f"unknown configuration or row: {', '.join(unknown)}")
         counts = simulated.QUICK if args.quick else simulated.Counts()
         if args.memory_requests:
             counts = dataclasses.replace(counts, memory=args.memory_requests)
-        run = simulated.run(configs, counts, rows, args.before)
-        data.setdefault("simulated", {})[args.label] = {**context, **run}
+        table_rows = tuple(r for r in rows if r in simulated.ROWS)
+        if table_rows:
+            runs = data.setdefault("simulated", {})
+            try:  # refused before measuring, not after
+                page.merge_simulated(runs.get(args.label), {"targets": simulated.planned(
+                    configs, table_rows, args.before is not None)})
+            except ValueError as exc:
+                parser.error(str(exc))
+            run = {**context, **simulated.run(configs, counts, table_rows, args.before)}
+            runs[args.label] = page.merge_simulated(runs.get(args.label), run)
+        if "limits" in rows:
+            limit_counts = replicas.QUICK_LIMITS if args.quick else replicas.LimitCounts()
+            data["limits"] = {**context, **replicas.run(limit_counts)}
     args.output_dir.mkdir(parents=True, exist_ok=True)
     page.save(json_path, data)
     text = page.render(data)

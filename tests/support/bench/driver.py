@@ -37,6 +37,8 @@ class Outcome:
     first: float | None  # seconds to the first non-empty line (streams only)
     total: float  # seconds to the end of the answer
     detail: str = ""
+    lines: int = 0  # non-empty lines of a stream (a token each but the last: the done line)
+    last: bytes = b""  # a stream's last non-empty line (the done line, or the proxy's error)
 
     @property
     def ok(self) -> bool:
@@ -66,6 +68,8 @@ async def send(session: aiohttp.ClientSession, target: Target, body: dict[str, A
     """One request, timed: to the first non-empty line and to the end of the body."""
     started = time.perf_counter()
     first: float | None = None
+    lines = 0
+    last = b""
     try:
         async with session.post(target.url, json=body, headers=target.headers) as response:
             if response.status != 200:
@@ -73,11 +77,14 @@ async def send(session: aiohttp.ClientSession, target: Target, body: dict[str, A
                 return Outcome(response.status, None, time.perf_counter() - started, detail)
             if body.get("stream", True):
                 async for line in response.content:
-                    if first is None and line.strip():
-                        first = time.perf_counter() - started
+                    if line.strip():
+                        if first is None:
+                            first = time.perf_counter() - started
+                        lines += 1
+                        last = line
             else:
                 await response.read()
-            return Outcome(200, first, time.perf_counter() - started)
+            return Outcome(200, first, time.perf_counter() - started, lines=lines, last=last)
     except (aiohttp.ClientError, TimeoutError) as exc:
         return Outcome(0, first, time.perf_counter() - started, f"{type(exc).__name__}: {exc}")
 
@@ -111,7 +118,9 @@ async def concurrent(session: aiohttp.ClientSession, target: Target, body: dict[
     return outcomes, time.perf_counter() - started
 
 
-async def burst(session: aiohttp.ClientSession, target: Target, body: dict[str, Any],
-                count: int) -> list[Outcome]:
-    """`count` requests sent all at once."""
-    return list(await asyncio.gather(*(send(session, target, body) for _ in range(count))))
+async def burst(session: aiohttp.ClientSession, targets: Sequence[Target],
+                body: dict[str, Any], count: int) -> list[Outcome]:
+    """`count` requests sent all at once, spread over `targets` in turn (replicas of one
+    service, or a single target)."""
+    return list(await asyncio.gather(*(send(session, targets[i % len(targets)], body)
+                                       for i in range(count))))

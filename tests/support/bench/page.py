@@ -1,10 +1,12 @@
 """The results of `scripts/bench`: one JSON file of figures, and the page made from it.
 
 `benchmarks.json` holds the runs (`simulated`: one run per label, e.g. `before` and `current`;
-`real_model`: the last real-model run); every run of the script merges its own into it and
-rewrites `benchmarks.md` from the whole file, so a simulated run keeps the real-model figures
-and the other way round. The page lists every figure, the command that reproduces it, and every
-target missed with its measured value.
+`limits`: the last run of the limits across replicas; `real_model`: the last real-model run);
+every run of the script merges its own into it and rewrites `benchmarks.md` from the whole
+file, so a simulated run keeps the real-model figures and the other way round. A simulated run
+of some rows only (`--rows memory --configs pg-redis`) is merged into the run kept under its
+label, which keeps its other figures and lists the later run beside its own. The page lists
+every figure, the command that reproduces it, and every target missed with its measured value.
 """
 
 from __future__ import annotations
@@ -16,9 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.support.bench.simulated import CONFIGS
+from proxy.core.settings import Settings
+from tests.support.bench.simulated import CONFIGS, Counts
 
 Figures = dict[str, Any]  # one target's rows, as simulated.measure returns them
+# The proxies measured run with the default.
+FLUSH_SECONDS = Settings.model_fields["proxy_audit_flush_seconds"].default
 
 
 @dataclass(frozen=True)
@@ -121,8 +126,9 @@ def _memory(f: Figures, d: Figures) -> str:
     if "memory" not in f:
         return "—"
     m = f["memory"]
-    return (f"{_num(m['start_mib']):.0f} → {_num(m['end_mib']):.0f} MiB over "
-            f"{m['requests']} requests")
+    growth = _num(m["end_mib"]) / _num(m["start_mib"]) if _num(m["start_mib"]) else math.nan
+    return (f"{_num(m['start_mib']):.0f} → {_num(m['end_mib']):.0f} MiB ({growth:.2f}×) over "
+            f"{m['requests']} requests" + _errors_suffix(f, "memory"))
 
 
 def _memory_missed(f: Figures, d: Figures) -> str | None:
@@ -130,6 +136,20 @@ def _memory_missed(f: Figures, d: Figures) -> str | None:
     # "Flat": at most 5 % more after the run than after the warm-up.
     ok = _num(m["end_mib"]) <= 1.05 * _num(m["start_mib"]) and not m["errors"]
     return None if ok else _memory(f, d)
+
+
+def _audit(f: Figures, d: Figures) -> str:
+    if "audit" not in f:
+        return "—"
+    a = f["audit"]
+    return (f"{_num(a['rows_per_s']):.0f} rows/s ({_num(a['req_per_s']):.0f} req/s sent), "
+            f"peak queue {_num(a['peak_queue_depth']):.0f}, {a['stored']} of {a['requests']} "
+            "stored" + _errors_suffix(f, "audit"))
+
+
+def _audit_missed(f: Figures, d: Figures) -> str | None:
+    a = f["audit"]
+    return None if a["stored"] == a["requests"] and not a["errors"] else _audit(f, d)
 
 
 ROWS = (
@@ -144,7 +164,52 @@ ROWS = (
     Row("bursts", "streams at once: errors, leaked slots", _bursts, "0 errors, 0 leaks",
         _bursts_missed),
     Row("memory", "RSS (proxy and its workers)", _memory, "flat (≤ +5 %)", _memory_missed),
+    Row("audit", "audit burst: rows stored/s, writer queue at peak, rows stored", _audit,
+        "a row per request", _audit_missed),
 )
+
+
+def _reproduce(row: str, config: str, figures: Figures) -> str:
+    """The command that measures one row of one configuration again, with the count it ran."""
+    command = f"scripts/bench --rows {row} --configs {config}"
+    requests = figures.get("memory", {}).get("requests", Counts.memory)
+    if row == "memory" and requests != Counts.memory:
+        command += f" --memory-requests {requests}"
+    return command
+
+
+def merge_simulated(kept: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
+    """The run to keep under a label once `new` is measured: `new` itself when it measured
+    everything `kept` holds; otherwise `kept` with `new`'s figures in place of its own, and
+    `new`'s context listed under `later`.
+
+    A row compared with `direct` is merged only when `new` measured it for every configuration
+    `kept` has it for: otherwise some columns would be compared with another run's `direct`."""
+    if kept is None or all(
+            set(figures) <= set(new["targets"].get(name, {}))
+            for name, figures in kept["targets"].items()):
+        return new
+    rows = sorted({row for figures in new["targets"].values() for row in figures})
+    for row in rows:
+        if row not in new["targets"].get("direct", {}):
+            continue
+        missing = [name for name, figures in kept["targets"].items()
+                   if row in figures and name not in new["targets"]]
+        if missing:
+            raise ValueError(
+                f"row {row!r} is kept for {', '.join(missing)} too, compared with the same "
+                f"direct figures: measure them in this run as well (--configs), or keep this "
+                f"run apart (--label)")
+    merged = {**kept, "targets": {name: dict(figures)
+                                  for name, figures in kept["targets"].items()}}
+    for name, figures in new["targets"].items():
+        merged["targets"].setdefault(name, {}).update(figures)
+    later = {key: value for key, value in new.items() if key != "targets"}
+    later["rows"] = rows
+    later["configs"] = sorted((name for name in new["targets"] if name != "direct"),
+                              key=_config_order)
+    merged["later"] = [*kept.get("later", []), later]
+    return merged
 
 
 def _config_order(name: str) -> int:
@@ -187,11 +252,23 @@ def _simulated_section(runs: dict[str, Any]) -> list[str]:
         "of its own run. A peer gateway (LiteLLM 1.81 in the issue's table) is not measured by "
         "this script.",
         "",
+        "Audit burst: non-streamed requests from many clients at once; rows stored per second "
+        "from the first request until the database holds a row for every one, so at most the "
+        "rate they were sent at. The writer keeps up while its queue's peak stays near what "
+        f"arrives in one flush interval (PROXY_AUDIT_FLUSH_SECONDS, {FLUSH_SECONDS} s), and "
+        "falls behind "
+        "when the peak grows with the burst.",
+        "",
     ]
     for label in labels:
         run = runs[label]
         lines.append(f"- **{label}**: {run['written']}, {run['host']}, commit {run['commit']}; "
                      f"`{run['command']}`. {run.get('note', '')}".rstrip())
+        for later in run.get("later", []):
+            lines.append(
+                f"  - {', '.join(later['rows'])} of {', '.join(later['configs'])}, measured "
+                f"later: {later['written']}, {later['host']}, commit {later['commit']}; "
+                f"`{later['command']}`. {later.get('note', '')}".rstrip())
     lines += [
         "",
         "| workload | direct | " + " | ".join(h for h, _, _ in columns)
@@ -199,7 +276,7 @@ def _simulated_section(runs: dict[str, Any]) -> list[str]:
         "|---|---|" + "---|" * len(columns) + "---|",
     ]
     for row in ROWS:
-        if row.key not in direct and row.key != "memory":
+        if row.key not in direct and not any(row.key in f for _, _, f in columns):
             continue
         cells = [row.show(direct, direct) if row.key in direct else "—"]
         for _, label, figures in columns:
@@ -219,9 +296,67 @@ def _simulated_section(runs: dict[str, Any]) -> list[str]:
                 value = row.missed(figures, direct)
                 if value is not None:
                     missed.append(f"- {config}, {row.workload}: {value} (target {row.target}); "
-                                  f"`scripts/bench --rows {row.key} --configs {config}`")
+                                  f"`{_reproduce(row.key, config, figures)}`")
     lines += missed or ["- none"]
     return lines
+
+
+def _limits_section(run: dict[str, Any]) -> list[str]:
+    rate, tokens = run["rate_limit"], run["token_limit"]
+    rate_cell = (f"{rate['admitted']} admitted, {rate['refused']} refused (429), "
+                 f"{rate['errors']} errors")
+    rate_ok = (rate["admitted"] == rate["limit"] and rate["refused"] == rate["requests"]
+               - rate["limit"] and not rate["errors"])
+    windows = "" if tokens["windows"] == 1 else f" over {tokens['windows']} minute windows"
+    token_cell = (f"{tokens['delivered']} tokens delivered{windows} (bound {tokens['bound']}); "
+                  f"{tokens['stopped']} streams stopped by the limit, {tokens['refused']} "
+                  f"refused, {tokens['errors']} errors")
+    # Reached, not missed: the streams delivered at least the limit less what they had not
+    # counted yet.
+    reached = tokens["limit"] - tokens["streams"] * tokens["count_every"]
+    token_ok = (reached < tokens["delivered"] <= tokens["bound"] and not tokens["errors"])
+    budget = run["budget"]
+    budget_cell = (f"spent {budget['spent']:g} (the proxy's count; {budget['admitted']} "
+                   f"requests admitted × {budget['request_cost']:g} = "
+                   f"{budget['admitted_cost']:g}), bound {budget['bound']:g}; "
+                   f"{budget['rounds']} rounds, {budget['busy']} refused as busy, "
+                   f"{budget['errors']} errors")
+    budget_ok = (budget["budget"] - budget["request_cost"] < budget["spent"] <= budget["bound"]
+                 and budget["admitted_cost"] <= budget["bound"] and not budget["errors"])
+    rows = [
+        (f"rate limit: {rate['requests']} requests at once from one user, "
+         f"{rate['limit']}/minute", rate_cell,
+         f"exactly {rate['limit']} admitted, the rest 429", rate_ok),
+        (f"token limit: {tokens['streams']} streams at once from one user, "
+         f"{tokens['limit']} tokens/minute", token_cell,
+         f"reached, and ≤ the limit + {tokens['count_every'] - 1} per stream", token_ok),
+        (f"budget: {budget['budget']:g} a day, rounds of {budget['requests_per_round']} "
+         f"requests at once costing {budget['request_cost']:g} each", budget_cell,
+         "spent, and ≤ the budget + one request's cost", budget_ok),
+    ]
+    lines = [
+        f"## Limits across {run['replicas']} replicas",
+        "",
+        f"{run['written']}, {run['host']}, commit {run['commit']}; `{run['command']}`. "
+        f"{run.get('note', '')}".rstrip(),
+        "",
+        f"{run['replicas']} proxy processes share one Postgres database and one Redis, as "
+        "replicas behind a load balancer do; the requests of each measurement are sent all at "
+        "once, in turn to each replica. A user's concurrency limit is raised above the burst, "
+        "so that only the limit measured refuses. Tokens delivered: the generated tokens the "
+        "streams carried (the simulator streams one per line); the bound is the README's "
+        "(`PROXY_TOKEN_COUNT_EVERY - 1` per stream running when the limit is reached, "
+        "prompts aside).",
+        "",
+        "| measurement | measured | target |",
+        "|---|---|---|",
+        *(f"| {name} | {cell} | {target} |" for name, cell, target, _ in rows),
+        "",
+        "Reproduce: `scripts/bench --rows limits`. Targets missed:",
+        "",
+    ]
+    missed = [f"- {name}: {cell} (target {target})" for name, cell, target, ok in rows if not ok]
+    return lines + (missed or ["- none"])
 
 
 def _real_model_section(run: dict[str, Any]) -> list[str]:
@@ -245,7 +380,8 @@ def _real_model_section(run: dict[str, Any]) -> list[str]:
         "| direct P95 | proxy P95 | proxy/direct P95 | errors |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for users, sides in run["users"].items():
+    # Keys of a JSON object are sorted as text ("1", "20", "5"): the table goes by number.
+    for users, sides in sorted(run["users"].items(), key=lambda item: int(item[0])):
         d, p = sides["direct"], sides["proxy"]
         lines.append(
             f"| {users} | {d['ttft_p50_ms']:.0f} ms | {p['ttft_p50_ms']:.0f} ms | "
@@ -285,6 +421,8 @@ def render(data: dict[str, Any]) -> str:
     ]
     if data.get("simulated"):
         lines += _simulated_section(data["simulated"]) + [""]
+    if data.get("limits"):
+        lines += _limits_section(data["limits"]) + [""]
     if data.get("http_clients"):
         lines += _clients_section(data["http_clients"]) + [""]
     if data.get("real_model"):

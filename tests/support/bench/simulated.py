@@ -5,6 +5,11 @@ Every proxy runs as in production: auth (a JWT on every request), rate and concu
 (raised so that the benchmark is admitted, but checked and counted on every request), audit rows
 and metrics. Configurations: `sqlite` (SQLite, limits in process memory), `pg-redis` (Postgres
 and Redis, as deployed) and `pg-redis-w2` (the same with PROXY_WORKERS=2).
+
+The `audit` row is the proxy's alone: a burst of non-streamed requests as fast as the driver
+sends them, the audit rows the writer stores per second until the last one is in the database,
+the writer's queue depth at its peak (`llm_proxy_audit_queue_depth`, read off /metrics during
+the burst), and whether the database holds a row for every request.
 """
 
 from __future__ import annotations
@@ -14,10 +19,13 @@ import contextlib
 import secrets
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+import aiohttp
 
 from tests.support.bench.driver import (
     Outcome,
@@ -28,14 +36,22 @@ from tests.support.bench.driver import (
     percentile,
     sequential,
 )
-from tests.support.database import postgres_database
-from tests.support.proxy_process import ProxyProcess, start_proxy, stop_proxy
+from tests.support.database import count_rows_async, postgres_database
+from tests.support.proxy_process import (
+    ProxyProcess,
+    metric_value,
+    start_proxy,
+    stop_proxy,
+)
 from tests.support.simulator.process import run_simulator
+from tests.support.timing import scaled
 from tests.support.tokens import make_token
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 CONFIGS = ("sqlite", "pg-redis", "pg-redis-w2")
-ROWS = ("sequential", "clients8", "stream1", "streams50", "bursts", "memory")
+ROWS = ("sequential", "clients8", "stream1", "streams50", "bursts", "memory", "audit")
+# Rows of the proxy alone: the simulator called directly has no figure for them.
+PROXY_ONLY_ROWS = ("memory", "audit")
 TOKENS = 16  # num_predict: a short answer, so that the proxy's own cost is what is measured
 
 
@@ -49,11 +65,14 @@ class Counts:
     streams50: int = 1000
     bursts: tuple[int, ...] = (200, 500)
     memory: int = 5000
+    audit: int = 3000
+    audit_clients: int = 32
     rounds: int = 3  # each concurrent row is split in this many blocks per target, interleaved
 
 
 QUICK = Counts(warmup=2, sequential=5, clients8=24, streams50=50, bursts=(10, 20), memory=40,
-               rounds=1)
+               audit=40, audit_clients=8, rounds=1)
+AUDIT_POLL_SECONDS = 0.05
 
 
 def ms(seconds: float) -> float:
@@ -87,7 +106,81 @@ def tree_rss_mib(pid: int) -> float:
     return round(total / 1024, 1)
 
 
+class AuditWatch:
+    """The audit side of one proxy: its database's row count, and its writer's queue depth on
+    /metrics (summed over its workers)."""
+
+    def __init__(self, session: aiohttp.ClientSession, proxy: ProxyProcess) -> None:
+        self._session = session
+        self._database = proxy.env["DATABASE_URL"]
+        self._metrics = f"{proxy.url}/metrics"
+        self._headers = {"Authorization": f"Bearer {proxy.env['PROXY_METRICS_TOKEN']}"}
+
+    async def stored(self) -> int:
+        return await count_rows_async(self._database, "SELECT COUNT(*) FROM audit_log")
+
+    async def queue_depth(self) -> float:
+        async with self._session.get(self._metrics, headers=self._headers) as response:
+            return metric_value(await response.text(), "llm_proxy_audit_queue_depth")
+
+    async def settled(self) -> int:
+        """The row count once the writer's queue is empty (earlier rows' stragglers stored)."""
+        deadline = time.monotonic() + scaled(30)
+        while await self.queue_depth() and time.monotonic() < deadline:
+            await asyncio.sleep(AUDIT_POLL_SECONDS)
+        return await self.stored()
+
+
+async def audit_burst(session: aiohttp.ClientSession, target: Target, proxy: ProxyProcess,
+                      body: dict[str, Any], counts: Counts) -> dict[str, Any]:
+    """`counts.audit` requests from `counts.audit_clients` clients at once; the rows stored per
+    second from the first request until the database holds a row for each, and the queue's
+    peak meanwhile."""
+    watch = AuditWatch(session, proxy)
+    before = await watch.settled()
+    peak = 0.0
+
+    async def sample_queue() -> None:
+        nonlocal peak
+        while True:
+            peak = max(peak, await watch.queue_depth())
+            await asyncio.sleep(AUDIT_POLL_SECONDS)
+
+    sampler = asyncio.create_task(sample_queue())
+    started = time.perf_counter()
+    try:
+        outcomes, wall = await concurrent(session, target, body, counts.audit_clients,
+                                          counts.audit)
+        # Every request is audited, refused or not: the count to wait for is every request.
+        deadline = time.monotonic() + scaled(60)
+        while (stored := await watch.stored() - before) < counts.audit \
+                and time.monotonic() < deadline:
+            await asyncio.sleep(AUDIT_POLL_SECONDS)
+        elapsed = time.perf_counter() - started
+    finally:
+        sampler.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sampler
+    return {"requests": counts.audit, "stored": stored,
+            "rows_per_s": round(stored / elapsed, 1),
+            "req_per_s": round(len(outcomes) / wall, 1),
+            "peak_queue_depth": peak, **tally(outcomes)}
+
+
 BEFORE = "@before"  # the suffix of a configuration running the --before code
+
+
+def target_names(configs: list[str], before: bool) -> list[str]:
+    """The proxies a run starts: each configuration, and with `--before` a twin of each
+    single-process one."""
+    return [*configs, *(config + BEFORE for config in configs
+                        if before and not config.endswith("-w2"))]
+
+
+def planned(configs: list[str], rows: tuple[str, ...], before: bool) -> dict[str, dict[str, Any]]:
+    """The figures a run will hold, by target and row, before it measures them (values None)."""
+    return {"direct": {row: None for row in rows if row not in PROXY_ONLY_ROWS},
+            **{name: dict.fromkeys(rows) for name in target_names(configs, before)}}
 
 
 @contextlib.contextmanager
@@ -108,10 +201,8 @@ def proxies(configs: list[str], sim_url: str, counts: Counts, workdir: Path,
         "PROXY_LOG_LEVEL": "warning",
         "PROXY_WORKERS": "1",
     }
-    plan = [(config, config, None) for config in configs]
-    if before is not None:
-        plan += [(config + BEFORE, config, before) for config in configs
-                 if not config.endswith("-w2")]
+    plan = [(name, name.removesuffix(BEFORE), before if name.endswith(BEFORE) else None)
+            for name in target_names(configs, before is not None)]
     with contextlib.ExitStack() as stack:
         started: dict[str, ProxyProcess] = {}
         for name, config, code in plan:
@@ -130,9 +221,10 @@ def proxies(configs: list[str], sim_url: str, counts: Counts, workdir: Path,
         yield started
 
 
-async def measure(targets: list[Target], pids: dict[str, int], counts: Counts,
+async def measure(targets: list[Target], running: dict[str, ProxyProcess], counts: Counts,
                   rows: tuple[str, ...]) -> dict[str, dict[str, Any]]:
     """Every requested row, for every target; figures by target name, then row."""
+    pids = {name: proxy.process.pid for name, proxy in running.items()}
     once = {"model": "llama3.2", "prompt": "benchmark", "options": {"num_predict": TOKENS},
             "stream": False}
     streamed = {**once, "stream": True}
@@ -189,13 +281,13 @@ async def measure(targets: list[Target], pids: dict[str, int], counts: Counts,
             for size in counts.bursts:
                 say(f"{size} streams at once, then {size} requests at once for leaked slots")
                 for target in targets:
-                    outcomes = await burst(session, target, streamed, size)
+                    outcomes = await burst(session, [target], streamed, size)
                     entry: dict[str, Any] = tally(outcomes)
                     if target.name in pids:
                         # Every slot is free again: as many requests as the cap all get in. A
                         # slot still held (leaked) turns one of them into a 429.
                         await asyncio.sleep(1.0)
-                        check = await burst(session, target, once, size)
+                        check = await burst(session, [target], once, size)
                         entry["leaked_slots"] = sum(o.status == 429 for o in check)
                     results[target.name].setdefault("bursts", {})[str(size)] = entry
         if "memory" in rows:
@@ -208,6 +300,13 @@ async def measure(targets: list[Target], pids: dict[str, int], counts: Counts,
                 results[target.name]["memory"] = {
                     "requests": counts.memory, "start_mib": before,
                     "end_mib": tree_rss_mib(pids[target.name]), **tally(outcomes)}
+        if "audit" in rows:
+            for target in targets:
+                if target.name in running:
+                    say(f"audit: {counts.audit} requests to {target.name}, "
+                        f"{counts.audit_clients} at a time")
+                    results[target.name]["audit"] = await audit_burst(
+                        session, target, running[target.name], once, counts)
     return results
 
 
@@ -226,6 +325,5 @@ def run(configs: list[str], counts: Counts, rows: tuple[str, ...], before: Path 
         targets = [Target("direct", f"{sim.url}/api/generate")]
         targets += [Target(name, f"{proxy.url}/api/llm/generate", auth)
                     for name, proxy in running.items()]
-        pids = {name: proxy.process.pid for name, proxy in running.items()}
-        results = asyncio.run(measure(targets, pids, counts, rows))
+        results = asyncio.run(measure(targets, running, counts, rows))
     return {"counts": asdict(counts), "tokens": TOKENS, "targets": results}
