@@ -234,6 +234,7 @@ class Limiter:
             return meter
         now = time.time()
         try:
+            await self.tokens.ensure_rebuilt(now)
             totals = await self.tokens.totals(windows, now)
         except Exception as exc:
             self.backend_failed(exc, "token limit")

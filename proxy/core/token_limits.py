@@ -20,8 +20,13 @@ totals: no update is lost between replicas); without it, a counter in the proces
   stopped or abandoned is charged the chunks it sent, and no prompt (the engine never says).
 - A Redis failure while a stream runs is logged and counted, and the stream goes on: a hiccup
   must not cut answers off. The check before a request follows PROXY_LIMITER_FAILURE_MODE.
-- Windows are not rebuilt after a Redis loss: a minute window is gone within a minute anyway;
-  a day window restarts from zero (budgets, which matter more, are rebuilt: `core/spend.py`).
+- **After a Redis loss** (or, without Redis, a process start) the day windows are rebuilt from
+  the audit log, the source of truth: the tokens of today's rows per user and per API key are
+  put back before the next check, by one replica (a marker key says it is done; its absence is
+  checked at most once a second, so a loss is noticed within a second). Rows still on their way
+  to the database then are missing, and requests that ended after the loss but before the
+  rebuild are counted twice (the stricter error). A minute window is not rebuilt: it is over
+  within a minute anyway.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -40,6 +45,15 @@ from proxy.core.security import Principal
 from proxy.core.settings import Settings
 
 log = logging.getLogger("proxy.limits")
+
+# Present while the day windows hold what the audit log says: gone (a new or flushed Redis)
+# means they must be rebuilt.
+REBUILT_KEY = "llm-proxy:tokens:rebuilt"
+REBUILDING_KEY = "llm-proxy:tokens:rebuilding"
+# How often the marker is looked for: a Redis round trip a second, not one per request.
+REBUILT_CHECK_SECONDS = 1.0
+# The day's tokens of each user and key, from the audit log: {("user"|"key", who): tokens}.
+DayTotals = dict[tuple[str, str], int]
 
 Span = Literal["minute", "day"]
 SPAN_SECONDS: dict[Span, int] = {"minute": 60, "day": 86_400}
@@ -110,6 +124,62 @@ class TokenCounter:
         self._add = redis.register_script(ADD_SCRIPT) if redis is not None else None
         # key -> (total, when the window is over: epoch seconds)
         self._local: dict[str, tuple[int, float]] = {}
+        # Reads today's totals from the audit log (services/budgets.py sets it); None: the day
+        # windows are never rebuilt.
+        self.day_totals: Callable[[float], Awaitable[DayTotals]] | None = None
+        self._rebuilt_seen = float("-inf")  # when the marker was last seen (monotonic)
+
+    async def ensure_rebuilt(self, now: float) -> None:
+        """Put the day windows back from the audit log if they were lost (see the module's
+        docstring); one replica does it, the others go on meanwhile."""
+        if self.day_totals is None or time.monotonic() - self._rebuilt_seen < REBUILT_CHECK_SECONDS:
+            return
+        if self._redis is None:
+            if self._rebuilt_seen == float("-inf"):
+                totals = await self._read_day_totals(now)
+                if totals is None:
+                    return
+                self._restore_locally(totals, now)
+            self._rebuilt_seen = time.monotonic()
+            return
+        if await self._redis.exists(REBUILT_KEY):
+            self._rebuilt_seen = time.monotonic()
+            return
+        if not await self._redis.set(REBUILDING_KEY, "1", nx=True, ex=60):
+            return  # another replica is at it (or failed within the minute: retried after it)
+        totals = await self._read_day_totals(now)
+        if totals is None:
+            return
+        async with self._redis.pipeline(transaction=True) as pipe:
+            for (whose, who), tokens in totals.items():
+                window = TokenWindow(whose, who, "day", 0)  # type: ignore[arg-type]
+                if tokens > 0:
+                    pipe.incrby(window.key(now), tokens)
+                    pipe.expire(window.key(now), window.seconds + 60)
+            pipe.set(REBUILT_KEY, "1")
+            pipe.delete(REBUILDING_KEY)
+            await pipe.execute()
+        self._rebuilt_seen = time.monotonic()
+        log.info("the day token windows of %d users and keys were rebuilt from the audit log",
+                 len(totals))
+
+    async def _read_day_totals(self, now: float) -> DayTotals | None:
+        """Today's totals from the audit log; None (logged) while it cannot be read: requests
+        are not refused for it, the windows go on from what they hold."""
+        assert self.day_totals is not None
+        try:
+            return await self.day_totals(now)
+        except Exception as exc:
+            log.warning("the day token windows cannot be rebuilt from the audit log yet "
+                        "(%s: %s)", type(exc).__name__, exc)
+            return None
+
+    def _restore_locally(self, totals: DayTotals, now: float) -> None:
+        for (whose, who), tokens in totals.items():
+            window = TokenWindow(whose, who, "day", 0)  # type: ignore[arg-type]
+            key = window.key(now)
+            self._local[key] = (self._local.get(key, (0, 0.0))[0] + tokens,
+                                window.resets_at(now))
 
     async def totals(self, windows: list[TokenWindow], now: float) -> list[int]:
         keys = [w.key(now) for w in windows]

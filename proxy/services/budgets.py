@@ -23,8 +23,9 @@ import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 
-from sqlalchemy import or_, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from proxy.audit.record import AuditRecord
@@ -35,7 +36,7 @@ from proxy.core.ratelimit import Limiter
 from proxy.core.security import Principal
 from proxy.core.settings import Settings
 from proxy.core.spend import Budget, Hold, RebuildNeeded, SpendLedger, period_bounds
-from proxy.core.token_limits import TokenWindow
+from proxy.core.token_limits import DayTotals, TokenWindow
 from proxy.services.usage import CostModel
 
 log = logging.getLogger("proxy.budgets")
@@ -92,12 +93,35 @@ class BudgetStatus:
     resets_at: datetime
 
 
+async def day_token_totals(sessions: async_sessionmaker[AsyncSession], now: float
+                           ) -> DayTotals:
+    """The tokens (prompt and generated) of today's (UTC) generations in the audit log, per user
+    and per API key: what the day token windows hold (`core/token_limits.py` rebuilds them from
+    this after a Redis loss). Cached answers generated nothing and are left out."""
+    day = datetime.fromtimestamp(now - now % 86_400, UTC)
+    tokens = func.sum(AuditEntry.prompt_tokens + AuditEntry.completion_tokens)
+    recent = (AuditEntry.at >= day, AuditEntry.cached.is_(False))
+    totals: DayTotals = {}
+    async with sessions() as session:
+        for user, total in (await session.execute(
+                select(AuditEntry.user, tokens).where(*recent, AuditEntry.user.is_not(None))
+                .group_by(AuditEntry.user))).all():
+            totals[("user", str(user))] = int(total or 0)
+        for key_id, total in (await session.execute(
+                select(AuditEntry.api_key_id, tokens)
+                .where(*recent, AuditEntry.api_key_id.is_not(None))
+                .group_by(AuditEntry.api_key_id))).all():
+            totals[("key", str(key_id))] = int(total or 0)
+    return totals
+
+
 class Budgets:
     def __init__(self, settings: Settings, sessions: async_sessionmaker[AsyncSession],
                  limiter: Limiter, metrics: ProxyMetrics) -> None:
         self._settings = settings
         self._sessions = sessions
         self._limiter = limiter
+        limiter.tokens.day_totals = partial(day_token_totals, sessions)
         self._ledger: SpendLedger = limiter.spend
         self._metrics = metrics
         self._costs = CostModel(settings)

@@ -17,6 +17,7 @@ import httpx
 import pytest
 import redis
 
+from proxy.core.token_limits import REBUILT_CHECK_SECONDS
 from tests.support.database import count_rows_async
 from tests.support.proxy_app import InProcessProxy, MakeProxy
 from tests.support.proxy_process import free_port
@@ -234,6 +235,36 @@ async def test_spend_is_rebuilt_from_the_audit_log_after_redis_is_flushed(
     assert await spent(a, "team", team) == 5 * COST
     assert await spent(a, "user", user) == 5 * COST
     assert await spent(a, "key", key["id"]) == COST
+
+
+# Two answers fit under it, a third does not: 2 x COST < DAY_TOKENS < 3 x COST.
+DAY_TOKENS = 2 * COST + COST // 2
+
+
+@pytest.mark.parametrize("backend", ["redis", "memory"])
+async def test_day_token_windows_are_rebuilt_from_the_audit_log(
+        make_proxy: MakeProxy, postgres_url: str, private_redis: str, backend: str) -> None:
+    settings = {**PRICED, "database_url": postgres_url, "proxy_token_limit_per_day": DAY_TOKENS,
+                **({"redis_url": private_redis} if backend == "redis" else {})}
+    before = await make_proxy(**settings)
+    user = fresh("daily")
+    for _ in range(2):
+        assert (await generate(before, user)).status_code == 200
+    await wait_until_async(lambda: _stored(postgres_url, "user", user, 2))
+    if backend == "redis":
+        # Redis loses the windows; the proxy looks for the marker at most once a second.
+        redis.Redis.from_url(private_redis).flushall()
+        after = before
+        await asyncio.sleep(REBUILT_CHECK_SECONDS)
+    else:
+        after = await make_proxy(**settings)  # a new process: its memory starts empty
+
+    # Rebuilt: 2 x COST already spent today, so one more answer fits and then the day is spent.
+    # (Counted from zero, two more would be admitted.)
+    assert (await generate(after, user)).status_code == 200
+    refused = await generate(after, user)
+    assert refused.status_code == 429, refused.text
+    assert refused.json()["error"].startswith(f"token limit reached: {DAY_TOKENS} tokens per day")
 
 
 async def _stored(database_url: str, column: str, value: str, rows: int) -> bool:
