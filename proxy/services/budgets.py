@@ -23,7 +23,6 @@ import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import partial
 
 from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -121,7 +120,6 @@ class Budgets:
         self._settings = settings
         self._sessions = sessions
         self._limiter = limiter
-        limiter.tokens.day_totals = partial(day_token_totals, sessions)
         self._ledger: SpendLedger = limiter.spend
         self._metrics = metrics
         self._costs = CostModel(settings)

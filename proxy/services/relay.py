@@ -15,8 +15,8 @@ it in its own shape.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
-from contextlib import aclosing
+from collections.abc import AsyncIterator, Iterator
+from contextlib import aclosing, contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -170,10 +170,9 @@ async def relay(upstream: Engine, call: UpstreamCall) -> AsyncIterator[Piece | C
     come, not when this generator is closed: a caller that stops at the Completion may never
     close it.
     """
-    span = generation_span(call.kind, call.model)
     first_token_at: float | None = None
     pieces: list[Piece] = []
-    try:
+    with _traced(call) as span:
         async with aclosing(upstream.stream_lines(call.path, call.body(True),
                                                   model=call.model)) as objects:
             lines = aiter(objects)
@@ -197,20 +196,12 @@ async def relay(upstream: Engine, call: UpstreamCall) -> AsyncIterator[Piece | C
                     yield completion
                     return
         raise UpstreamFailed("upstream stream ended before the final object")
-    except Exception as exc:
-        _failed(span, exc)
-        raise
-    finally:
-        # Ended at the final object already, unless the generation ended otherwise.
-        if span.is_recording():
-            span.end()
 
 
 async def complete(upstream: Engine, call: UpstreamCall) -> Completion:
     """Run a generation to its end, asking upstream for one answer, and return it (one trace
     span, as `relay`)."""
-    span = generation_span(call.kind, call.model)
-    try:
+    with _traced(call) as span:
         with trace.use_span(span, record_exception=False, set_status_on_exception=False):
             final = await upstream.complete(call.path, call.body(False), model=call.model)
         if final.get("done") is not True:
@@ -219,14 +210,19 @@ async def complete(upstream: Engine, call: UpstreamCall) -> Completion:
         completion = _completion(call, final, [piece] if _carries(piece) else [], None)
         end_generation(span, final, completion.first_token_ms)
         return completion
+
+
+@contextmanager
+def _traced(call: UpstreamCall) -> Iterator[trace.Span]:
+    """The generation's span (core/tracing.py): an exception is recorded on it, and it is ended
+    on the way out unless the final object ended it already."""
+    span = generation_span(call.kind, call.model)
+    try:
+        yield span
     except Exception as exc:
-        _failed(span, exc)
+        span.record_exception(exc)
+        span.set_status(StatusCode.ERROR, type(exc).__name__)
         raise
     finally:
         if span.is_recording():
             span.end()
-
-
-def _failed(span: trace.Span, exc: Exception) -> None:
-    span.record_exception(exc)
-    span.set_status(StatusCode.ERROR, type(exc).__name__)

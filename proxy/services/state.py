@@ -7,6 +7,7 @@ template runner), so it lives here, in the layer that may import all of them.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -18,7 +19,7 @@ from proxy.core.metrics import ProxyMetrics
 from proxy.core.model_names import KnownModels
 from proxy.core.ratelimit import Limiter
 from proxy.core.settings import Settings
-from proxy.services.budgets import Budgets
+from proxy.services.budgets import Budgets, day_token_totals
 from proxy.services.context_lengths import ContextLengths
 from proxy.services.template_runner import TemplateRunner
 from proxy.upstream.router import Router
@@ -48,6 +49,8 @@ class AppState:
         metrics = ProxyMetrics()
         sessions = session_factory(engine)
         limiter = Limiter(settings, metrics)
+        # The day token windows are rebuilt from the audit log after a Redis loss.
+        limiter.tokens.day_totals = partial(day_token_totals, sessions)
         return cls(
             settings=settings,
             upstream=Router(settings, metrics),
