@@ -27,6 +27,7 @@ from proxy.api.accounting import (
     audit_record,
     note_auth_failure,
 )
+from proxy.api.hot_routes import HotRoutes
 from proxy.api.middleware import (
     DOCS_ASSETS_PATH,
     BodySizeLimitMiddleware,
@@ -192,7 +193,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     _install_error_handlers(app)
     app.include_router(api_router)
     # Outermost last: request id, then accounting (so that 401s, 413s and 408s are audited),
-    # then the token check (before any body is read), then the body cap and read deadline.
+    # then the token check (before any body is read), then the body cap and read deadline;
+    # innermost, the generation routes called without FastAPI's routing (api/hot_routes.py).
+    app.add_middleware(HotRoutes, fastapi_app=app, routers=ROUTERS)
     app.add_middleware(JsonBodyMiddleware)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.proxy_max_body_bytes,
                        read_timeout=settings.proxy_body_read_timeout_seconds)

@@ -186,7 +186,7 @@ class BodySizeLimitMiddleware:
                 return
             if message["type"] != "http.request":
                 # The client went away before sending its body; let the app see that.
-                await self.app(scope, _replay([message], receive), send)
+                await self.app(scope, replaying([message], receive), send)
                 return
             chunk = message.get("body", b"")
             received += len(chunk)
@@ -197,7 +197,7 @@ class BodySizeLimitMiddleware:
             if not message.get("more_body", False):
                 break
         whole: Message = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
-        await self.app(scope, _replay([whole], receive), send)
+        await self.app(scope, replaying([whole], receive), send)
 
     async def _reject(self, scope: Scope, send: Send) -> None:
         message = f"request body larger than {self.max_bytes} bytes (PROXY_MAX_BODY_BYTES)"
@@ -211,7 +211,7 @@ class BodySizeLimitMiddleware:
         await send_refusal(scope, send, 408, message, [], close=True)
 
 
-def _replay(messages: list[Message], receive: Receive) -> Receive:
+def replaying(messages: list[Message], receive: Receive) -> Receive:
     """A receive that first gives back what was already read, then reads on (disconnects)."""
     queued = list(messages)
 

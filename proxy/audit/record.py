@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
 
@@ -73,10 +73,9 @@ class AuditRecord:
         self.error = error[:500]
 
     def row(self) -> dict[str, Any]:
-        data = asdict(self)
-        for key in ("started", "status_override", "on_finish", "response_headers",
-                    "tokens_per_second", "method", "target"):
-            data.pop(key)
+        # Every stored field is a plain value: a shallow copy is the row (`asdict` would
+        # deep-copy the bookkeeping too, a measurable cost per request).
+        data = {name: getattr(self, name) for name in STORED_FIELDS}
         # Whatever a caller managed to put into a field, the row must fit its column: a row
         # the database refuses would otherwise be retried forever.
         for key, limit in COLUMN_LIMITS.items():
@@ -93,3 +92,9 @@ class AuditRecord:
         if isinstance(data.get("at"), str):
             data["at"] = datetime.fromisoformat(data["at"])
         return cls(**data)
+
+
+# The fields that are columns of `audit_log`; the rest is bookkeeping for the request.
+NOT_STORED = frozenset({"started", "status_override", "on_finish", "response_headers",
+                        "tokens_per_second", "method", "target"})
+STORED_FIELDS = tuple(f.name for f in fields(AuditRecord) if f.name not in NOT_STORED)

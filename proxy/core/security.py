@@ -22,6 +22,7 @@ Rules enforced here (each one a known way JWT gateways have been broken):
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import time
 from dataclasses import dataclass
@@ -123,11 +124,58 @@ class Principal:
         return float(int(self.claims["exp"]))
 
 
+# Verified tokens are remembered for at most this long (and never past their `exp`, leeway
+# included), and at most this many of them (the oldest forgotten first).
+VERIFIED_TTL_SECONDS = 60.0
+VERIFIED_MAX_ENTRIES = 4096
+
+
+class VerifiedTokens:
+    """Tokens verified lately, by a digest of the token: verifying a JWT (a signature, a JSON
+    payload, the claims) was a measurable share of each request's cost, and a client sends the
+    same token with every request.
+
+    Only a token that passed every check is kept, with the Principal it gave; a refused one is
+    verified again each time it is presented. An entry is used only until the token's `exp` (as
+    PyJWT applies it: with the configured leeway) and for at most VERIFIED_TTL_SECONDS, so that
+    a key taken out of a JWKS stops being honoured within a minute, as without the cache within
+    the JWKS client's own key cache. Revocation is not cached: the deny-list is checked on every
+    request, after this (`core/credentials.py`)."""
+
+    def __init__(self, leeway: float) -> None:
+        self._leeway = leeway
+        self._entries: dict[bytes, tuple[float, Principal]] = {}
+
+    @staticmethod
+    def digest(token: str) -> bytes:
+        return hashlib.blake2b(token.encode(), digest_size=20).digest()
+
+    def get(self, digest: bytes, now: float) -> Principal | None:
+        entry = self._entries.get(digest)
+        if entry is None:
+            return None
+        until, principal = entry
+        if now >= until:
+            del self._entries[digest]
+            return None
+        return principal
+
+    def put(self, digest: bytes, principal: Principal, now: float) -> None:
+        expires = float(int(principal.claims["exp"])) + self._leeway  # as PyJWT checks it
+        until = min(expires, now + VERIFIED_TTL_SECONDS)
+        if until <= now:
+            return
+        if len(self._entries) >= VERIFIED_MAX_ENTRIES:
+            del self._entries[next(iter(self._entries))]
+        self._entries[digest] = (until, principal)
+
+
 class TokenVerifier:
     """Verifies bearer tokens against the configured keys. One instance per app."""
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
+        self._verified = VerifiedTokens(settings.jwt_leeway_seconds)
         self._secret = effective_jwt_secret(settings)
         self._public_key = settings.jwt_public_key
         self._jwks = (
@@ -146,6 +194,14 @@ class TokenVerifier:
         if len(token) > limit:
             raise AuthError("malformed", f"token is longer than {limit} bytes "
                                          f"(JWT_MAX_TOKEN_BYTES)")
+        digest, now = self._verified.digest(token), time.time()
+        principal = self._verified.get(digest, now)
+        if principal is None:
+            principal = await self._verify(token)
+            self._verified.put(digest, principal, now)
+        return principal
+
+    async def _verify(self, token: str) -> Principal:
         header = _unverified_header(token)
         alg = header["alg"]
         if alg not in self._algorithms:
