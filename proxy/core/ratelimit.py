@@ -2,16 +2,20 @@
 generations. A request made with an API key that has limits of its own is held to those too,
 in buckets of the key's own, besides its owner's (a key never lifts its owner's limits).
 
-The rate is a moving window: in Redis when `REDIS_URL` is set (the `limits` library), so that
-every proxy replica on one Redis shares the same window; otherwise in process memory
-(`LocalWindow`, below: `limits`' own in-memory storage hands work to a thread on every hit).
-`limits` has no concurrency primitive, so the concurrency cap is written here: a set of held
-slots in memory, or in Redis leases that the holding process renews while the generation runs
-(`core/slots.py`: a process that dies frees its slots within `PROXY_CONCURRENCY_LEASE_SECONDS`,
-a failed release is retried). Every acquisition gets a slot name of its own (the server's
-request id plus a random suffix), so no two generations can ever hold, or give back, the same
-slot. Both share one
-bounded, blocking pool of Redis connections (`core/redis_client.py`).
+The rate is a moving window, its limits written as `limits` parses them ("10/minute;100/hour"):
+in Redis when `REDIS_URL` is set, so that every proxy replica on one Redis shares the same
+window; otherwise in process memory (`LocalWindow`, below: `limits`' own in-memory storage hands
+work to a thread on every hit). The concurrency cap is a set of held slots in memory, or in
+Redis leases that the holding process renews while the generation runs (`core/slots.py`: a
+process that dies frees its slots within `PROXY_CONCURRENCY_LEASE_SECONDS`, a failed release is
+retried). Every acquisition gets a slot name of its own (the server's request id plus a random
+suffix), so no two generations can ever hold, or give back, the same slot.
+
+In Redis, one Lua script counts the request in its windows and takes its slots
+(`core/admission.py`): one round trip, where `limits`' own moving window took two (the hit,
+then the figures for the headers) before the slot's. It keeps the windows in `limits`' layout
+and under its keys. Everything shares one bounded, blocking pool of Redis connections
+(`core/redis_client.py`).
 
 A concurrency refusal (429) says when to retry: in Redis, when the earliest of the user's leases
 runs out (the longest a slot can stay taken once its holder is gone); in memory, where no slot
@@ -33,11 +37,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from limits import RateLimitItem, RateLimitItemPerMinute, WindowStats, parse_many
-from limits.aio.storage import Storage
-from limits.aio.strategies import MovingWindowRateLimiter
-from limits.storage import storage_from_string
 from redis.asyncio import Redis
 
+from proxy.core.admission import SharedAdmission, Window
 from proxy.core.errors import ProxyError
 from proxy.core.metrics import ProxyMetrics
 from proxy.core.redis_client import redis_client
@@ -89,8 +91,7 @@ def rate_headers(limit: int, remaining: int, reset_at: float, retry: bool = Fals
 
 
 class LocalWindow:
-    """A moving window in process memory, with the two calls the Limiter makes of `limits`'
-    MovingWindowRateLimiter, for one process (no lock: nothing here awaits).
+    """A moving window in process memory, for one process (no lock: nothing here awaits).
 
     Each (limit, user) keeps the times of its admitted hits, oldest first; a hit drops those
     that have left the window and is admitted if fewer than the limit remain. Unlike `limits`'
@@ -102,31 +103,28 @@ class LocalWindow:
     def __init__(self) -> None:
         self._hits: dict[tuple[str, str], deque[float]] = {}
 
-    def _current(self, item: RateLimitItem, user: str, now: float) -> deque[float]:
-        key = (item.key_for(), user)
-        hits = self._hits.get(key)
+    def _current(self, item: RateLimitItem, key: str, now: float) -> deque[float]:
+        hits = self._hits.get((key, item.key_for()))
         if hits is None:
-            hits = self._hits[key] = deque()
+            hits = self._hits[(key, item.key_for())] = deque()
         horizon = now - item.get_expiry()
         while hits and hits[0] <= horizon:
             hits.popleft()
         return hits
 
-    async def hit(self, item: RateLimitItem, scope: str, user: str) -> bool:
+    def full(self, item: RateLimitItem, key: str) -> WindowStats | None:
+        """The window's figures if it is full (the request would be refused), else None."""
         now = time.time()
-        hits = self._current(item, user, now)
+        hits = self._current(item, key, now)
         if len(hits) >= item.amount:
-            return False
-        hits.append(now)
-        return True
+            return WindowStats(hits[0] + item.get_expiry(), 0)
+        return None
 
-    async def get_window_stats(self, item: RateLimitItem, scope: str, user: str
-                               ) -> WindowStats:
+    def hit(self, item: RateLimitItem, key: str) -> WindowStats:
+        """Count a hit (the window is not full: `full` said so); the window's figures."""
         now = time.time()
-        hits = self._current(item, user, now)
-        if not hits:
-            del self._hits[(item.key_for(), user)]
-            return WindowStats(now + item.get_expiry(), item.amount)
+        hits = self._current(item, key, now)
+        hits.append(now)
         return WindowStats(hits[0] + item.get_expiry(), item.amount - len(hits))
 
 
@@ -146,20 +144,13 @@ class Limiter:
         self._metrics = metrics
         self._redis: Redis | None = None
         self._slots: SharedSlots | None = None
-        self._window: MovingWindowRateLimiter | LocalWindow
+        self._admission: SharedAdmission | None = None
+        self._window = LocalWindow()
         if settings.redis_url:
             self._redis = redis_client(settings)
-            # The rate window shares the limiter's bounded pool. `limits` documents the
-            # `connection_pool` option, though its annotation admits only scalar options.
-            storage = storage_from_string(
-                "async+" + settings.redis_url, implementation="redispy",
-                connection_pool=self._redis.connection_pool,  # type: ignore[arg-type]
-            )
-            assert isinstance(storage, Storage)  # "async+" URLs give the asyncio storage
-            self._window = MovingWindowRateLimiter(storage)
-            self._slots = SharedSlots(self._redis, settings.proxy_concurrency_lease_seconds)
-        else:
-            self._window = LocalWindow()
+            lease = settings.proxy_concurrency_lease_seconds
+            self._slots = SharedSlots(self._redis, lease)
+            self._admission = SharedAdmission(self._redis, lease)
         self.tokens = TokenCounter(self._redis)
         self.spend = SpendLedger(self._redis, self._slots,
                                  settings.proxy_concurrency_lease_seconds)
@@ -200,29 +191,94 @@ class Limiter:
             raise LimiterUnavailable(
                 "rate limiter unavailable: cannot reach Redis; try again shortly") from exc
 
-    async def hit(self, user: Principal) -> RateDecision | None:
-        """Count one request; raise RateLimitExceeded when over. None if admitted blind."""
-        decision: RateDecision | None = None
+    async def admit(self, user: Principal, request_id: str
+                    ) -> tuple[RateDecision | None, Release]:
+        """Count one request in the user's rate windows (RateLimitExceeded if one is full:
+        then it is counted in none) and take a concurrency slot, and one of the API key's if
+        it has a cap of its own (RateLimitExceeded if they are taken). Returns the tightest
+        window's figures for the `X-RateLimit-*` headers (None if admitted blind, Redis down
+        and PROXY_LIMITER_FAILURE_MODE=open) and the coroutine function that gives the slots
+        back. In Redis, one round trip (`core/admission.py`).
+
+        `request_id` only labels the slot (for diagnostics): the slot's name is unique even if
+        two callers pass the same id, because a set member added twice is one slot.
+        """
+        items = self._rate_items(user)
+        slot_sets = [(f"llm-proxy:slots:{user.sub}", self.concurrency_for(user), "per user")]
+        if user.key is not None and user.key.concurrency_limit is not None:
+            slot_sets.append((f"llm-proxy:key-slots:{user.key.id}",
+                              user.key.concurrency_limit, "for this API key"))
+        slot = f"{request_id}:{secrets.token_hex(8)}"
+        if self._admission is None:
+            return self._admit_locally(items, slot_sets, slot)
+        windows = [Window(item.key_for(namespace, whose), item.amount, item.get_expiry())
+                   for item, namespace, whose in items]
+        asked = time.monotonic()
         try:
-            for item, namespace, whose in self._rate_items(user):
-                allowed = await self._window.hit(item, namespace, whose)
-                stats = await self._window.get_window_stats(item, namespace, whose)
-                if not allowed:
-                    self._metrics.rate_limited.labels(limit="rate").inc()
-                    per = (f"{item.multiples} {item.GRANULARITY.name}s" if item.multiples > 1
-                           else item.GRANULARITY.name)
-                    of_key = " for this API key" if namespace == "key" else ""
-                    raise RateLimitExceeded(
-                        f"rate limit exceeded{of_key}: {item.amount} requests per {per}",
-                        item.amount, stats.remaining, stats.reset_time)
-                if decision is None or stats.remaining < decision.remaining:
-                    decision = RateDecision(item.amount, stats.remaining, stats.reset_time)
-        except ProxyError:
-            raise
+            outcome = await self._admission.admit(
+                windows, [(key, cap) for key, cap, _ in slot_sets], slot)
         except Exception as exc:
-            self.backend_failed(exc, "rate limit")
-            return None
-        return decision
+            self.backend_failed(exc, "rate limit and concurrency")
+            return None, _nothing
+        if outcome.refused_window is not None:
+            item, namespace, _ = items[outcome.refused_window]
+            figures = outcome.windows[0]
+            self._rate_refused(item, namespace, WindowStats(
+                figures.oldest + item.get_expiry(), item.amount - figures.hits))
+        if outcome.refused_slots is not None:
+            _, cap, per = slot_sets[outcome.refused_slots]
+            self._concurrency_refused(cap, outcome.wait, per)
+        shared = self._slots
+        assert shared is not None
+        for key, _, _ in slot_sets:
+            shared.track(key, slot, asked)
+
+        async def release() -> None:
+            # Each set's slot, the key's first; one that fails is retried by SharedSlots.
+            for key, _, _ in reversed(slot_sets):
+                await shared.release(key, slot)
+
+        decision = None
+        for (item, _, _), figures in zip(items, outcome.windows, strict=True):
+            remaining = item.amount - figures.hits
+            if decision is None or remaining < decision.remaining:
+                decision = RateDecision(item.amount, remaining,
+                                        figures.oldest + item.get_expiry())
+        return decision, release
+
+    def _admit_locally(self, items: list[tuple[RateLimitItem, str, str]],
+                       slot_sets: list[tuple[str, int, str]], slot: str
+                       ) -> tuple[RateDecision | None, Release]:
+        """`admit` in process memory: the same checks, in the same order."""
+        for item, namespace, whose in items:
+            full = self._window.full(item, f"{namespace}/{whose}")
+            if full is not None:
+                self._rate_refused(item, namespace, full)
+        decision = None
+        for item, namespace, whose in items:
+            stats = self._window.hit(item, f"{namespace}/{whose}")
+            if decision is None or stats.remaining < decision.remaining:
+                decision = RateDecision(item.amount, stats.remaining, stats.reset_time)
+        for key, cap, per in slot_sets:
+            if len(self._local_slots.get(key, ())) >= cap:
+                self._concurrency_refused(cap, LOCAL_RETRY_SECONDS, per)
+        held = [self._local_slots.setdefault(key, set()) for key, _, _ in slot_sets]
+        for slots in held:
+            slots.add(slot)
+
+        async def release() -> None:
+            for slots in held:
+                slots.discard(slot)
+
+        return decision, release
+
+    def _rate_refused(self, item: RateLimitItem, namespace: str, stats: WindowStats) -> None:
+        self._metrics.rate_limited.labels(limit="rate").inc()
+        per = (f"{item.multiples} {item.GRANULARITY.name}s" if item.multiples > 1
+               else item.GRANULARITY.name)
+        of_key = " for this API key" if namespace == "key" else ""
+        raise RateLimitExceeded(f"rate limit exceeded{of_key}: {item.amount} requests per {per}",
+                                item.amount, stats.remaining, stats.reset_time)
 
     async def check_tokens(self, user: Principal) -> TokenMeter:
         """Refuse (QuotaExceeded) if one of the user's token windows is spent; otherwise the
@@ -251,64 +307,6 @@ class Limiter:
         log.warning("could not count tokens in Redis (%s: %s); the stream goes on",
                     type(exc).__name__, exc)
 
-    async def acquire(self, user: Principal, request_id: str) -> Release:
-        """Take a concurrency slot (and one of the API key's, if it has a cap of its own); the
-        returned coroutine function gives them back.
-
-        `request_id` only labels the slot (for diagnostics): the slot's name is unique even if
-        two callers pass the same id, because a set member added twice is one slot.
-        """
-        slot = f"{request_id}:{secrets.token_hex(8)}"
-        release_user = await self._acquire_one(f"llm-proxy:slots:{user.sub}",
-                                               self.concurrency_for(user), slot, "per user")
-        if user.key is None or user.key.concurrency_limit is None:
-            return release_user
-        try:
-            release_key = await self._acquire_one(f"llm-proxy:key-slots:{user.key.id}",
-                                                  user.key.concurrency_limit, slot,
-                                                  "for this API key")
-        except BaseException:
-            await release_user()
-            raise
-
-        async def release_both() -> None:
-            try:
-                await release_key()
-            finally:
-                await release_user()
-
-        return release_both
-
-    async def _acquire_one(self, key: str, cap: int, slot: str, per: str) -> Release:
-        """One slot in the set `key` (in Redis, or its namesake in memory)."""
-        if self._slots is None:
-            slots = self._local_slots.setdefault(key, set())
-            if len(slots) >= cap:
-                self._concurrency_refused(cap, LOCAL_RETRY_SECONDS, per)
-            slots.add(slot)
-
-            async def release_local() -> None:
-                slots.discard(slot)
-
-            return release_local
-        shared = self._slots
-        try:
-            wait = await shared.acquire(key, slot, cap)
-        except Exception as exc:
-            self.backend_failed(exc, "concurrency")
-
-            async def nothing() -> None:
-                return None
-
-            return nothing
-        if wait is not None:
-            self._concurrency_refused(cap, wait, per)
-
-        async def release_shared() -> None:
-            await shared.release(key, slot)
-
-        return release_shared
-
     def _concurrency_refused(self, cap: int, retry_after: float, per: str) -> None:
         self._metrics.rate_limited.labels(limit="concurrency").inc()
         raise RateLimitExceeded(
@@ -319,3 +317,7 @@ class Limiter:
         """Raise if the shared storage cannot be reached (no-op without Redis)."""
         if self._redis is not None:
             await self._redis.ping()
+
+
+async def _nothing() -> None:
+    """No slot to give back: admitted blind (Redis down, PROXY_LIMITER_FAILURE_MODE=open)."""

@@ -3,8 +3,8 @@ retried until they succeed.
 
 A user's slots are one sorted set, `llm-proxy:slots:<user>`, whose members are slot names scored
 by when their lease runs out, on Redis's own clock (replicas need not agree on the time).
-Taking a slot is one Lua script (drop lapsed leases, count, add), so it is atomic across
-replicas.
+Taking a slot is part of one Lua script (drop lapsed leases, count, add; `core/admission.py`),
+so it is atomic across replicas.
 
 - **Leases.** A lease lasts PROXY_CONCURRENCY_LEASE_SECONDS. One task per process renews every
   slot the process holds, every third of a lease, in one round trip. A process that dies
@@ -32,24 +32,6 @@ from redis.asyncio import Redis
 
 log = logging.getLogger("proxy.limits")
 
-# -> {1, 0} taken; {0, ms} refused, ms until the earliest lease runs out.
-ACQUIRE_SCRIPT = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local lease = tonumber(ARGV[2])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[1]) then
-  redis.call('ZADD', KEYS[1], now + lease, ARGV[3])
-  redis.call('PEXPIRE', KEYS[1], math.ceil(lease * 1000) + 60000)
-  return {1, 0}
-end
-local earliest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-if #earliest == 0 then
-  return {0, math.ceil(lease * 1000)}
-end
-return {0, math.ceil((tonumber(earliest[2]) - now) * 1000)}
-"""
-
 # ARGV: the lease, then the slots to renew -> how many of them were still held.
 RENEW_SCRIPT = """
 local t = redis.call('TIME')
@@ -73,7 +55,6 @@ class SharedSlots:
     def __init__(self, redis: Redis, lease_seconds: float) -> None:
         self._redis = redis
         self.lease = lease_seconds
-        self._acquire = redis.register_script(ACQUIRE_SCRIPT)
         self._renew = redis.register_script(RENEW_SCRIPT)
         # key -> slot -> when its lease runs out at the latest (monotonic), as last renewed.
         self._held: dict[str, dict[str, float]] = {}
@@ -84,20 +65,10 @@ class SharedSlots:
     def held(self) -> int:
         return sum(len(slots) for slots in self._held.values())
 
-    async def acquire(self, key: str, slot: str, cap: int) -> float | None:
-        """Take `slot` among `key`'s if fewer than `cap` are taken: None; or else the seconds
-        until the earliest lease among them runs out."""
-        asked = time.monotonic()
-        taken, wait_ms = await self._acquire(keys=[key], args=[cap, self.lease, slot])
-        if not taken:
-            return max(0.0, int(wait_ms) / 1000)
-        self.track(key, slot, asked)
-        return None
-
     def track(self, key: str, slot: str, asked: float) -> None:
-        """Renew `slot` of `key` until it is released: taken here, or by another script that
-        takes leases in the same shape (a budget's hold, `core/spend.py`) at `asked`
-        (monotonic)."""
+        """Renew `slot` of `key` until it is released: taken by a script that takes leases in
+        this shape (a generation's admission, `core/admission.py`; a budget's hold,
+        `core/spend.py`) at `asked` (monotonic)."""
         self._held.setdefault(key, {})[slot] = asked + self.lease
         if self._renewer is None or self._renewer.done():
             self._renewer = asyncio.create_task(self._renew_while_open(),

@@ -114,8 +114,7 @@ async def admit(state: AppState, user: Principal, record: AuditRecord) -> TokenM
     generation's tokens."""
     meter = await state.limiter.check_tokens(user)
     await state.budgets.admit(user, record)
-    decision = await state.limiter.hit(user)
-    release = await state.limiter.acquire(user, record.id)
+    decision, release = await state.limiter.admit(user, record.id)
     record.on_finish.append(release)
     record.on_finish.append(meter.close)
     if decision is not None:
