@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tests.support.bench import page, replicas, simulated
+from tests.support.bench import page, peer, replicas, simulated
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -78,6 +78,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="also measure the proxy code in DIR (a folder holding proxy/, e.g. "
                              "`git archive COMMIT proxy | tar -x -C DIR`), in the same run, as "
                              "<configuration>@before")
+    parser.add_argument("--peer", choices=peer.PEERS,
+                        help=f"also measure a peer gateway on the rows it has, in the same run: "
+                             f"LiteLLM {peer.LITELLM_VERSION}, installed on first use in its own "
+                             f"virtual environment under {peer.cache_dir()} (minutes, once)")
     parser.add_argument("--output-dir", type=Path, default=REPO / "docs")
     args = parser.parse_args(argv)
     given = sys.argv[1:] if argv is None else list(argv)
@@ -86,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     command = [a for i, a in enumerate(given) if not a.startswith(aside)
                and not (i and given[i - 1] in aside)]
 
+    if args.peer and (args.real_model or args.http_clients or args.render):
+        parser.error("--peer is measured against the simulator only")
     json_path = args.output_dir / "benchmarks.json"
     data = page.load(json_path)
     context = _context(command, args.note)
@@ -109,14 +115,17 @@ def main(argv: list[str] | None = None) -> int:
         if args.memory_requests:
             counts = dataclasses.replace(counts, memory=args.memory_requests)
         table_rows = tuple(r for r in rows if r in simulated.ROWS)
+        if args.peer and not set(table_rows) - set(simulated.PROXY_ONLY_ROWS):
+            parser.error(f"--peer measures {args.peer} on rows it has: none of {args.rows}")
         if table_rows:
             runs = data.setdefault("simulated", {})
             try:  # refused before measuring, not after
                 page.merge_simulated(runs.get(args.label), {"targets": simulated.planned(
-                    configs, table_rows, args.before is not None)})
+                    configs, table_rows, args.before is not None, args.peer)})
             except ValueError as exc:
                 parser.error(str(exc))
-            run = {**context, **simulated.run(configs, counts, table_rows, args.before)}
+            run = {**context, **simulated.run(configs, counts, table_rows, args.before,
+                                              args.peer)}
             runs[args.label] = page.merge_simulated(runs.get(args.label), run)
         if "limits" in rows:
             limit_counts = replicas.QUICK_LIMITS if args.quick else replicas.LimitCounts()

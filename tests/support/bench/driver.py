@@ -15,11 +15,13 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+
+SSE_DONE = b"data: [DONE]"
 
 
 @dataclass(frozen=True)
@@ -29,16 +31,22 @@ class Target:
     name: str
     url: str  # the generate endpoint, complete
     headers: dict[str, str] = field(default_factory=dict)
+    # The body this target is sent, made from the Ollama generate body every target is given
+    # (a peer gateway's own API); None: that body as it is.
+    shape: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    # Streams are server-sent events (`data: ...` lines, `data: [DONE]` at the end) rather
+    # than NDJSON.
+    sse: bool = False
 
 
 @dataclass
 class Outcome:
     status: int  # 0: no HTTP answer (connection failed, timed out, stream cut)
-    first: float | None  # seconds to the first non-empty line (streams only)
+    first: float | None  # seconds to the first line of a stream (streams only)
     total: float  # seconds to the end of the answer
     detail: str = ""
-    lines: int = 0  # non-empty lines of a stream (a token each but the last: the done line)
-    last: bytes = b""  # a stream's last non-empty line (the done line, or the proxy's error)
+    lines: int = 0  # lines of a stream (a token each but the last: the done line)
+    last: bytes = b""  # a stream's last line (the done line, or the proxy's error)
 
     @property
     def ok(self) -> bool:
@@ -65,26 +73,34 @@ def new_session(timeout: float = 120.0, fresh_connections: bool = False
 
 async def send(session: aiohttp.ClientSession, target: Target, body: dict[str, Any]
                ) -> Outcome:
-    """One request, timed: to the first non-empty line and to the end of the body."""
+    """One request, timed: to the first line of a stream and to the end of the body. A line
+    is a non-empty one of NDJSON, or an event's `data:` line of server-sent events (the blank
+    lines between events, and comments, are not); an event stream is read to its end and
+    counts as cut (status 0) unless its last event is `data: [DONE]`."""
     started = time.perf_counter()
     first: float | None = None
     lines = 0
     last = b""
+    payload = target.shape(body) if target.shape else body
     try:
-        async with session.post(target.url, json=body, headers=target.headers) as response:
+        async with session.post(target.url, json=payload, headers=target.headers) as response:
             if response.status != 200:
                 detail = (await response.read())[:200].decode(errors="replace")
                 return Outcome(response.status, None, time.perf_counter() - started, detail)
             if body.get("stream", True):
                 async for line in response.content:
-                    if line.strip():
+                    if line.startswith(b"data:") if target.sse else line.strip():
                         if first is None:
                             first = time.perf_counter() - started
                         lines += 1
                         last = line
             else:
                 await response.read()
-            return Outcome(200, first, time.perf_counter() - started, lines=lines, last=last)
+            total = time.perf_counter() - started
+            if target.sse and body.get("stream", True) and last.strip() != SSE_DONE:
+                return Outcome(0, first, total, "event stream ended without data: [DONE]: "
+                               + last[:120].decode(errors="replace"), lines, last)
+            return Outcome(200, first, total, lines=lines, last=last)
     except (aiohttp.ClientError, TimeoutError) as exc:
         return Outcome(0, first, time.perf_counter() - started, f"{type(exc).__name__}: {exc}")
 

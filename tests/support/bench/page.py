@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from proxy.core.settings import Settings
-from tests.support.bench.simulated import CONFIGS, Counts
+from tests.support.bench.peer import PEERS
+from tests.support.bench.simulated import CONFIGS, PROXY_ONLY_ROWS, Counts
 
 Figures = dict[str, Any]  # one target's rows, as simulated.measure returns them
 # The proxies measured run with the default.
@@ -32,8 +33,9 @@ class Row:
     workload: str
     show: Callable[[Figures, Figures], str]  # (this target's figures, direct's) -> cell
     target: str
-    # (figures, direct's) -> the measured value, when the target is missed; None when met
-    missed: Callable[[Figures, Figures], str | None]
+    # (figures, direct's, the peer gateway's of the same run or {}) -> the measured value,
+    # when the target is missed; None when met
+    missed: Callable[[Figures, Figures, Figures], str | None]
 
 
 def _num(value: Any) -> float:
@@ -62,7 +64,7 @@ def _sequential(f: Figures, d: Figures) -> str:
             + _errors_suffix(f, "sequential"))
 
 
-def _sequential_missed(f: Figures, d: Figures) -> str | None:
+def _sequential_missed(f: Figures, d: Figures, _: Figures) -> str | None:
     p50, p99 = _added(f, d, "sequential", "p50_ms"), _added(f, d, "sequential", "p99_ms")
     if p50 <= 1 and p99 <= 3 and not f["sequential"]["errors"]:
         return None
@@ -77,8 +79,19 @@ def _clients8(f: Figures, d: Figures) -> str:
         _errors_suffix(f, "clients8")
 
 
-def _clients8_missed(f: Figures, d: Figures) -> str | None:
-    ok = _num(f["clients8"]["req_per_s"]) >= 350 and not f["clients8"]["errors"]
+CLIENTS8_FLOOR = 350  # req/s, the table's figure for "3× LiteLLM" when LiteLLM is not measured
+PEER_FACTOR = 3
+
+
+def clients8_floor(peer: Figures) -> float:
+    """The 8-client target: 3× the peer gateway's rate of the same run when it was measured
+    there, the table's 350 otherwise."""
+    rate = _num(peer.get("clients8", {}).get("req_per_s"))
+    return CLIENTS8_FLOOR if math.isnan(rate) else PEER_FACTOR * rate
+
+
+def _clients8_missed(f: Figures, d: Figures, peer: Figures) -> str | None:
+    ok = _num(f["clients8"]["req_per_s"]) >= clients8_floor(peer) and not f["clients8"]["errors"]
     return None if ok else _clients8(f, d)
 
 
@@ -88,7 +101,7 @@ def _stream1(f: Figures, d: Figures) -> str:
     return f"+{_added(f, d, 'stream1', 'first_p50_ms'):.2f} ms" + _errors_suffix(f, "stream1")
 
 
-def _stream1_missed(f: Figures, d: Figures) -> str | None:
+def _stream1_missed(f: Figures, d: Figures, _: Figures) -> str | None:
     ok = _added(f, d, "stream1", "first_p50_ms") <= 1 and not f["stream1"]["errors"]
     return None if ok else _stream1(f, d)
 
@@ -102,7 +115,7 @@ def _streams50(f: Figures, d: Figures) -> str:
             + _errors_suffix(f, "streams50"))
 
 
-def _streams50_missed(f: Figures, d: Figures) -> str | None:
+def _streams50_missed(f: Figures, d: Figures, _: Figures) -> str | None:
     ok = (_num(f["streams50"]["req_per_s"]) >= 250
           and _added(f, d, "streams50", "first_p50_ms") <= 20 and not f["streams50"]["errors"])
     return None if ok else _streams50(f, d)
@@ -117,7 +130,7 @@ def _bursts(f: Figures, d: Figures) -> str:
     return "; ".join(cells)
 
 
-def _bursts_missed(f: Figures, d: Figures) -> str | None:
+def _bursts_missed(f: Figures, d: Figures, _: Figures) -> str | None:
     ok = all(not e["errors"] and not e.get("leaked_slots") for e in f["bursts"].values())
     return None if ok else _bursts(f, d)
 
@@ -131,7 +144,7 @@ def _memory(f: Figures, d: Figures) -> str:
             f"{m['requests']} requests" + _errors_suffix(f, "memory"))
 
 
-def _memory_missed(f: Figures, d: Figures) -> str | None:
+def _memory_missed(f: Figures, d: Figures, _: Figures) -> str | None:
     m = f["memory"]
     # "Flat": at most 5 % more after the run than after the warm-up.
     ok = _num(m["end_mib"]) <= 1.05 * _num(m["start_mib"]) and not m["errors"]
@@ -147,7 +160,7 @@ def _audit(f: Figures, d: Figures) -> str:
             "stored" + _errors_suffix(f, "audit"))
 
 
-def _audit_missed(f: Figures, d: Figures) -> str | None:
+def _audit_missed(f: Figures, d: Figures, _: Figures) -> str | None:
     a = f["audit"]
     return None if a["stored"] == a["requests"] and not a["errors"] else _audit(f, d)
 
@@ -169,9 +182,11 @@ ROWS = (
 )
 
 
-def _reproduce(row: str, config: str, figures: Figures) -> str:
-    """The command that measures one row of one configuration again, with the count it ran."""
+def _reproduce(row: str, config: str, figures: Figures, peers: dict[str, Figures]) -> str:
+    """The command that measures one row of one configuration again, with the count it ran,
+    and the peer gateway that the run measured on that row."""
     command = f"scripts/bench --rows {row} --configs {config}"
+    command += "".join(f" --peer {name}" for name, kept in peers.items() if row in kept)
     requests = figures.get("memory", {}).get("requests", Counts.memory)
     if row == "memory" and requests != Counts.memory:
         command += f" --memory-requests {requests}"
@@ -196,9 +211,11 @@ def merge_simulated(kept: dict[str, Any] | None, new: dict[str, Any]) -> dict[st
         missing = [name for name, figures in kept["targets"].items()
                    if row in figures and name not in new["targets"]]
         if missing:
+            how = "/".join(["--configs"] * any(n not in PEERS for n in missing)
+                           + ["--peer"] * any(n in PEERS for n in missing))
             raise ValueError(
                 f"row {row!r} is kept for {', '.join(missing)} too, compared with the same "
-                f"direct figures: measure them in this run as well (--configs), or keep this "
+                f"direct figures: measure them in this run as well ({how}), or keep this "
                 f"run apart (--label)")
     merged = {**kept, "targets": {name: dict(figures)
                                   for name, figures in kept["targets"].items()}}
@@ -213,6 +230,9 @@ def merge_simulated(kept: dict[str, Any] | None, new: dict[str, Any]) -> dict[st
 
 
 def _config_order(name: str) -> int:
+    """Peer gateways first (beside direct), then the configurations in the order of CONFIGS."""
+    if name in PEERS:
+        return -1
     base = name.removesuffix("@before")
     return CONFIGS.index(base) if base in CONFIGS else len(CONFIGS)
 
@@ -228,6 +248,49 @@ def save(path: Path, data: dict[str, Any]) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
+def _peer_of(run: dict[str, Any]) -> dict[str, Any] | None:
+    """The peer gateway a run measured, as it recorded it (the latest of a merged run)."""
+    for entry in [*reversed(run.get("later", [])), run]:
+        if entry.get("peer"):
+            found: dict[str, Any] = entry["peer"]
+            return found
+    return None
+
+
+def _peer_lines(peer: dict[str, Any], tokens: Any) -> list[str]:
+    """What the peer gateway was configured to do, against what the proxies do."""
+    not_measured = ", ".join(f"`{row}`" for row in PROXY_ONLY_ROWS)
+    return [
+        f"`{peer['name']}`: LiteLLM {peer['version']}'s proxy (`--peer {peer['name']}`), a peer "
+        "gateway in front of the same simulator, installed in a virtual environment of its own "
+        f"and called in OpenAI's shape on `{peer['route']}` (`max_tokens` {tokens}, the same "
+        f"count). Configured to do: one model, `llama3.2` → "
+        f"`{peer['model']}` with `api_base` the simulator; auth by a master key (a bearer key on "
+        "every request); no database (DB-less: no audit or spend rows, no virtual keys, no "
+        f"per-user limits or budgets); {peer['workers']} worker; logs at errors only. The "
+        "proxies do auth (a JWT), rate and concurrency limits, an audit row per request and "
+        "metrics. LiteLLM is measured on the rows `direct` is, interleaved with them; its bursts "
+        f"count errors only (it has no concurrency slots to leak); not {not_measured} nor the "
+        "limits across replicas, which are the proxy's own. Its time to the first line is to "
+        "its first `data:` event, and a stream counts only when it ends with `data: [DONE]`. "
+        "It is held to no target: its figure sets the 8-client one.",
+        "",
+    ]
+
+
+def _target(row: Row, peer: Figures) -> str:
+    """A row's target as the page states it: for 8 clients, 3× LiteLLM's figure of the run
+    when it was measured, else the table's."""
+    if row.key != "clients8" or "clients8" not in peer:
+        return row.target
+    return _peer_target(peer)
+
+
+def _peer_target(peer: Figures) -> str:
+    rate = _num(peer["clients8"]["req_per_s"])
+    return f"≥ {clients8_floor(peer):.0f} ({PEER_FACTOR}× LiteLLM's {rate:.0f} of this run)"
+
+
 def _simulated_section(runs: dict[str, Any]) -> list[str]:
     labels = sorted(runs, key=lambda label: (label != "before", label))
     columns: list[tuple[str, str, Figures]] = []  # (header, label, figures)
@@ -240,6 +303,11 @@ def _simulated_section(runs: dict[str, Any]) -> list[str]:
             columns.append((header, label, runs[label]["targets"][name]))
     newest = runs[labels[-1]]
     direct = newest["targets"]["direct"]
+    peers = {name: newest["targets"][name] for name in PEERS if name in newest["targets"]}
+    # The peer whose figures set the targets (8 clients): the newest run's, {} if none.
+    peer_figures = next(iter(peers.values()), {})
+    peer = next((found for label in reversed(labels)
+                 if (found := _peer_of(runs[label])) is not None), None)
     lines = [
         "## The proxy against the Ollama simulator",
         "",
@@ -249,9 +317,11 @@ def _simulated_section(runs: dict[str, Any]) -> list[str]:
         "`sqlite`: SQLite, limits in process memory; `pg-redis`: Postgres and Redis; `-w2`: "
         "PROXY_WORKERS=2; `@before`: the same configuration running the code before the changes "
         "(`--before`), in the same run. Each proxy column is compared with the `direct` figures "
-        "of its own run. A peer gateway (LiteLLM 1.81 in the issue's table) is not measured by "
-        "this script.",
+        "of its own run."
+        + ("" if peer else " A peer gateway (LiteLLM 1.81 in the issue's table) is measured "
+           "only with `--peer litellm`: not in this run."),
         "",
+        *(_peer_lines(peer, newest.get("tokens")) if peer else []),
         "Audit burst: non-streamed requests from many clients at once; rows stored per second "
         "from the first request until the database holds a row for every one, so at most the "
         "rate they were sent at. The writer keeps up while its queue's peak stays near what "
@@ -282,21 +352,29 @@ def _simulated_section(runs: dict[str, Any]) -> list[str]:
         for _, label, figures in columns:
             own_direct = runs[label]["targets"]["direct"]
             cells.append(row.show(figures, own_direct) if row.key in figures else "—")
-        lines.append(f"| {row.workload} | " + " | ".join(cells) + f" | {row.target} |")
+        lines.append(f"| {row.workload} | " + " | ".join(cells)
+                     + f" | {_target(row, peer_figures)} |")
     lines += ["", "Reproduce one row: `scripts/bench --rows ROW` with ROW one of "
               + ", ".join(f"`{row.key}`" for row in ROWS)
-              + " (`--configs` picks the proxy configurations).", "",
-              f"### Targets missed ({labels[-1]})", ""]
+              + " (`--configs` picks the proxy configurations"
+              + (", `--peer litellm` adds LiteLLM" if peer else "") + ")."]
+    if "clients8" in peer_figures:
+        rate = _num(peer_figures["clients8"]["req_per_s"])
+        lines += ["", f"The 8-client target used here is {PEER_FACTOR}× LiteLLM's {rate:.0f} "
+                  f"req/s of the same run, ≥ {clients8_floor(peer_figures):.0f}, in place of "
+                  f"the table's {CLIENTS8_FLOOR}."]
+    lines += ["", f"### Targets missed ({labels[-1]})", ""]
     missed = []
     for config, figures in newest["targets"].items():
-        if config == "direct" or config.endswith("@before"):
+        if config == "direct" or config.endswith("@before") or config in PEERS:
             continue
         for row in ROWS:
             if row.key in figures:
-                value = row.missed(figures, direct)
+                value = row.missed(figures, direct, peer_figures)
                 if value is not None:
-                    missed.append(f"- {config}, {row.workload}: {value} (target {row.target}); "
-                                  f"`{_reproduce(row.key, config, figures)}`")
+                    missed.append(f"- {config}, {row.workload}: {value} (target "
+                                  f"{_target(row, peer_figures)}); "
+                                  f"`{_reproduce(row.key, config, figures, peers)}`")
     lines += missed or ["- none"]
     return lines
 

@@ -10,6 +10,10 @@ The `audit` row is the proxy's alone: a burst of non-streamed requests as fast a
 sends them, the audit rows the writer stores per second until the last one is in the database,
 the writer's queue depth at its peak (`llm_proxy_audit_queue_depth`, read off /metrics during
 the burst), and whether the database holds a row for every request.
+
+With `peer`, a peer gateway (LiteLLM: tests/support/bench/peer.py) is measured on the same
+rows as the simulator called directly, in its own API's shape; of the bursts only the errors
+(it has no concurrency slots to leak).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from typing import Any
 
 import aiohttp
 
+from tests.support.bench import peer as peers
 from tests.support.bench.driver import (
     Outcome,
     Target,
@@ -177,9 +182,11 @@ def target_names(configs: list[str], before: bool) -> list[str]:
                         if before and not config.endswith("-w2"))]
 
 
-def planned(configs: list[str], rows: tuple[str, ...], before: bool) -> dict[str, dict[str, Any]]:
+def planned(configs: list[str], rows: tuple[str, ...], before: bool, peer: str | None = None
+            ) -> dict[str, dict[str, Any]]:
     """The figures a run will hold, by target and row, before it measures them (values None)."""
-    return {"direct": {row: None for row in rows if row not in PROXY_ONLY_ROWS},
+    shared = {row: None for row in rows if row not in PROXY_ONLY_ROWS}
+    return {"direct": shared, **({peer: dict(shared)} if peer else {}),
             **{name: dict.fromkeys(rows) for name in target_names(configs, before)}}
 
 
@@ -310,9 +317,23 @@ async def measure(targets: list[Target], running: dict[str, ProxyProcess], count
     return results
 
 
-def run(configs: list[str], counts: Counts, rows: tuple[str, ...], before: Path | None = None
-        ) -> dict[str, Any]:
-    """Start the simulator and every configuration's proxy, measure, stop them all."""
+@contextlib.contextmanager
+def peer_targets(peer: str | None, sim_url: str, workdir: Path) -> Iterator[list[Target]]:
+    """The peer gateway's target, running until the end (none without a peer)."""
+    if peer is None:
+        yield []
+        return
+    with peers.litellm(sim_url, workdir) as running:
+        yield [Target(running.name, running.url, {"Authorization": f"Bearer {running.key}"},
+                      shape=peers.openai_chat, sse=True)]
+
+
+def run(configs: list[str], counts: Counts, rows: tuple[str, ...], before: Path | None = None,
+        peer: str | None = None) -> dict[str, Any]:
+    """Start the simulator, the peer gateway if any and every configuration's proxy, measure,
+    stop them all."""
+    if peer is not None:
+        peers.install()  # before anything runs: the first time takes minutes
     token = make_token(f"bench-{secrets.token_hex(4)}", ttl=24 * 3600)
     auth = {"Authorization": f"Bearer {token}"}
     # A fast simulator: the generation itself takes next to no time, so what is measured is
@@ -321,9 +342,11 @@ def run(configs: list[str], counts: Counts, rows: tuple[str, ...], before: Path 
     with run_simulator(first_token_delay=0.0, tokens_per_second=100_000, num_parallel=64,
                        max_queue=4 * max(counts.bursts)) as sim, \
             tempfile.TemporaryDirectory(prefix="bench-") as tmp, \
+            peer_targets(peer, sim.url, Path(tmp)) as others, \
             proxies(configs, sim.url, counts, Path(tmp), before) as running:
-        targets = [Target("direct", f"{sim.url}/api/generate")]
+        targets = [Target("direct", f"{sim.url}/api/generate"), *others]
         targets += [Target(name, f"{proxy.url}/api/llm/generate", auth)
                     for name, proxy in running.items()]
         results = asyncio.run(measure(targets, running, counts, rows))
-    return {"counts": asdict(counts), "tokens": TOKENS, "targets": results}
+    extra = {"peer": peers.described(peer)} if peer else {}
+    return {"counts": asdict(counts), "tokens": TOKENS, **extra, "targets": results}
