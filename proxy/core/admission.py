@@ -40,9 +40,10 @@ local lease = tonumber(ARGV[2])
 local slot = ARGV[3]
 
 local function hits(key, limit, length)
-  -- Newest first: the last entry still inside the window, by binary search.
+  -- Newest first: the last entry still inside the window, by binary search over what the
+  -- list holds (at most the limit).
   local horizon = now - length
-  local low, high, last = 0, limit - 1, nil
+  local low, high, last = 0, math.min(limit, redis.call('LLEN', key)) - 1, nil
   while low <= high do
     local mid = math.floor((low + high) / 2)
     local at = tonumber(redis.call('LINDEX', key, mid))
@@ -59,11 +60,12 @@ local function hits(key, limit, length)
   return last + 1, tonumber(redis.call('LINDEX', key, last))
 end
 
+local counts, oldest = {}, {}
 for i = 1, windows do
   local limit, length = tonumber(ARGV[2 + 2 * i]), tonumber(ARGV[3 + 2 * i])
-  local count, oldest = hits(KEYS[i], limit, length)
-  if count >= limit then
-    return {2, i, count, tostring(oldest)}
+  counts[i], oldest[i] = hits(KEYS[i], limit, length)
+  if counts[i] >= limit then
+    return {2, i, counts[i], tostring(oldest[i])}
   end
 end
 local admitted = {1}
@@ -72,9 +74,9 @@ for i = 1, windows do
   redis.call('LPUSH', KEYS[i], tostring(now))
   redis.call('LTRIM', KEYS[i], 0, limit - 1)
   redis.call('EXPIRE', KEYS[i], length)
-  local count, oldest = hits(KEYS[i], limit, length)
-  admitted[#admitted + 1] = count
-  admitted[#admitted + 1] = tostring(oldest)
+  -- One more hit; the oldest one in the window is still there (the list keeps `limit`).
+  admitted[#admitted + 1] = counts[i] + 1
+  admitted[#admitted + 1] = tostring(oldest[i])
 end
 for j = 1, #KEYS - windows do
   local key, cap = KEYS[windows + j], tonumber(ARGV[3 + 2 * windows + j])
