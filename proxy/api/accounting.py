@@ -97,18 +97,26 @@ class RouteLabels:
     "unmatched": a scanner cannot create label values.
     """
 
+    # Paths already labelled, up to this many (a scanner's paths must not grow it for ever).
+    REMEMBERED = 4096
+
     def __init__(self, routers: Iterable[APIRouter]) -> None:
         self.templates: list[tuple[re.Pattern[str], str]] = [
             (route.path_regex, route.path)
             for router in routers for route in router.routes
             if isinstance(route, Route | WebSocketRoute)
         ]
+        self._known: dict[str, str] = {}
 
     def __call__(self, path: str) -> str:
-        for pattern, template in self.templates:
-            if pattern.match(path):
-                return template
-        return "unmatched"
+        label = self._known.get(path)
+        if label is not None:
+            return label
+        label = next((template for pattern, template in self.templates if pattern.match(path)),
+                     "unmatched")
+        if len(self._known) < self.REMEMBERED:
+            self._known[path] = label
+        return label
 
 
 class AccountingMiddleware:

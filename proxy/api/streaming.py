@@ -79,8 +79,12 @@ class AccountedStream(StreamingResponse):
         self.settled = False  # the body ended, well or with its error frame
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # Starlette watches for the caller leaving with an anyio task group (two tasks and
+        # their cancel scopes per stream); `until_disconnected` does the same with one task.
         try:
-            await super().__call__(scope, receive, send)
+            await until_disconnected(self.request, self.stream_response(send))
+        except ClientGone:
+            pass  # not settled: accounted below
         finally:
             if not self.settled:
                 audit_record(self.request.scope).fail(499, "client disconnected mid-stream")

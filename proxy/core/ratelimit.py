@@ -27,6 +27,7 @@ Redis unreachable: `PROXY_LIMITER_FAILURE_MODE=closed` (default) refuses with 50
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import secrets
@@ -128,6 +129,13 @@ class LocalWindow:
         return WindowStats(hits[0] + item.get_expiry(), item.amount - len(hits))
 
 
+@functools.lru_cache(maxsize=256)
+def parsed_rates(spec: str) -> tuple[RateLimitItem, ...]:
+    """`limits`' items for a rate limit setting ("10/minute;100/hour"), parsed once: the
+    settings name a handful of them (validated at startup), and every request needs one."""
+    return tuple(parse_many(spec))
+
+
 @dataclass
 class RateDecision:
     limit: int
@@ -171,7 +179,7 @@ class Limiter:
         s = self._settings
         spec = s.proxy_rate_limit_users.get(user.sub) or s.proxy_rate_limit_roles.get(
             user.role) or s.proxy_rate_limit
-        items = [(item, "user", user.sub) for item in parse_many(spec)]
+        items = [(item, "user", user.sub) for item in parsed_rates(spec)]
         if user.key is not None and user.key.rate_limit_per_minute is not None:
             items.append((RateLimitItemPerMinute(user.key.rate_limit_per_minute), "key",
                           user.key.id))
