@@ -14,6 +14,8 @@ it in its own shape.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import aclosing, contextmanager
@@ -173,11 +175,16 @@ async def relay(upstream: Engine, call: UpstreamCall) -> AsyncIterator[Piece | C
     first_token_at: float | None = None
     pieces: list[Piece] = []
     with _traced(call) as span:
+        # Tracing off, the span records nothing: making it current for each line would cost
+        # every token a context switch for nothing.
+        current = (functools.partial(trace.use_span, span, record_exception=False,
+                                     set_status_on_exception=False)
+                   if span.is_recording() else contextlib.nullcontext)
         async with aclosing(upstream.stream_lines(call.path, call.body(True),
                                                   model=call.model)) as objects:
             lines = aiter(objects)
             while True:
-                with trace.use_span(span, record_exception=False, set_status_on_exception=False):
+                with current():
                     try:
                         obj = await anext(lines)
                     except StopAsyncIteration:

@@ -1,7 +1,8 @@
 """The generation routes, served by `HotRoutes` without FastAPI's routing and dependency
 machinery (proxy/api/hot_routes.py): which routes it serves, that a request it cannot answer
-exactly as FastAPI would reaches FastAPI instead, and that a verified token is remembered no
-longer than it may be used (proxy/core/security.py, `VerifiedTokens`).
+exactly as FastAPI would reaches FastAPI instead, that a verified token is remembered no longer
+than it may be used (proxy/core/security.py, `VerifiedTokens`), and that a stream line written
+without its model is what the model would write.
 
 What a generation answers (every status, body and header, in every dialect) is checked by the
 rest of the suite, which now goes through `HotRoutes` for these routes.
@@ -21,12 +22,16 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from proxy.api.deps import CurrentUser, RequestId, StateDep
 from proxy.api.hot_routes import HotRoutes, hot_routes
 from proxy.api.router import ROUTERS
+from proxy.api.routes.llm import LlmWriter
+from proxy.api.streaming import ndjson_line
 from proxy.core.security import (
     VERIFIED_MAX_ENTRIES,
     VERIFIED_TTL_SECONDS,
     Principal,
     VerifiedTokens,
 )
+from proxy.schemas import ChatMessage, StreamChunk
+from proxy.services.relay import Piece
 from tests.support.proxy_app import InProcessProxy, MakeProxy
 from tests.support.timing import wait_until_async
 from tests.support.tokens import auth, make_token
@@ -169,3 +174,16 @@ def test_an_expired_token_is_not_remembered_and_the_oldest_goes_first() -> None:
     assert cache.get(digests[0], now) is None
     assert cache.get(digests[1], now) is not None
     assert cache.get(digests[-1], now) is not None
+
+
+@pytest.mark.parametrize("kind", ["generate", "chat"])
+def test_a_stream_line_is_what_its_schema_dumps(kind: str) -> None:
+    writer = LlmWriter(kind, "llama3.2", "request-1")
+    text = "a ünïcode \"piece\"\n"
+    [line] = writer.piece(Piece(content=text))
+    if kind == "generate":
+        chunk = StreamChunk(model="llama3.2", response=text)
+    else:
+        chunk = StreamChunk(model="llama3.2", message=ChatMessage(role="assistant", content=text))
+    assert line == ndjson_line(chunk.model_dump(exclude_none=True))
+    assert writer.piece(Piece(content="")) == []
