@@ -72,19 +72,17 @@ async def finish(state: AppState, record: AuditRecord, status: int) -> None:
     record.duration_ms = (time.perf_counter() - record.started) * 1000
     model = model_label(state, record.model)
     m = state.metrics
-    m.requests.labels(endpoint=record.endpoint, model=model, status=str(record.status),
-                      api=record.dialect).inc()
-    m.request_duration.labels(endpoint=record.endpoint, model=model).observe(
-        record.duration_ms / 1000)
+    m.child(m.requests, record.endpoint, model, str(record.status), record.dialect).inc()
+    m.child(m.request_duration, record.endpoint, model).observe(record.duration_ms / 1000)
     if not record.cached and record.status < 400:
         if record.ttft_ms is not None:
-            m.time_to_first_token.labels(model=model).observe(record.ttft_ms / 1000)
+            m.child(m.time_to_first_token, model).observe(record.ttft_ms / 1000)
         if record.prompt_tokens:
-            m.prompt_tokens.labels(model=model).inc(record.prompt_tokens)
+            m.child(m.prompt_tokens, model).inc(record.prompt_tokens)
         if record.completion_tokens:
-            m.generation_tokens.labels(model=model).inc(record.completion_tokens)
+            m.child(m.generation_tokens, model).inc(record.completion_tokens)
         if record.tokens_per_second is not None:
-            m.tokens_per_second.labels(model=model).observe(record.tokens_per_second)
+            m.child(m.tokens_per_second, model).observe(record.tokens_per_second)
     state.audit.submit(record)
     log_request(record)
 
@@ -166,7 +164,7 @@ class AccountingMiddleware:
         state: AppState = scope["app"].state.proxy
 
         label = self.route_labels(path)
-        endpoint_gauge = state.metrics.in_flight.labels(endpoint=label)
+        endpoint_gauge = state.metrics.child(state.metrics.in_flight, label)
         endpoint_gauge.inc()
         try:
             await self.app(scope, receive, send_accounted)

@@ -16,6 +16,7 @@ never a user id or a prompt.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -35,6 +36,7 @@ TPS_BUCKETS = (1, 5, 10, 15, 20, 25, 30, 35, 40, 50, 60, 80, 100, 150, 200, 400)
 
 class ProxyMetrics:
     def __init__(self) -> None:
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(
@@ -123,6 +125,17 @@ class ProxyMetrics:
             f"{PREFIX}_audit_rows_rejected",
             "Audit rows the database refused as data (kept in the dead-letter file).",
             registry=r)
+
+    def child(self, metric: Any, *values: str) -> Any:
+        """`metric.labels(*values)` (values in the order of its label names), remembered: a
+        request touches a handful of children, and prometheus-client checks and converts the
+        values and takes a lock on each look-up. Label values are bounded (see the module), so
+        is what is remembered; no child is ever removed from these metrics."""
+        key = (id(metric), values)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*values)
+        return found
 
     def render(self) -> bytes:
         if os.environ.get(MULTIPROCESS_DIR):

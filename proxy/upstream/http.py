@@ -26,6 +26,7 @@ from typing import Any
 
 import aiohttp
 import httpx
+from yarl import URL
 
 from proxy.core.errors import (
     UpstreamFailed,
@@ -75,6 +76,7 @@ class RelayClient:
         self._settings = settings
         self._headers = headers or {}
         self._session: aiohttp.ClientSession | None = None
+        self._urls: dict[str, URL] = {}
 
     def session(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -89,12 +91,19 @@ class RelayClient:
                     sock_connect=s.ollama_connect_timeout),
                 # Engines are on a private network; never pick up a host-wide proxy for them.
                 trust_env=False,
+                # One session serves every user: a cookie an engine set must never travel
+                # with another user's request (and keeping none saves work on each request).
+                cookie_jar=aiohttp.DummyCookieJar(),
                 trace_configs=relay_trace_configs(s.proxy_otel_enabled),
             )
         return self._session
 
-    def url(self, path: str) -> str:
-        return self.base_url + path
+    def url(self, path: str) -> URL:
+        """The engine's URL for `path`, parsed once (aiohttp would parse the string each time)."""
+        url = self._urls.get(path)
+        if url is None:
+            url = self._urls[path] = URL(self.base_url + path)
+        return url
 
     async def post(self, path: str, body: dict[str, Any]) -> aiohttp.ClientResponse:
         """POST `body`; the response once its head is in.

@@ -327,8 +327,8 @@ class Router:
     @contextmanager
     def _sending(self, upstream: Upstream) -> Iterator[None]:
         """Count one generation sent to `upstream`, in flight while the block runs."""
-        in_flight = self.metrics.upstream_in_flight.labels(upstream=upstream.name)
-        self.metrics.upstream_requests.labels(upstream=upstream.name).inc()
+        in_flight = self.metrics.child(self.metrics.upstream_in_flight, upstream.name)
+        self.metrics.child(self.metrics.upstream_requests, upstream.name).inc()
         upstream.in_flight += 1
         in_flight.inc()
         try:
