@@ -27,7 +27,6 @@ from opentelemetry.trace import StatusCode
 
 from proxy.core.errors import UpstreamFailed
 from proxy.core.tracing import end_generation, generation_span
-from proxy.schemas import Timings, Usage
 from proxy.upstream.router import Engine
 
 Kind = Literal["generate", "chat"]
@@ -60,22 +59,20 @@ class Completion:
     final: dict[str, Any] = field(default_factory=dict)  # Ollama's final object, as sent
 
     @property
-    def usage(self) -> Usage:
-        return Usage(
-            prompt_tokens=self.prompt_tokens,
-            completion_tokens=self.completion_tokens,
-            total_tokens=self.prompt_tokens + self.completion_tokens,
-        )
+    def usage(self) -> dict[str, int]:
+        """The answer's `Usage` (proxy/schemas.py), as its model dumps it: built once per
+        answer, so without the model (tests/proxy/fast/test_hot_routes.py holds them together)."""
+        return {"prompt_tokens": self.prompt_tokens,
+                "completion_tokens": self.completion_tokens,
+                "total_tokens": self.prompt_tokens + self.completion_tokens}
 
     @property
-    def timings(self) -> Timings:
-        return Timings(
-            total_ms=round(self.total_ms, 3),
-            first_token_ms=None if self.first_token_ms is None else round(self.first_token_ms, 3),
-            tokens_per_second=(
-                None if self.tokens_per_second is None else round(self.tokens_per_second, 2)
-            ),
-        )
+    def timings(self) -> dict[str, float | None]:
+        """The answer's `Timings` (proxy/schemas.py), as its model dumps it."""
+        first, speed = self.first_token_ms, self.tokens_per_second
+        return {"total_ms": round(self.total_ms, 3),
+                "first_token_ms": None if first is None else round(first, 3),
+                "tokens_per_second": None if speed is None else round(speed, 2)}
 
     def to_json(self) -> dict[str, Any]:
         """A plain-JSON copy, for the response cache."""

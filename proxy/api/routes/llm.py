@@ -14,7 +14,6 @@ from proxy.api.streaming import NDJSON, error_line, ndjson_line, until_disconnec
 from proxy.core.errors import ProxyError
 from proxy.schemas import (
     Caller,
-    ChatMessage,
     ChatRequest,
     ChatResponse,
     EmbedRequest,
@@ -25,7 +24,6 @@ from proxy.schemas import (
     GenerateResponse,
     ModelInfo,
     ModelList,
-    StreamDone,
 )
 from proxy.services.calls import plan_chat, plan_generate
 from proxy.services.catalog import allowed_tags
@@ -89,24 +87,23 @@ class LlmWriter:
         return [ndjson_line(chunk)]
 
     def _done(self, completion: Completion) -> dict[str, Any]:
+        # A StreamDone as its model dumps it (held to it by tests/proxy/fast/test_hot_routes.py).
         return {"model": self.model, "done": True, "done_reason": completion.done_reason,
                 "request_id": self.request_id, "context_id": self.context_id,
                 "usage": completion.usage, "timings": completion.timings}
 
     def done(self, completion: Completion) -> list[bytes]:
-        return [ndjson_line(StreamDone(**self._done(completion)).model_dump())]
+        return [ndjson_line(self._done(completion))]
 
     def error(self, exc: ProxyError) -> bytes:
         return error_line(exc)
 
     def whole(self, completion: Completion) -> dict[str, Any]:
+        # A GenerateResponse or ChatResponse, as its model dumps it.
         if self.kind == "generate":
-            body: StreamDone = GenerateResponse(**self._done(completion),
-                                                response=completion.text)
-        else:
-            body = ChatResponse(**self._done(completion),
-                                message=ChatMessage(role="assistant", content=completion.text))
-        return body.model_dump(mode="json")
+            return {**self._done(completion), "response": completion.text}
+        return {**self._done(completion),
+                "message": {"role": "assistant", "content": completion.text}}
 
 
 @router.post(

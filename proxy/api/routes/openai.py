@@ -59,7 +59,7 @@ def sse(data: dict[str, Any] | str) -> bytes:
 
 
 def usage(completion: Completion) -> dict[str, int]:
-    return completion.usage.model_dump()
+    return completion.usage
 
 
 def openai_tool_calls(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:

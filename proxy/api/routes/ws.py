@@ -247,7 +247,7 @@ class Session:
                     await self.send({
                         "id": client_id, "type": "done", "done_reason": item.done_reason,
                         "request_id": request_id, "context_id": planned.context_id,
-                        "usage": item.usage.model_dump(), "timings": item.timings.model_dump(),
+                        "usage": item.usage, "timings": item.timings,
                     })
                     return
                 if item.content:

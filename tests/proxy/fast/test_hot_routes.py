@@ -1,8 +1,8 @@
 """The generation routes, served by `HotRoutes` without FastAPI's routing and dependency
 machinery (proxy/api/hot_routes.py): which routes it serves, that a request it cannot answer
 exactly as FastAPI would reaches FastAPI instead, that a verified token is remembered no longer
-than it may be used (proxy/core/security.py, `VerifiedTokens`), and that a stream line written
-without its model is what the model would write.
+than it may be used (proxy/core/security.py, `VerifiedTokens`), and that the lines and answers
+written without their pydantic models are what those models would write.
 
 What a generation answers (every status, body and header, in every dialect) is checked by the
 rest of the suite, which now goes through `HotRoutes` for these routes.
@@ -30,8 +30,16 @@ from proxy.core.security import (
     Principal,
     VerifiedTokens,
 )
-from proxy.schemas import ChatMessage, StreamChunk
-from proxy.services.relay import Piece
+from proxy.schemas import (
+    ChatMessage,
+    ChatResponse,
+    GenerateResponse,
+    StreamChunk,
+    StreamDone,
+    Timings,
+    Usage,
+)
+from proxy.services.relay import Completion, Piece
 from tests.support.proxy_app import InProcessProxy, MakeProxy
 from tests.support.timing import wait_until_async
 from tests.support.tokens import auth, make_token
@@ -187,3 +195,28 @@ def test_a_stream_line_is_what_its_schema_dumps(kind: str) -> None:
         chunk = StreamChunk(model="llama3.2", message=ChatMessage(role="assistant", content=text))
     assert line == ndjson_line(chunk.model_dump(exclude_none=True))
     assert writer.piece(Piece(content="")) == []
+
+
+@pytest.mark.parametrize("kind", ["generate", "chat"])
+@pytest.mark.parametrize("measured", [True, False])
+def test_the_end_of_an_answer_is_what_its_schema_dumps(kind: str, measured: bool) -> None:
+    completion = Completion(
+        text="the whole ünïcode answer", done_reason="stop", prompt_tokens=7,
+        completion_tokens=5, total_ms=12.34567, first_token_ms=1.23456 if measured else None,
+        tokens_per_second=41.2345 if measured else None)
+    writer = LlmWriter(kind, "llama3.2", "request-1", "context-1" if kind == "chat" else None)
+    fields: dict[str, Any] = {
+        "model": "llama3.2", "done_reason": "stop", "request_id": "request-1",
+        "context_id": writer.context_id,
+        "usage": Usage(prompt_tokens=7, completion_tokens=5, total_tokens=12),
+        "timings": Timings(total_ms=12.346, first_token_ms=1.235 if measured else None,
+                           tokens_per_second=41.23 if measured else None)}
+    assert writer.done(completion) == [ndjson_line(StreamDone(**fields).model_dump())]
+    whole: BaseModel
+    if kind == "generate":
+        whole = GenerateResponse(**fields, response=completion.text)
+    else:
+        whole = ChatResponse(**fields, message=ChatMessage(role="assistant",
+                                                           content=completion.text))
+    assert writer.whole(completion) == whole.model_dump(mode="json")
+    assert list(writer.whole(completion)) == list(whole.model_dump(mode="json"))  # key order
