@@ -135,7 +135,7 @@ class HotRoutes:
             arguments[hot.request_name] = request
         for name, what in hot.supplied:
             arguments[name] = (state if what == "state" else user if what == "user"
-                               else scope["state"]["request_id"])
+                               else scope["state"].get("request_id", ""))
         if any(what == "user" for _, what in hot.supplied):
             # What `current_user` does besides returning the caller.
             audit_record(scope).identify(user)
