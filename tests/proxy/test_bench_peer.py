@@ -167,7 +167,7 @@ def test_the_8_client_target_is_3x_litellm_of_the_same_run() -> None:
 
     page = render({"simulated": {"current": run}})
 
-    assert "| workload | direct | litellm | sqlite | pg-redis | target |" in page
+    assert "| workload | direct | floor | litellm | sqlite | pg-redis | target |" in page
     assert "≥ 300 (3× LiteLLM's 100 of this run)" in page
     assert "ollama_chat/llama3.2" in page and "master key" in page
     assert "no per-user limits" in page and "not `memory`, `audit`" in page
@@ -183,7 +183,7 @@ def test_without_litellm_the_8_client_target_is_the_tables() -> None:
 
     page = render({"simulated": {"current": run}})
 
-    assert "| workload | direct | sqlite | target |" in page
+    assert "| workload | direct | floor | sqlite | target |" in page
     assert "| ≥ 350 (3× LiteLLM) |" in page
     assert "- sqlite, 8 clients, non-stream: req/s: 320" in page
     assert "measured only with `--peer litellm`: not in this run" in page

@@ -1,5 +1,6 @@
 """`scripts/bench --quick`: the benchmark runs end to end and its results file holds every row,
-with numbers, for the simulator and every proxy configuration, and the limits across replicas.
+with numbers, for the simulator, the floor relay and every proxy configuration, and the limits
+across replicas.
 A smoke test of the script, so that the page can always be regenerated; no figure is judged
 here (timings are not tests). And how a run of some rows merges into the figures kept."""
 
@@ -15,7 +16,7 @@ import pytest
 
 from tests.support.bench.page import ROWS as PAGE_ROWS
 from tests.support.bench.page import merge_simulated, render
-from tests.support.bench.simulated import CONFIGS, PROXY_ONLY_ROWS, ROWS
+from tests.support.bench.simulated import CONFIGS, FLOOR, PROXY_ONLY_ROWS, ROWS
 from tests.support.timing import scaled
 
 pytestmark = pytest.mark.postgres
@@ -42,16 +43,16 @@ def test_quick_run_writes_every_row(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=scaled(300), check=False)
     assert done.returncode == 0, done.stderr[-4000:]
     run = json.loads((tmp_path / "benchmarks.json").read_text())["simulated"]["current"]
-    assert set(run["targets"]) == {"direct", *CONFIGS}
+    assert set(run["targets"]) == {"direct", FLOOR, *CONFIGS}
     for name, figures in run["targets"].items():
-        expected = set(ROWS) - (set(PROXY_ONLY_ROWS) if name == "direct" else set())
+        expected = set(ROWS) - (set(PROXY_ONLY_ROWS) if name in ("direct", FLOOR) else set())
         assert set(figures) == expected, name
         for row in expected:
             values = numbers(figures[row])
             assert values and all(math.isfinite(v) for v in values), (name, row, figures[row])
         for size in ("10", "20"):
             assert figures["bursts"][size]["errors"] == 0, figures["bursts"][size]
-        if name != "direct":
+        if name not in ("direct", FLOOR):
             audit = figures["audit"]
             assert audit["requests"] == run["counts"]["audit"], audit
             assert 0 < audit["stored"] <= audit["requests"], audit
@@ -63,6 +64,7 @@ def test_quick_run_writes_every_row(tmp_path: Path) -> None:
     page = (tmp_path / "benchmarks.md").read_text()
     for row in PAGE_ROWS:
         assert row.workload in page
+    assert "| workload | direct | floor | sqlite |" in page
     assert "### Targets missed (current)" in page
     assert "## Limits across 2 replicas" in page
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from proxy.core.settings import Settings
 from tests.support.bench.peer import PEERS
-from tests.support.bench.simulated import CONFIGS, PROXY_ONLY_ROWS, Counts
+from tests.support.bench.simulated import CONFIGS, FLOOR, PROXY_ONLY_ROWS, Counts
 
 Figures = dict[str, Any]  # one target's rows, as simulated.measure returns them
 # The proxies measured run with the default.
@@ -199,7 +199,10 @@ def merge_simulated(kept: dict[str, Any] | None, new: dict[str, Any]) -> dict[st
     `new`'s context listed under `later`.
 
     A row compared with `direct` is merged only when `new` measured it for every configuration
-    `kept` has it for: otherwise some columns would be compared with another run's `direct`."""
+    `kept` has it for: otherwise some columns would be compared with another run's `direct`.
+    The floor is measured in every run, as `direct` is: never asked for, and a kept run without
+    its figures (older runs) merges as any other; its kept figures of a row that `new` measured
+    are replaced by `new`'s, or dropped, never compared with another run's `direct`."""
     if kept is None or all(
             set(figures) <= set(new["targets"].get(name, {}))
             for name, figures in kept["targets"].items()):
@@ -209,7 +212,7 @@ def merge_simulated(kept: dict[str, Any] | None, new: dict[str, Any]) -> dict[st
         if row not in new["targets"].get("direct", {}):
             continue
         missing = [name for name, figures in kept["targets"].items()
-                   if row in figures and name not in new["targets"]]
+                   if row in figures and name not in new["targets"] and name != FLOOR]
         if missing:
             how = "/".join(["--configs"] * any(n not in PEERS for n in missing)
                            + ["--peer"] * any(n in PEERS for n in missing))
@@ -221,9 +224,12 @@ def merge_simulated(kept: dict[str, Any] | None, new: dict[str, Any]) -> dict[st
                                   for name, figures in kept["targets"].items()}}
     for name, figures in new["targets"].items():
         merged["targets"].setdefault(name, {}).update(figures)
+    for row in new["targets"].get("direct", {}):
+        if row not in new["targets"].get(FLOOR, {}):
+            merged["targets"].get(FLOOR, {}).pop(row, None)
     later = {key: value for key, value in new.items() if key != "targets"}
     later["rows"] = rows
-    later["configs"] = sorted((name for name in new["targets"] if name != "direct"),
+    later["configs"] = sorted((name for name in new["targets"] if name not in ("direct", FLOOR)),
                               key=_config_order)
     merged["later"] = [*kept.get("later", []), later]
     return merged
@@ -293,14 +299,19 @@ def _peer_target(peer: Figures) -> str:
 
 def _simulated_section(runs: dict[str, Any]) -> list[str]:
     labels = sorted(runs, key=lambda label: (label != "before", label))
-    columns: list[tuple[str, str, Figures]] = []  # (header, label, figures)
+
+    def header(name: str, label: str) -> str:
+        return name if len(labels) == 1 else f"{name} ({label})"
+
+    # (header, label, figures): the floor of each run first, beside direct (an older run that
+    # has none shows "—"), then each run's peer and proxies.
+    columns = [(header(FLOOR, label), label, runs[label]["targets"].get(FLOOR, {}))
+               for label in labels]
     for label in labels:
         # Each configuration beside its @before twin, in the order of CONFIGS.
-        names = sorted((n for n in runs[label]["targets"] if n != "direct"),
+        names = sorted((n for n in runs[label]["targets"] if n not in ("direct", FLOOR)),
                        key=lambda n: (_config_order(n), not n.endswith("@before")))
-        for name in names:
-            header = name if len(labels) == 1 else f"{name} ({label})"
-            columns.append((header, label, runs[label]["targets"][name]))
+        columns += [(header(name, label), label, runs[label]["targets"][name]) for name in names]
     newest = runs[labels[-1]]
     direct = newest["targets"]["direct"]
     peers = {name: newest["targets"][name] for name in PEERS if name in newest["targets"]}
@@ -312,6 +323,11 @@ def _simulated_section(runs: dict[str, Any]) -> list[str]:
         "## The proxy against the Ollama simulator",
         "",
         "`direct` is the simulator called without the proxy: the physical limit of this machine.",
+        f"`{FLOOR}` is a bare ASGI relay in front of the same simulator (uvicorn with httptools, "
+        "one kept-alive aiohttp session; no framework and no controls: no auth, limits, audit "
+        "or metrics), shown as added over `direct` like the proxies and held to no target: what "
+        "any Python gateway on this machine pays (its HTTP server, one more hop, its client) "
+        "before doing any work of its own.",
         "Every proxy runs with auth (a JWT per request), rate and concurrency limits (raised to "
         "admit the load, but checked and counted on every request), audit rows and metrics. "
         "`sqlite`: SQLite, limits in process memory; `pg-redis`: Postgres and Redis; `-w2`: "
@@ -366,7 +382,7 @@ def _simulated_section(runs: dict[str, Any]) -> list[str]:
     lines += ["", f"### Targets missed ({labels[-1]})", ""]
     missed = []
     for config, figures in newest["targets"].items():
-        if config == "direct" or config.endswith("@before") or config in PEERS:
+        if config in ("direct", FLOOR) or config.endswith("@before") or config in PEERS:
             continue
         for row in ROWS:
             if row.key in figures:

@@ -11,6 +11,11 @@ sends them, the audit rows the writer stores per second until the last one is in
 the writer's queue depth at its peak (`llm_proxy_audit_queue_depth`, read off /metrics during
 the burst), and whether the database holds a row for every request.
 
+`floor` (tests/support/bench/floor.py), a bare ASGI relay in front of the same simulator, is
+measured in every run on the rows `direct` has, beside it: what any Python gateway on this
+machine adds before doing any work of its own. Of the bursts only its errors (it has no
+concurrency slots to leak).
+
 With `peer`, a peer gateway (LiteLLM: tests/support/bench/peer.py) is measured on the same
 rows as the simulator called directly, in its own API's shape; of the bursts only the errors
 (it has no concurrency slots to leak).
@@ -31,6 +36,7 @@ from typing import Any
 
 import aiohttp
 
+from tests.support.bench import floor as floors
 from tests.support.bench import peer as peers
 from tests.support.bench.driver import (
     Outcome,
@@ -57,6 +63,8 @@ CONFIGS = ("sqlite", "pg-redis", "pg-redis-w2")
 ROWS = ("sequential", "clients8", "stream1", "streams50", "bursts", "memory", "audit")
 # Rows of the proxy alone: the simulator called directly has no figure for them.
 PROXY_ONLY_ROWS = ("memory", "audit")
+# The bare relay (floor.py), measured in every run on the rows the simulator called directly is.
+FLOOR = "floor"
 TOKENS = 16  # num_predict: a short answer, so that the proxy's own cost is what is measured
 
 
@@ -186,7 +194,7 @@ def planned(configs: list[str], rows: tuple[str, ...], before: bool, peer: str |
             ) -> dict[str, dict[str, Any]]:
     """The figures a run will hold, by target and row, before it measures them (values None)."""
     shared = {row: None for row in rows if row not in PROXY_ONLY_ROWS}
-    return {"direct": shared, **({peer: dict(shared)} if peer else {}),
+    return {"direct": shared, FLOOR: dict(shared), **({peer: dict(shared)} if peer else {}),
             **{name: dict.fromkeys(rows) for name in target_names(configs, before)}}
 
 
@@ -330,8 +338,8 @@ def peer_targets(peer: str | None, sim_url: str, workdir: Path) -> Iterator[list
 
 def run(configs: list[str], counts: Counts, rows: tuple[str, ...], before: Path | None = None,
         peer: str | None = None) -> dict[str, Any]:
-    """Start the simulator, the peer gateway if any and every configuration's proxy, measure,
-    stop them all."""
+    """Start the simulator, the floor relay, the peer gateway if any and every configuration's
+    proxy, measure, stop them all."""
     if peer is not None:
         peers.install()  # before anything runs: the first time takes minutes
     token = make_token(f"bench-{secrets.token_hex(4)}", ttl=24 * 3600)
@@ -342,9 +350,11 @@ def run(configs: list[str], counts: Counts, rows: tuple[str, ...], before: Path 
     with run_simulator(first_token_delay=0.0, tokens_per_second=100_000, num_parallel=64,
                        max_queue=4 * max(counts.bursts)) as sim, \
             tempfile.TemporaryDirectory(prefix="bench-") as tmp, \
+            floors.running(sim.url, Path(tmp)) as floor_url, \
             peer_targets(peer, sim.url, Path(tmp)) as others, \
             proxies(configs, sim.url, counts, Path(tmp), before) as running:
-        targets = [Target("direct", f"{sim.url}/api/generate"), *others]
+        targets = [Target("direct", f"{sim.url}/api/generate"), Target(FLOOR, floor_url),
+                   *others]
         targets += [Target(name, f"{proxy.url}/api/llm/generate", auth)
                     for name, proxy in running.items()]
         results = asyncio.run(measure(targets, running, counts, rows))
