@@ -59,8 +59,8 @@ def _errors_suffix(figures: Figures, row: str) -> str:
 def _sequential(f: Figures, d: Figures) -> str:
     if f is d:
         return f"{_num(f['sequential']['p50_ms']):.2f} / {_num(f['sequential']['p99_ms']):.2f} ms"
-    return (f"+{_added(f, d, 'sequential', 'p50_ms'):.2f} / "
-            f"+{_added(f, d, 'sequential', 'p99_ms'):.2f} ms"
+    return (f"{_added(f, d, 'sequential', 'p50_ms'):+.2f} / "
+            f"{_added(f, d, 'sequential', 'p99_ms'):+.2f} ms"
             + _errors_suffix(f, "sequential"))
 
 
@@ -98,7 +98,7 @@ def _clients8_missed(f: Figures, d: Figures, peer: Figures) -> str | None:
 def _stream1(f: Figures, d: Figures) -> str:
     if f is d:
         return f"{_num(f['stream1']['first_p50_ms']):.2f} ms"
-    return f"+{_added(f, d, 'stream1', 'first_p50_ms'):.2f} ms" + _errors_suffix(f, "stream1")
+    return f"{_added(f, d, 'stream1', 'first_p50_ms'):+.2f} ms" + _errors_suffix(f, "stream1")
 
 
 def _stream1_missed(f: Figures, d: Figures, _: Figures) -> str | None:
@@ -111,7 +111,7 @@ def _streams50(f: Figures, d: Figures) -> str:
     if f is d:
         return f"{rate:.0f}, first line {_num(f['streams50']['first_p50_ms']):.1f} ms"
     return (f"{rate:.0f} ({_ratio(f, d, 'streams50', 'req_per_s'):.2f}×), "
-            f"+{_added(f, d, 'streams50', 'first_p50_ms'):.1f} ms"
+            f"{_added(f, d, 'streams50', 'first_p50_ms'):+.1f} ms"
             + _errors_suffix(f, "streams50"))
 
 
