@@ -19,7 +19,7 @@ or fails validation (so that the 400 or 422 is FastAPI's own), a caller not veri
 routes are served here is decided when the app is built, from the routes themselves: a POST route
 whose endpoint returns a `Response` and takes only the body, the request, the app state, the
 caller and the request id. Any other route, or a dependency this module does not know, stays
-with FastAPI (tests/proxy/test_hot_routes.py checks which routes are here).
+with FastAPI (tests/proxy/fast/test_hot_routes.py checks which routes are here).
 """
 
 from __future__ import annotations
