@@ -116,6 +116,35 @@ def test_a_run_of_every_kept_figure_replaces_them() -> None:
     assert merge_simulated(kept, again) == again
 
 
+def test_a_context_whose_figures_were_all_measured_again_is_no_longer_listed() -> None:
+    def run(command: str, written: str, **targets: dict[str, Any]) -> dict[str, Any]:
+        return {**simulated_run(command, targets), "written": written}
+
+    merged = run("scripts/bench", "day 1", direct={"sequential": sequential(2.0)},
+                 sqlite={"sequential": sequential(4.0), "memory": memory(5000, 150, 151)})
+    memory_again = "scripts/bench --rows memory --configs sqlite"
+    merged = merge_simulated(merged, run(memory_again, "day 2", direct={},
+                                         sqlite={"memory": memory(9000, 150, 150)}))
+    assert merged["written"] == "day 1"
+    # The first run's figures have all been measured again: the earliest later run that is left
+    # becomes the run's own.
+    merged = merge_simulated(merged, run("scripts/bench --rows sequential", "day 3",
+                                         direct={"sequential": sequential(3.0)},
+                                         sqlite={"sequential": sequential(6.0)}))
+    assert (merged["written"], merged["command"]) == ("day 2", memory_again)
+    assert [e["written"] for e in merged["later"]] == ["day 3"]
+    page = render({"simulated": {"current": merged}})
+    assert "day 1" not in page and "day 2" in page and "day 3" in page
+    # A later run whose figures a still later one measured again is dropped.
+    merged = merge_simulated(merged, run(memory_again, "day 4", direct={},
+                                         sqlite={"memory": memory(9000, 149, 149)}))
+    merged = merge_simulated(merged, run(memory_again, "day 5", direct={},
+                                         sqlite={"memory": memory(9000, 148, 148)}))
+    assert merged["written"] == "day 3"
+    assert [e["written"] for e in merged["later"]] == ["day 5"]
+    assert merged["targets"]["sqlite"]["memory"]["end_mib"] == 148
+
+
 def test_a_row_compared_with_direct_is_not_merged_for_some_configurations_only() -> None:
     kept = simulated_run("scripts/bench", {
         "direct": {"sequential": sequential(2.0)}, "sqlite": {"sequential": sequential(4.0)},

@@ -232,7 +232,35 @@ def merge_simulated(kept: dict[str, Any] | None, new: dict[str, Any]) -> dict[st
     later["configs"] = sorted((name for name in new["targets"] if name not in ("direct", FLOOR)),
                               key=_config_order)
     merged["later"] = [*kept.get("later", []), later]
-    return merged
+    return without_superseded(merged)
+
+
+def _pairs(entry: dict[str, Any]) -> set[tuple[str, str]]:
+    """The (row, configuration) figures a later run measured."""
+    return {(row, name) for row in entry["rows"] for name in entry["configs"]}
+
+
+def without_superseded(run: dict[str, Any]) -> dict[str, Any]:
+    """`run` without the contexts none of whose figures are left: a later run whose every
+    figure a still later one measured again, and the run's own (its first) once later runs
+    measured everything it held; then the earliest later run that is left becomes the run's
+    own. The page lists each context it keeps, so it must keep only those still behind a
+    figure."""
+    later = run.get("later", [])
+    kept = [entry for i, entry in enumerate(later)
+            if _pairs(entry) - set().union(*(_pairs(e) for e in later[i + 1:]))]
+    own = {(row, name) for name, figures in run["targets"].items()
+           if name not in ("direct", FLOOR) for row in figures}
+    pruned = dict(run)
+    if kept and not own - set().union(*(_pairs(e) for e in kept)):
+        first = kept.pop(0)
+        pruned = {"targets": run["targets"],
+                  **{k: v for k, v in first.items() if k not in ("rows", "configs")}}
+    if kept:
+        pruned["later"] = kept
+    else:
+        pruned.pop("later", None)
+    return pruned
 
 
 def _config_order(name: str) -> int:
