@@ -98,17 +98,23 @@ class LocalWindow:
     that have left the window and is admitted if fewer than the limit remain. Unlike `limits`'
     in-memory storage, no hit hands work to a thread (it schedules an expiry sweep through
     `asyncio.to_thread` on every hit) and none inserts at the front of a list as long as the
-    window (a cost that grows with the limit). A user's deque is dropped once it is empty.
+    window (a cost that grows with the limit). Every SWEEP_EVERY hits, the windows nobody has
+    hit for their whole length are dropped, so that users who have gone cost no memory.
     """
 
+    SWEEP_EVERY = 4096
+
     def __init__(self) -> None:
-        self._hits: dict[tuple[str, str], deque[float]] = {}
+        # (whose, limit) -> (the window's length in seconds, its hits)
+        self._hits: dict[tuple[str, str], tuple[int, deque[float]]] = {}
+        self._since_sweep = 0
 
     def _current(self, item: RateLimitItem, key: str, now: float) -> deque[float]:
-        hits = self._hits.get((key, item.key_for()))
-        if hits is None:
-            hits = self._hits[(key, item.key_for())] = deque()
-        horizon = now - item.get_expiry()
+        found = self._hits.get((key, item.key_for()))
+        if found is None:
+            found = self._hits[(key, item.key_for())] = (item.get_expiry(), deque())
+        length, hits = found
+        horizon = now - length
         while hits and hits[0] <= horizon:
             hits.popleft()
         return hits
@@ -126,7 +132,21 @@ class LocalWindow:
         now = time.time()
         hits = self._current(item, key, now)
         hits.append(now)
+        self._since_sweep += 1
+        if self._since_sweep >= self.SWEEP_EVERY:
+            self._sweep(now)
         return WindowStats(hits[0] + item.get_expiry(), item.amount - len(hits))
+
+    def _sweep(self, now: float) -> None:
+        self._since_sweep = 0
+        for key, (length, hits) in list(self._hits.items()):
+            if not hits or hits[-1] <= now - length:
+                del self._hits[key]
+
+    @property
+    def windows(self) -> int:
+        """How many windows are kept (for tests)."""
+        return len(self._hits)
 
 
 @functools.lru_cache(maxsize=256)

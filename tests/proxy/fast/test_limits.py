@@ -85,3 +85,30 @@ async def test_redis_down_fails_open_when_configured(make_proxy: MakeProxy) -> N
     response = await generate(proxy, fresh_user())
     assert response.status_code == 200
     assert await proxy.metric("llm_proxy_limiter_backend_errors_total", mode="open") >= 1
+
+
+def test_windows_of_users_who_have_gone_are_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
+    from limits import RateLimitItemPerMinute
+
+    from proxy.core import ratelimit
+
+    now = [1_000_000.0]
+    monkeypatch.setattr(ratelimit.time, "time", lambda: now[0])
+    window = ratelimit.LocalWindow()
+    item = RateLimitItemPerMinute(5)
+    for user in range(100):
+        assert window.full(item, f"user/{user}") is None
+        window.hit(item, f"user/{user}")
+    assert window.windows == 100
+    now[0] += 61  # a minute later, one user is still active
+    hits = in_window = 0
+    while hits < window.SWEEP_EVERY:  # enough hits for a sweep, whatever the count before
+        if window.full(item, "user/active") is None:
+            window.hit(item, "user/active")
+            hits, in_window = hits + 1, in_window + 1
+        else:  # full: its hits leave the window a minute later
+            now[0] += 61
+            in_window = 0
+    assert window.windows == 1
+    # The active user's window kept its hits: as many more fill it as it had room for.
+    assert window.hit(item, "user/active").remaining == item.amount - in_window - 1
