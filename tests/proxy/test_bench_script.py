@@ -51,7 +51,7 @@ def test_quick_run_writes_every_row(tmp_path: Path) -> None:
             values = numbers(figures[row])
             assert values and all(math.isfinite(v) for v in values), (name, row, figures[row])
         for size in ("10", "20"):
-            assert figures["bursts"][size]["errors"] == 0, figures["bursts"][size]
+            assert figures["bursts"][size]["errors"] == 0, (name, size, figures["bursts"][size])
         if name not in ("direct", FLOOR):
             audit = figures["audit"]
             assert audit["requests"] == run["counts"]["audit"], audit

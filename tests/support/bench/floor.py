@@ -82,6 +82,18 @@ class Relay:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
+    async def _post(self, body: bytes, headers: dict[str, str]) -> aiohttp.ClientResponse:
+        """The simulator's response once its head is in. A kept-alive connection the simulator
+        has closed meanwhile (uvicorn drops idle ones after 5 s) fails before any answer: the
+        request goes once more on a new connection, as the proxy's relay sends it again."""
+        try:
+            return await self.session().post(self.url, data=body, headers=headers)
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientConnectionResetError,
+                aiohttp.ClientOSError) as exc:
+            if isinstance(exc, aiohttp.ClientConnectorError):  # refused: nothing to retry
+                raise
+            return await self.session().post(self.url, data=body, headers=headers)
+
     async def _relay(self, scope: Message, receive: Receive, send: Send) -> None:
         body = b""
         while True:
@@ -91,7 +103,7 @@ class Relay:
                 break
         headers = {name.decode("latin-1"): value.decode("latin-1")
                    for name, value in scope["headers"] if name == b"content-type"}
-        async with self.session().post(self.url, data=body, headers=headers) as response:
+        async with await self._post(body, headers) as response:
             content_type = response.headers.get("Content-Type", "")
             head = [(b"content-type", content_type.encode("latin-1"))] if content_type else []
             if not content_type.startswith(NDJSON):
