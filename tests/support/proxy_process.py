@@ -64,7 +64,10 @@ def start_proxy(tmp_path: Path, env: dict[str, str], wait: bool = True) -> Proxy
             if process.poll() is not None:
                 raise RuntimeError(f"proxy exited with {process.returncode}:\n{proxy.log()}")
             try:
-                httpx.get(f"{proxy.url}/api/llm/status", timeout=scaled(2))
+                # Any answer means the server is up. The status page checks each backend for
+                # up to 3 s (CHECK_TIMEOUT_SECONDS), so a busy machine can make it that slow:
+                # a shorter wait would never see an answer there.
+                httpx.get(f"{proxy.url}/api/llm/status", timeout=scaled(10))
                 break
             except httpx.HTTPError:
                 if time.monotonic() > deadline:

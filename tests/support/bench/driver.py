@@ -61,14 +61,22 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))]
 
 
+# The servers measured (uvicorn's default, and the proxy's PROXY_KEEPALIVE_TIMEOUT_SECONDS)
+# close a connection idle for 5 s; the generator forgets its idle ones sooner, so that it never
+# sends on one a server is closing (a request then fails with "Can not write request body").
+IDLE_SECONDS = 3.0
+
+
 def new_session(timeout: float = 120.0, fresh_connections: bool = False
                 ) -> aiohttp.ClientSession:
     """One keep-alive pool, unbounded (a bound here would be the generator's, not the server's
-    limit), no proxy from the environment; or a new connection per request."""
-    return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=None,
-                                       force_close=fresh_connections),
-        timeout=aiohttp.ClientTimeout(total=timeout), trust_env=False)
+    limit), idle connections dropped before the servers drop them, no proxy from the
+    environment; or a new connection per request."""
+    connector = (aiohttp.TCPConnector(limit=0, ttl_dns_cache=None, force_close=True)
+                 if fresh_connections else
+                 aiohttp.TCPConnector(limit=0, ttl_dns_cache=None, keepalive_timeout=IDLE_SECONDS))
+    return aiohttp.ClientSession(connector=connector,
+                                 timeout=aiohttp.ClientTimeout(total=timeout), trust_env=False)
 
 
 async def send(session: aiohttp.ClientSession, target: Target, body: dict[str, Any]
