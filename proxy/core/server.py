@@ -1,13 +1,19 @@
 """How uvicorn serves the proxy: forwarding headers, limits before authentication, logging.
 
-The HTTP implementation is h11, not httptools (uvicorn's default when installed): httptools
-keeps reading a request head however large it grows, h11 refuses an unfinished head larger
-than `PROXY_MAX_HEADER_BYTES` with 400. A head that arrives whole in one read (up to asyncio's
-256 KiB) is still parsed; either way what one connection can make the server hold is bounded.
+The HTTP implementation is uvicorn's httptools protocol (llhttp, in C), with the two limits
+uvicorn leaves out added by `BoundedHttpToolsProtocol`:
+- **A cap on the request head** (`PROXY_MAX_HEADER_BYTES`): httptools keeps reading a head
+  however large it grows. Here the bytes that arrive while a head is unfinished are counted, and
+  past the cap the connection is answered 400 and closed. A head that arrives whole in one read
+  (up to asyncio's 256 KiB) is still parsed; either way what one connection can make the server
+  hold is bounded.
+- **A deadline for the request head** (`PROXY_HEADER_TIMEOUT_SECONDS`): uvicorn has none.
 
-uvicorn has no deadline for receiving a request head, so `HeadDeadlineH11Protocol` adds one
-(`PROXY_HEADER_TIMEOUT_SECONDS`); it relies on uvicorn's `H11Protocol` internals (`conn`,
-`loop`, `on_response_complete`), which tests/proxy/test_edge_limits.py exercises for real.
+Why httptools and not h11 (which has a head cap of its own): h11 parses in Python, and measured
+here it was the largest single cost of a request after the proxy's own work (`scripts/bench`).
+The class relies on uvicorn's `HttpToolsProtocol` internals (its parser callbacks,
+`on_response_complete`, `send_400_response`, `transport`, `loop`), which
+tests/proxy/test_edge_limits.py exercises for real on every run.
 
 Everything `python -m proxy serve` passes to `uvicorn.run` besides the app, host and port is
 decided here, from the settings, so that it can be read (and tested) in one place.
@@ -18,44 +24,66 @@ from __future__ import annotations
 import asyncio
 from typing import Any, cast
 
-import h11
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from proxy.core.logs import logging_config
 from proxy.core.settings import Settings
 
 
-class HeadDeadlineH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol, plus a deadline for each request head.
+class BoundedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol, plus a cap on and a deadline for each request head.
 
-    uvicorn's keep-alive timer runs only between requests and stops at the first byte of the
-    next one, and a new connection has no timer at all: a client that opens connections and
-    sends a header line now and then ("slowloris") would hold them for ever, and with the
-    connection cap lock everyone else out. Here a request head must be complete within
-    `header_timeout` seconds of the connection opening or of the previous response ending;
+    The deadline: uvicorn's keep-alive timer runs only between requests and stops at the first
+    byte of the next one, and a new connection has no timer at all: a client that opens
+    connections and sends a header line now and then ("slowloris") would hold them for ever,
+    and with the connection cap lock everyone else out. Here a request head must be complete
+    within `header_timeout` seconds of the connection opening or of the previous request ending;
     otherwise the connection is closed. Once the head is in, the deadline no longer applies
     (bodies and streams have their own limits).
     """
 
     header_timeout: float = 15.0
+    max_head_bytes: int = 16_384
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._head_deadline: asyncio.TimerHandle | None = None
+        # Waiting for (the rest of) a request head, and how many bytes have come meanwhile.
+        self._in_head = True
+        self._head_bytes = 0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._start_head_deadline()
 
     def data_received(self, data: bytes) -> None:
+        if self._in_head:
+            self._head_bytes += len(data)
         super().data_received(data)
-        if self.conn.their_state is not h11.IDLE:  # the head is complete (or was refused)
+        if self._in_head and self._head_bytes > self.max_head_bytes \
+                and not self.transport.is_closing():
             self._stop_head_deadline()
+            self.send_400_response(
+                "Request head too large (larger than PROXY_MAX_HEADER_BYTES).")
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        self._stop_head_deadline()
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        # The next bytes are the next request's head. Its deadline starts when the response
+        # is complete; if that came first (a refusal before the body was read), now.
+        self._in_head = True
+        self._head_bytes = 0
+        if self.cycle is not None and self.cycle.response_complete:
+            self._start_head_deadline()
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        # IDLE again: waiting for the next request's head (a pipelined one may already be in).
-        if not self.transport.is_closing() and self.conn.their_state is h11.IDLE:
+        # Waiting for the next request's head (a pipelined one may already be in).
+        if not self.transport.is_closing() and self._in_head:
             self._start_head_deadline()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -73,15 +101,16 @@ class HeadDeadlineH11Protocol(H11Protocol):
 
     def _head_too_slow(self) -> None:
         self._head_deadline = None
-        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+        if self._in_head and not self.transport.is_closing():
             self.transport.close()
 
 
-def http_protocol(header_timeout: float) -> type[HeadDeadlineH11Protocol]:
-    """The protocol class uvicorn instantiates per connection, with this deadline."""
-    return cast(type[HeadDeadlineH11Protocol],
-                type("HeadDeadlineH11Protocol", (HeadDeadlineH11Protocol,),
-                     {"header_timeout": header_timeout}))
+def http_protocol(header_timeout: float, max_head_bytes: int
+                  ) -> type[BoundedHttpToolsProtocol]:
+    """The protocol class uvicorn instantiates per connection, with these limits."""
+    return cast(type[BoundedHttpToolsProtocol],
+                type("BoundedHttpToolsProtocol", (BoundedHttpToolsProtocol,),
+                     {"header_timeout": header_timeout, "max_head_bytes": max_head_bytes}))
 
 
 def server_options(settings: Settings) -> dict[str, Any]:
@@ -96,8 +125,8 @@ def server_options(settings: Settings) -> dict[str, Any]:
         "proxy_headers": bool(settings.proxy_trusted_proxies),
         "forwarded_allow_ips": settings.proxy_trusted_proxies,
         "ws_max_size": 2 * settings.proxy_max_body_bytes,
-        "http": http_protocol(settings.proxy_header_timeout_seconds),
-        "h11_max_incomplete_event_size": settings.proxy_max_header_bytes,
+        "http": http_protocol(settings.proxy_header_timeout_seconds,
+                              settings.proxy_max_header_bytes),
         "limit_concurrency": settings.proxy_max_connections,
         "timeout_keep_alive": settings.proxy_keepalive_timeout_seconds,
     }

@@ -16,7 +16,7 @@ from contextlib import ExitStack, contextmanager
 from urllib.parse import urlsplit
 
 import httpx
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from proxy.core.server import server_options
 from proxy.core.settings import Settings
@@ -102,15 +102,15 @@ def test_server_options_carry_the_limits() -> None:
                         proxy_max_connections=100, proxy_keepalive_timeout_seconds=7,
                         proxy_header_timeout_seconds=3)
     options = server_options(settings)
-    # h11, not httptools: only h11 bounds what it buffers of an unfinished request head.
-    assert issubclass(options["http"], H11Protocol)
-    assert options["h11_max_incomplete_event_size"] == 8192
+    # httptools, with the head cap and deadline the proxy adds to it.
+    assert issubclass(options["http"], HttpToolsProtocol)
+    assert options["http"].max_head_bytes == 8192
     assert options["limit_concurrency"] == 100
     assert options["timeout_keep_alive"] == 7
     assert options["http"].header_timeout == 3
 
 
-# -- slowloris: uvicorn has no deadline for a request head; the proxy's h11 protocol adds one ---
+# -- slowloris: uvicorn has no deadline for a request head; the proxy's protocol adds one ---
 
 
 def test_a_connection_that_sends_nothing_is_closed(proxy_factory, simulator) -> None:
