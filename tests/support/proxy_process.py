@@ -5,6 +5,7 @@ fast tier runs the app in the test's own process: tests/support/proxy_app.py).""
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -42,12 +43,22 @@ class ProxyProcess:
         return httpx.Client(base_url=self.url, timeout=scaled(30), **kwargs)
 
 
+# How long a proxy process may take to answer its first request. Most of a start is importing
+# (about 1.5 s of CPU); on a busy 2-core machine, with the other lane building images and
+# starting the stack, starts of 10 to 20 s have been seen. A process that exits is noticed at
+# once: only a start that hangs waits this long.
+START_SECONDS = 60
+
+
 def start_proxy(tmp_path: Path, env: dict[str, str], wait: bool = True) -> ProxyProcess:
     port = free_port()
     full_env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(PROXY_ENV_PREFIXES)},
         **{name.upper(): value
            for name, value in baseline_settings(tmp_path, f"proxy-{port}.db").items()},
+        # A process that does not start is asked where it is (SIGABRT, see below): with the
+        # fault handler on, Python writes every thread's stack to the log first.
+        "PYTHONFAULTHANDLER": "1",
         **env,
     }
     log_path = tmp_path / f"proxy-{port}.log"
@@ -59,7 +70,7 @@ def start_proxy(tmp_path: Path, env: dict[str, str], wait: bool = True) -> Proxy
         )
     proxy = ProxyProcess(f"http://127.0.0.1:{port}", process, log_path, full_env)
     if wait:
-        deadline = time.monotonic() + scaled(30)
+        deadline = time.monotonic() + scaled(START_SECONDS)
         while True:
             if process.poll() is not None:
                 raise RuntimeError(f"proxy exited with {process.returncode}:\n{proxy.log()}")
@@ -71,10 +82,24 @@ def start_proxy(tmp_path: Path, env: dict[str, str], wait: bool = True) -> Proxy
                 break
             except httpx.HTTPError:
                 if time.monotonic() > deadline:
-                    stop_proxy(proxy)
-                    raise RuntimeError(f"proxy did not start:\n{proxy.log()}") from None
+                    _abort_with_stacks(proxy)
+                    raise RuntimeError(f"proxy did not answer within {scaled(START_SECONDS):g} "
+                                       f"s of starting; its log, ending with where each of "
+                                       f"its threads was:\n{proxy.log()}") from None
                 time.sleep(0.1)
     return proxy
+
+
+def _abort_with_stacks(proxy: ProxyProcess) -> None:
+    """End a proxy that hangs so that its log says where: SIGABRT makes Python's fault handler
+    write each thread's stack before the process dies."""
+    if proxy.process.poll() is None:
+        proxy.process.send_signal(signal.SIGABRT)
+        try:
+            proxy.process.wait(scaled(10))
+        except subprocess.TimeoutExpired:
+            proxy.process.kill()
+            proxy.process.wait()
 
 
 def stop_proxy(proxy: ProxyProcess) -> None:
