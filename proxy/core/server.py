@@ -9,11 +9,16 @@ uvicorn leaves out added by `BoundedHttpToolsProtocol`:
   hold is bounded.
 - **A deadline for the request head** (`PROXY_HEADER_TIMEOUT_SECONDS`): uvicorn has none.
 
+It also writes to the socket once per turn of the event loop (`CoalescedWrites`): a stream's
+lines that come from the engine in one read, or a response's head and body, leave in one
+system call instead of one each.
+
 Why httptools and not h11 (which has a head cap of its own): h11 parses in Python, and measured
 here it was the largest single cost of a request after the proxy's own work (`scripts/bench`).
 The class relies on uvicorn's `HttpToolsProtocol` internals (its parser callbacks,
-`on_response_complete`, `send_400_response`, `transport`, `loop`), which
-tests/proxy/test_edge_limits.py exercises for real on every run.
+`on_response_complete`, `send_400_response`, `handle_websocket_upgrade`, `transport`, `loop`),
+which tests/proxy/test_edge_limits.py exercises for real on every run, and
+tests/proxy/fast/test_coalesced_writes.py for the writes.
 
 Everything `python -m proxy serve` passes to `uvicorn.run` besides the app, host and port is
 decided here, from the settings, so that it can be read (and tested) in one place.
@@ -28,6 +33,50 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from proxy.core.logs import logging_config
 from proxy.core.settings import Settings
+
+
+class CoalescedWrites:
+    """A transport whose writes made in one turn of the event loop go out as one write.
+
+    A stream's lines that arrive from the engine in one read are all written before the task
+    next waits; written as they come, each would be its own system call (and, on a busy
+    machine, its own TCP segment). Here they are joined and written at the start of the next
+    turn of the loop, before any new input is read: the bytes and their order are the same, and
+    a line that arrives alone is written alone, as soon as before. A response's head and its
+    first body part, or a whole small response, go out in one write too.
+    """
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self.raw = transport
+        self._loop = loop
+        self._pending: list[bytes] = []
+        self._flush: asyncio.Handle | None = None
+
+    def write(self, data: bytes) -> None:
+        if data:
+            self._pending.append(data)
+            if self._flush is None:
+                self._flush = self._loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        if self._flush is not None:
+            self._flush.cancel()
+            self._flush = None
+        if self._pending:
+            data = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)
+            self._pending.clear()
+            if not self.raw.is_closing():
+                self.raw.write(data)
+
+    def close(self) -> None:
+        self.flush()
+        self.raw.close()
+
+    def is_closing(self) -> bool:
+        return self.raw.is_closing()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.raw, name)
 
 
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
@@ -54,7 +103,15 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self.transport = cast(asyncio.Transport, CoalescedWrites(transport, self.loop))
         self._start_head_deadline()
+
+    def handle_websocket_upgrade(self) -> None:
+        # The WebSocket protocol gets the socket's own transport, everything before it written.
+        if isinstance(self.transport, CoalescedWrites):
+            self.transport.flush()
+            self.transport = self.transport.raw
+        super().handle_websocket_upgrade()
 
     def data_received(self, data: bytes) -> None:
         if self._in_head:
