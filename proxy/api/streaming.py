@@ -59,8 +59,12 @@ async def until_disconnected(request: Request, awaitable: Awaitable[T]) -> T:
         watcher.cancel()
 
 
+# One encoder for every frame: `json.dumps` with options builds a new one per call.
+compact_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
 def ndjson_line(obj: dict[str, Any]) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+    return compact_json(obj).encode() + b"\n"
 
 
 def error_line(exc: ProxyError) -> bytes:

@@ -261,6 +261,8 @@ class Router:
 
     @staticmethod
     def _weighted(choices: list[Upstream]) -> Upstream:
+        if len(choices) == 1:
+            return choices[0]
         weights = [u.config.weight / (1 + u.in_flight) for u in choices]
         return random.choices(choices, weights)[0]
 

@@ -35,7 +35,7 @@ from proxy.api.dialects.openai import (
     completion_ask,
 )
 from proxy.api.generation import answer
-from proxy.api.streaming import until_disconnected
+from proxy.api.streaming import compact_json, until_disconnected
 from proxy.core.dialects import error_body
 from proxy.core.errors import ModelNotFound, ProxyError
 from proxy.core.model_names import full_model_name
@@ -53,8 +53,7 @@ FINGERPRINT = "fp_ollama"
 
 
 def sse(data: dict[str, Any] | str) -> bytes:
-    text = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"),
-                                                         ensure_ascii=False)
+    text = data if isinstance(data, str) else compact_json(data)
     return f"data: {text}\n\n".encode()
 
 
