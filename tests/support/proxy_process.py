@@ -45,7 +45,7 @@ class ProxyProcess:
 
 # How long a proxy process may take to answer its first request. Most of a start is importing
 # (about 1.5 s of CPU); on a busy 2-core machine, with the other lane building images and
-# starting the stack, starts of 10 to 20 s have been seen. A process that exits is noticed at
+# starting the stack, starts of up to 15 s were measured. A process that exits is noticed at
 # once: only a start that hangs waits this long.
 START_SECONDS = 60
 
