@@ -3,6 +3,7 @@ start-up is awaited with its output at hand, and it is stopped politely first, t
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import time
 from collections.abc import Callable
@@ -14,11 +15,12 @@ from proxy.core.workers import die_with_parent
 __all__ = ["die_with_parent", "stop_child", "wait_for_child"]
 
 
-def stop_child(process: subprocess.Popen[bytes], grace: float = 5.0) -> None:
-    """SIGTERM, then SIGKILL if the child has not exited within `grace` seconds."""
+def stop_child(process: subprocess.Popen[bytes], grace: float = 5.0,
+               first: signal.Signals = signal.SIGTERM) -> None:
+    """`first` (SIGTERM), then SIGKILL if the child has not exited within `grace` seconds."""
     if process.poll() is not None:
         return
-    process.terminate()
+    process.send_signal(first)
     try:
         process.wait(timeout=grace)
     except subprocess.TimeoutExpired:

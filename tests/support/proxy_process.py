@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 
+from tests.support.child_process import stop_child
 from tests.support.proxy_baseline import PROXY_ENV_PREFIXES, baseline_settings
 from tests.support.simulator.process import SimulatorProcess
 from tests.support.timing import scaled
@@ -93,23 +94,11 @@ def start_proxy(tmp_path: Path, env: dict[str, str], wait: bool = True) -> Proxy
 def _abort_with_stacks(proxy: ProxyProcess) -> None:
     """End a proxy that hangs so that its log says where: SIGABRT makes Python's fault handler
     write each thread's stack before the process dies."""
-    if proxy.process.poll() is None:
-        proxy.process.send_signal(signal.SIGABRT)
-        try:
-            proxy.process.wait(scaled(10))
-        except subprocess.TimeoutExpired:
-            proxy.process.kill()
-            proxy.process.wait()
+    stop_child(proxy.process, scaled(10), first=signal.SIGABRT)
 
 
 def stop_proxy(proxy: ProxyProcess) -> None:
-    if proxy.process.poll() is None:
-        proxy.process.terminate()
-        try:
-            proxy.process.wait(scaled(10))
-        except subprocess.TimeoutExpired:
-            proxy.process.kill()
-            proxy.process.wait()
+    stop_child(proxy.process, scaled(10))
 
 
 def sim_stats(sim: SimulatorProcess) -> dict[str, Any]:
